@@ -1,0 +1,127 @@
+"""Configuration errors that list every problem at once.
+
+A bad persona or conversation request is a user error, not a crash: the CLI
+prints one line per problem (JSON path, the bad value, what is allowed) and
+exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from config.redact import is_secret_key
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration document."""
+
+    path: str
+    message: str
+    value: Any = _MISSING
+
+    def render(self) -> str:
+        """One line: ``path: message (got value)``."""
+        where = self.path or "(document)"
+        if self.value is _MISSING:
+            return f"{where}: {self.message}"
+        return f"{where}: {self.message} (got {_short(self.value)})"
+
+
+class FieldProblem(ValueError):
+    """Raised by cross-field validators to point at a field below the validated model."""
+
+    def __init__(self, path: str, message: str, value: Any = _MISSING):
+        super().__init__(message)
+        self.path = path
+        self.value = value
+
+
+class ConfigError(Exception):
+    """A configuration document failed validation; carries every problem."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """All problems, one per line, under a header naming the source."""
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        lines = [f"{self.source}: {count} {noun}:"]
+        lines += [f"  - {p.render()}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def json_path(loc: tuple[Any, ...]) -> str:
+    """Turn a pydantic location tuple into a JSON path like ``layers.llm.tools[0].type``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not allowed here"
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if msg.startswith("Input should be"):
+        msg = "must be" + msg[len("Input should be") :]
+    return msg
+
+
+def problems_from_validation(exc: ValidationError) -> list[Problem]:
+    """Translate pydantic errors into :class:`Problem` lines, secrets redacted."""
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err.get("loc", ()) if not _is_union_tag(p))
+        cause = (err.get("ctx") or {}).get("error")
+        value: Any = err.get("input", _MISSING)
+        if isinstance(cause, FieldProblem):
+            loc = loc + tuple(cause.path.split("."))
+            value = cause.value
+        path = json_path(loc)
+        message = _message(err)
+        if (path, message) in seen:
+            continue
+        seen.add((path, message))
+        if err.get("type") == "missing":
+            value = _MISSING
+        elif any(isinstance(p, str) and is_secret_key(p) for p in loc):
+            value = "***"
+        elif isinstance(value, dict) and len(json.dumps(value, default=str)) > 80:
+            value = _MISSING  # a whole object is not useful in one line
+        problems.append(Problem(path=path, message=message, value=value))
+    return problems
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the union member's type name to locations (e.g. "float", "str").
+    return isinstance(part, str) and part in {"float", "str", "int", "bool", "list[str]"}

@@ -1,0 +1,108 @@
+"""Environment settings, read once at the edge and passed down explicitly.
+
+Every variable is documented in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import ClassVar
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Keys, endpoints and local-model overrides from the environment."""
+
+    openai_api_key: str | None = None
+    openai_model: str = "gpt-4.1-mini"
+    deepgram_api_key: str | None = None
+    cartesia_api_key: str | None = None
+    elevenlabs_api_key: str | None = None
+    daily_api_key: str | None = None
+    tavus_api_key: str | None = None
+    tavus_replica_id: str | None = None
+    # Local models (all optional: the bundled ones are used when unset).
+    local_llm_gguf: str | None = None
+    local_whisper_model: str | None = None
+    local_piper_voice: str | None = None
+    llama_server_threads: int | None = None
+    llama_server_ctx: int = 4096
+    llm_max_tokens: int = 256
+    data_dir: Path = Path("data")
+
+    _ENV: ClassVar[dict[str, str]] = {
+        "openai_api_key": "OPENAI_API_KEY",
+        "openai_model": "OPENAI_MODEL",
+        "deepgram_api_key": "DEEPGRAM_API_KEY",
+        "cartesia_api_key": "CARTESIA_API_KEY",
+        "elevenlabs_api_key": "ELEVENLABS_API_KEY",
+        "daily_api_key": "DAILY_API_KEY",
+        "tavus_api_key": "TAVUS_API_KEY",
+        "tavus_replica_id": "TAVUS_REPLICA_ID",
+        "local_llm_gguf": "LOCAL_LLM_GGUF",
+        "local_whisper_model": "LOCAL_WHISPER_MODEL",
+        "local_piper_voice": "LOCAL_PIPER_VOICE",
+        "llama_server_threads": "LLAMA_SERVER_THREADS",
+        "llama_server_ctx": "LLAMA_SERVER_CTX",
+        "llm_max_tokens": "LLM_MAX_TOKENS",
+        "data_dir": "PERSONA_DATA_DIR",
+    }
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable behind a settings field."""
+        return cls._ENV[field]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            raw = _clean(env.get(cls._ENV[f.name]))
+            if raw is None:
+                continue
+            if f.name in ("llama_server_threads", "llama_server_ctx", "llm_max_tokens"):
+                try:
+                    number = int(raw)
+                    if number <= 0:
+                        raise ValueError
+                except ValueError:
+                    problems.append(f"{cls._ENV[f.name]} must be a positive integer (got {raw!r})")
+                    continue
+                values[f.name] = number
+            elif f.name == "data_dir":
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        if problems:
+            from config.errors import ConfigError, Problem
+
+            raise ConfigError("environment", [Problem(path="", message=p) for p in problems])
+        return cls(**values)  # type: ignore[arg-type]
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for scrubbing text before it is shown."""
+        return [
+            s
+            for s in (
+                self.openai_api_key,
+                self.deepgram_api_key,
+                self.cartesia_api_key,
+                self.elevenlabs_api_key,
+                self.daily_api_key,
+                self.tavus_api_key,
+            )
+            if s
+        ]
