@@ -223,10 +223,10 @@ class TTSLayer(ConfigModel):
                 raise FieldProblem(
                     "voice_settings.speed", "for elevenlabs must be a number 0.7-1.2 or 'normal'", speed
                 )
-        elif isinstance(speed, float) and not -1.0 <= speed <= 2.0:
+        elif isinstance(speed, float) and not -1.0 <= speed <= 1.0:
             raise FieldProblem(
                 "voice_settings.speed",
-                "must be -1.0-2.0 (Cartesia: -1..1 relative, or a ratio) "
+                "must be -1.0 to 1.0 (negative slower, positive faster) "
                 "or one of slowest|slow|normal|fast|fastest",
                 speed,
             )

@@ -15,7 +15,7 @@ README's engine table).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from config.conversation import ConversationRequest
@@ -37,7 +37,7 @@ class EngineChoice:
     engine: str
     reason: str
     model: str | None = None
-    api_key: str | None = None  # never printed; see describe()
+    api_key: str | None = field(default=None, repr=False)  # never printed
 
     def describe(self) -> str:
         """One human line without secrets."""

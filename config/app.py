@@ -1,0 +1,64 @@
+"""Everything one run of the bot is configured by: persona, conversation, environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config.conversation import ConversationRequest
+from config.loader import load_conversation, load_persona
+from config.persona import Persona
+from config.redact import redact
+from config.settings import Settings
+
+DEFAULT_PERSONA = Path(__file__).resolve().parent.parent / "personas" / "default.json"
+
+
+@dataclass
+class AppConfig:
+    """A validated persona, conversation request and settings, plus what to tell the user."""
+
+    persona: Persona
+    conversation: ConversationRequest
+    settings: Settings
+    persona_source: str
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(
+        cls,
+        persona_path: str | Path | None = None,
+        conversation_path: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> AppConfig:
+        """Load and validate; raises :class:`~config.errors.ConfigError` on bad input."""
+        persona_path = Path(persona_path) if persona_path else DEFAULT_PERSONA
+        persona = load_persona(persona_path)
+        warnings = [f"{persona_path}: {w}" for w in persona.warnings]
+        notes = [f"{persona_path}: {n}" for n in persona.notes]
+        if conversation_path:
+            conv = load_conversation(conversation_path)
+            conversation = conv.value
+            warnings += [f"{conversation_path}: {w}" for w in conv.warnings]
+        else:
+            conversation = ConversationRequest()
+        return cls(
+            persona=persona.value,
+            conversation=conversation,
+            settings=Settings.from_env(environ),
+            persona_source=str(persona_path),
+            warnings=warnings,
+            notes=notes,
+        )
+
+    def effective(self) -> dict[str, Any]:
+        """The effective configuration (defaults applied), secrets redacted."""
+        return redact(
+            {
+                "persona": self.persona.model_dump(mode="json"),
+                "conversation": self.conversation.model_dump(mode="json"),
+            }
+        )

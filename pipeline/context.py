@@ -1,0 +1,30 @@
+"""Composition of the LLM system prompt, in one place.
+
+Order: persona ``system_prompt``, persona ``context``, the conversation's
+``conversational_context`` (which Tavus appends to the persona context), then
+a language instruction when the conversation is not in English.
+"""
+
+from __future__ import annotations
+
+from config.conversation import ConversationRequest
+from config.persona import Persona
+
+
+def compose_system_prompt(persona: Persona, conversation: ConversationRequest | None) -> str:
+    """The system message for this persona and conversation."""
+    parts = [persona.system_prompt, persona.context]
+    if conversation is not None:
+        parts.append(conversation.conversational_context)
+        language = conversation.properties.language
+        if language == "multilingual":
+            parts.append("Reply in the language the user speaks.")
+        elif language != "english":
+            parts.append(f"Always reply in {language.capitalize()}.")
+    return "\n\n".join(p.strip() for p in parts if p and p.strip())
+
+
+def initial_messages(persona: Persona, conversation: ConversationRequest | None) -> list[dict]:
+    """The messages an ``LLMContext`` starts with."""
+    prompt = compose_system_prompt(persona, conversation)
+    return [{"role": "system", "content": prompt}] if prompt else []

@@ -1,0 +1,311 @@
+"""Running a conversation: a runner session (browser / Daily), text mode, or one-shot on files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from loguru import logger
+
+from config.app import AppConfig
+from pipeline.builder import GREETING_INSTRUCTION, build_pipeline, build_worker
+from pipeline.context import initial_messages
+from pipeline.transcript import Transcript
+from services import EnginePlan, build_services, select_engines
+
+
+def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
+    """The engine plan of this configuration."""
+    return select_engines(app.persona, app.conversation, app.settings, force_local=force_local)
+
+
+# --------------------------------------------------------------------------- runner session
+
+
+async def run_runner_session(
+    runner_args: Any, app: AppConfig, *, force_local: bool = False, greet: bool = True
+) -> Transcript:
+    """One conversation through the development runner (local WebRTC page or Daily)."""
+    from pipecat.workers.runner import WorkerRunner
+
+    from services.transports import make_transport
+
+    plan = plan_for(app, force_local)
+    services = build_services(plan, app.persona, app.conversation, app.settings)
+    await services.ready()
+    transport = await make_transport(runner_args, app.persona)
+    built = build_pipeline(app.persona, app.conversation, transport, services)
+    worker = build_worker(built)
+    runner = WorkerRunner(handle_sigint=getattr(runner_args, "handle_sigint", False))
+
+    @transport.event_handler("on_client_connected")
+    async def _on_connected(_transport, _client):
+        logger.info(f"Participant joined {app.persona.display_name}")
+        if greet:
+            await built.greet(worker)
+
+    @transport.event_handler("on_client_disconnected")
+    async def _on_disconnected(_transport, _client):
+        logger.info("Participant left; ending the conversation")
+        await runner.cancel()
+
+    await runner.add_workers(worker)
+    await runner.run()
+    return built.transcript
+
+
+# --------------------------------------------------------------------------- text mode
+
+
+def _reply_printer(on_reply: Callable[[str], Awaitable[None]]):
+    from pipecat.frames.frames import LLMFullResponseEndFrame, LLMFullResponseStartFrame, LLMTextFrame
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+    class ReplyCollector(FrameProcessor):
+        """Collects each LLM response and hands the whole text to ``on_reply``."""
+
+        def __init__(self):
+            super().__init__(name="reply-collector")
+            self._parts: list[str] = []
+
+        async def process_frame(self, frame, direction: FrameDirection):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, LLMFullResponseStartFrame):
+                self._parts = []
+            elif isinstance(frame, LLMTextFrame):
+                self._parts.append(frame.text)
+            elif isinstance(frame, LLMFullResponseEndFrame):
+                await on_reply("".join(self._parts).strip())
+            await self.push_frame(frame, direction)
+
+    return ReplyCollector()
+
+
+async def run_text(
+    app: AppConfig,
+    *,
+    force_local: bool = False,
+    greet: bool = True,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    reply_timeout: float = 120.0,
+) -> Transcript:
+    """A terminal conversation: typed user turns in, the persona's replies out (no STT/TTS)."""
+    from pipecat.frames.frames import EndFrame, LLMMessagesAppendFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+    from pipecat.workers.runner import WorkerRunner
+
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    name = app.persona.display_name
+    plan = plan_for(app, force_local)
+    services = build_services(plan, app.persona, app.conversation, app.settings, stt=False, tts=False)
+    await services.ready()
+
+    transcript = Transcript()
+    replies: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_reply(text: str) -> None:
+        transcript.add("assistant", text)
+        await replies.put(text)
+
+    context = LLMContext(messages=initial_messages(app.persona, app.conversation))
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
+    pipeline = Pipeline([user_aggregator, services.llm, _reply_printer(on_reply), assistant_aggregator])
+    worker = build_worker_for(pipeline)
+    runner = WorkerRunner(handle_sigint=True)
+    await runner.add_workers(worker)
+    run_task = asyncio.create_task(runner.run())
+    interactive = stdin.isatty()
+
+    def say(text: str) -> None:
+        stdout.write(f"{name}: {text}\n")
+        stdout.flush()
+
+    async def wait_reply() -> str | None:
+        try:
+            return await asyncio.wait_for(replies.get(), timeout=reply_timeout)
+        except TimeoutError:
+            stdout.write(f"({name} did not answer within {reply_timeout:.0f}s)\n")
+            return None
+
+    try:
+        greeting = app.conversation.custom_greeting
+        if greet and greeting:
+            transcript.add("assistant", greeting)
+            await worker.queue_frames(
+                [LLMMessagesAppendFrame([{"role": "assistant", "content": greeting}], run_llm=False)]
+            )
+            say(greeting)
+        elif greet:
+            await worker.queue_frames(
+                [LLMMessagesAppendFrame([{"role": "system", "content": GREETING_INSTRUCTION}], run_llm=True)]
+            )
+            reply = await wait_reply()
+            if reply is not None:
+                say(reply)
+        while True:
+            if interactive:
+                stdout.write("You: ")
+                stdout.flush()
+            line = await asyncio.to_thread(stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/quit", "/exit"):
+                break
+            transcript.add("user", text)
+            await worker.queue_frames(
+                [LLMMessagesAppendFrame([{"role": "user", "content": text}], run_llm=True)]
+            )
+            reply = await wait_reply()
+            if reply is not None:
+                say(reply)
+    finally:
+        await worker.queue_frames([EndFrame()])
+        try:
+            await asyncio.wait_for(run_task, timeout=10)
+        except TimeoutError:
+            await runner.cancel()
+    return transcript
+
+
+def build_worker_for(pipeline: Any) -> Any:
+    """A worker for a pipeline that is not a voice pipeline (no idle timeout)."""
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+
+    return PipelineWorker(
+        pipeline, params=PipelineParams(enable_metrics=True), idle_timeout_secs=None
+    )
+
+
+# --------------------------------------------------------------------------- one-shot
+
+
+class OneShotError(RuntimeError):
+    """The one-shot run did not produce a reply."""
+
+
+def _speech_watcher(state: dict[str, Any]):
+    from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
+    from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+    class SpeechWatcher(BaseObserver):
+        """Tracks whether the bot is speaking and when each reply's audio ends."""
+
+        async def on_push_frame(self, data: FramePushed):
+            if isinstance(data.frame, BotStartedSpeakingFrame):
+                state["speaking"] = True
+            elif isinstance(data.frame, BotStoppedSpeakingFrame) and state.get("speaking"):
+                state["speaking"] = False
+                state["stopped_at"] = time.monotonic()
+
+    return SpeechWatcher()
+
+
+async def run_oneshot(
+    app: AppConfig,
+    audio_in: str | Path,
+    audio_out: str | Path,
+    transcript_out: str | Path | None = None,
+    *,
+    force_local: bool = False,
+    timeout: float = 180.0,
+    settle_secs: float = 1.0,
+) -> dict[str, Any]:
+    """Run the full voice pipeline on a WAV question; write the reply WAV and a JSON transcript.
+
+    The question is streamed in real time, then silence until the persona's
+    reply has been spoken (or ``timeout``).
+    """
+    from pipecat.frames.frames import EndFrame
+    from pipecat.workers.runner import WorkerRunner
+
+    from pipeline.file_transport import FileTransport, last_speech_secs, write_wav_mono16
+
+    started = time.monotonic()
+    transport = FileTransport(audio_in)
+    question_pcm = transport.load(16000)  # fail fast on a bad file
+    speech_end = last_speech_secs(question_pcm, 16000)
+    if speech_end is None:
+        raise OneShotError(f"{audio_in}: no speech found (the file is silent)")
+
+    plan = plan_for(app, force_local)
+    services = build_services(plan, app.persona, app.conversation, app.settings)
+    await services.ready()
+    ready_at = time.monotonic()
+    built = build_pipeline(app.persona, app.conversation, transport, services)
+    state: dict[str, Any] = {"speaking": False}
+    worker = build_worker(built, idle_timeout_secs=None, observers=[_speech_watcher(state)])
+    runner = WorkerRunner(handle_sigint=True)
+    await runner.add_workers(worker)
+    run_task = asyncio.create_task(runner.run())
+
+    def replied() -> bool:
+        entries = built.transcript.entries
+        users = [i for i, e in enumerate(entries) if e.role == "user"]
+        return bool(users) and any(
+            e.role == "assistant" for e in entries[users[0] + 1 :]
+        ) and not state["speaking"]
+
+    error: str | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not run_task.done():
+            if transport.question_sent.is_set() and replied():
+                await asyncio.sleep(settle_secs)  # a reply in several parts keeps speaking
+                if replied():
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            if run_task.done():
+                error = "the pipeline stopped before the persona replied"
+            elif not built.transcript.of("user"):
+                error = f"no speech was recognised in {audio_in} within {timeout:.0f}s"
+            else:
+                error = f"the persona did not finish replying within {timeout:.0f}s"
+    finally:
+        transport.finish()
+        await worker.queue_frames([EndFrame()])
+        try:
+            await asyncio.wait_for(run_task, timeout=15)
+        except TimeoutError:
+            await runner.cancel()
+
+    write_wav_mono16(audio_out, bytes(transport.recorded), transport.output_rate)
+    stats = transport.stats
+    latency = None
+    if stats.input_started is not None and stats.first_output_audio is not None:
+        latency = round(stats.first_output_audio - (stats.input_started + speech_end), 3)
+    result = {
+        "persona": app.persona.display_name,
+        "engines": {c.layer: {"engine": c.engine, "model": c.model} for c in plan.choices()},
+        "audio_in": str(audio_in),
+        "audio_out": str(audio_out),
+        "heard": built.transcript.of("user"),
+        "said": built.transcript.of("assistant"),
+        "transcript": built.transcript.to_list(),
+        "timing": {
+            "startup_secs": round(ready_at - started, 3),
+            "question_speech_end_secs": round(speech_end, 3),
+            "voice_to_voice_secs": latency,
+            "reply_audio_secs": round(len(transport.recorded) / 2 / transport.output_rate, 3),
+        },
+        "error": error,
+    }
+    if transcript_out:
+        path = Path(transcript_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    if error:
+        raise OneShotError(error)
+    return result

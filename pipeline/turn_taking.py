@@ -1,0 +1,80 @@
+"""``layers.conversational_flow`` -> Pipecat VAD and user-turn strategies.
+
+| turn_detection_model | Pipecat stop strategy |
+| --- | --- |
+| ``sparrow-1`` (default) | Smart Turn v3 (bundled ONNX) on each VAD pause |
+| ``sparrow-0``, ``time-based`` | a silence timeout after the last speech |
+
+| turn_taking_patience | Smart Turn: silence before an "incomplete" turn is ended anyway | time-based: silence that ends a turn |
+| --- | --- | --- |
+| low | 1.0 s | 0.4 s |
+| medium (default) | 2.0 s | 0.7 s |
+| high | 3.0 s | 1.2 s |
+
+The VAD pause that triggers a Smart Turn verdict is 0.2 s for every level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.persona import ConversationalFlowLayer
+
+VAD_STOP_SECS = 0.2
+SMART_TURN_INCOMPLETE_SECS = {"low": 1.0, "medium": 2.0, "high": 3.0}
+SPEECH_TIMEOUT_SECS = {"low": 0.4, "medium": 0.7, "high": 1.2}
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """The turn-taking configuration derived from a persona."""
+
+    model: str
+    patience: str
+    stop_secs: float
+
+    def describe(self) -> str:
+        """One line for ``--check``."""
+        if self.model == "sparrow-1":
+            how = f"Smart Turn v3; an incomplete turn ends after {self.stop_secs:.1f}s of silence"
+        else:
+            how = f"silence timeout {self.stop_secs:.1f}s"
+        return f"{self.model} (patience {self.patience}): {how}"
+
+
+def turn_plan(flow: ConversationalFlowLayer | None) -> TurnPlan:
+    """Resolve the persona's flow layer (absent: sparrow-1, medium patience)."""
+    model = (flow.turn_detection_model if flow else None) or "sparrow-1"
+    patience = (flow.turn_taking_patience if flow else None) or "medium"
+    if model == "sparrow-1":
+        return TurnPlan(model, patience, SMART_TURN_INCOMPLETE_SECS[patience])
+    return TurnPlan(model, patience, SPEECH_TIMEOUT_SECS[patience])
+
+
+def build_turn_strategies(plan: TurnPlan):
+    """Pipecat ``UserTurnStrategies`` for the plan."""
+    from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
+    from pipecat.turns.user_stop import (
+        SpeechTimeoutUserTurnStopStrategy,
+        TurnAnalyzerUserTurnStopStrategy,
+    )
+    from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+    start = [VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()]
+    if plan.model == "sparrow-1":
+        from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+        analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=plan.stop_secs))
+        stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)]
+    else:
+        stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=plan.stop_secs)]
+    return UserTurnStrategies(start=start, stop=stop)
+
+
+def build_vad():
+    """Silero VAD (bundled with Pipecat) with the stop time the turn strategies expect."""
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.audio.vad.vad_analyzer import VADParams
+
+    return SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_SECS))

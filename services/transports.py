@@ -1,0 +1,37 @@
+"""Transports of the development runner, named after the persona."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.persona import Persona
+
+
+def transport_params() -> dict[str, Any]:
+    """Parameter factories per runner transport (audio in and out, no video yet)."""
+    from pipecat.transports.base_transport import TransportParams
+
+    def webrtc():
+        return TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+
+    def daily():
+        from pipecat.transports.daily.transport import DailyParams
+
+        return DailyParams(audio_in_enabled=True, audio_out_enabled=True)
+
+    return {"webrtc": webrtc, "daily": daily}
+
+
+async def make_transport(runner_args: Any, persona: Persona) -> Any:
+    """The transport for a runner session; in Daily rooms the bot shows the persona's name."""
+    from pipecat.runner.types import DailyRunnerArguments
+    from pipecat.runner.utils import create_transport
+
+    params = transport_params()
+    if isinstance(runner_args, DailyRunnerArguments):
+        from pipecat.transports.daily.transport import DailyTransport
+
+        return DailyTransport(
+            runner_args.room_url, runner_args.token, persona.display_name, params=params["daily"]()
+        )
+    return await create_transport(runner_args, params)

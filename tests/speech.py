@@ -1,0 +1,52 @@
+"""Spoken test audio, synthesized offline with the bundled Piper voice (deterministic)."""
+
+from __future__ import annotations
+
+import functools
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+@functools.cache
+def _voice():
+    from piper import PiperVoice
+
+    from services.local.models import piper_voice
+
+    found = piper_voice()
+    return PiperVoice.load(found.folder / f"{found.voice_id}.onnx")
+
+
+def synthesize(text: str) -> tuple[bytes, int]:
+    """16-bit mono PCM of ``text`` and its sample rate (noise scales 0: deterministic)."""
+    from piper import SynthesisConfig
+
+    voice = _voice()
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config))
+    return pcm, voice.config.sample_rate
+
+
+def write_question_wav(
+    path: str | Path, text: str, *, lead_secs: float = 0.5, tail_secs: float = 0.5
+) -> Path:
+    """A WAV of ``text`` with silence around it."""
+    pcm, rate = synthesize(text)
+    lead = b"\x00\x00" * int(rate * lead_secs)
+    tail = b"\x00\x00" * int(rate * tail_secs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(lead + pcm + tail)
+    return path
+
+
+def rms(pcm: bytes) -> float:
+    """Root-mean-square level of 16-bit PCM in [0, 1]."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    return float(np.sqrt((samples**2).mean())) if samples.size else 0.0

@@ -1,0 +1,94 @@
+// Plain WebRTC client for the Pipecat runner's SmallWebRTC transport.
+// No libraries and no network requests beyond this server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let pc = null;
+let mic = null;
+
+function log(line) {
+  $("log").textContent += `${new Date().toLocaleTimeString()} ${line}\n`;
+}
+
+function setStatus(text) {
+  $("status").textContent = text;
+  document.body.dataset.status = text.toLowerCase();
+}
+
+function waitForIce(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => {
+      if (peer.iceGatheringState === "complete") {
+        peer.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      }
+    };
+    peer.addEventListener("icegatheringstatechange", check);
+    setTimeout(resolve, 2000); // host candidates are enough on this machine
+  });
+}
+
+async function connect() {
+  $("connect").disabled = true;
+  setStatus("Connecting");
+  try {
+    mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    pc = new RTCPeerConnection({ iceServers: [] });
+    pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = (event) => {
+      if (event.track.kind === "audio") {
+        $("bot-audio").srcObject = new MediaStream([event.track]);
+      } else {
+        $("bot-video").srcObject = new MediaStream([event.track]);
+        event.track.onunmute = () => { $("bot-video").style.display = "block"; };
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      log(`connection: ${pc.connectionState}`);
+      if (pc.connectionState === "connected") setStatus("Connected");
+      if (["failed", "closed", "disconnected"].includes(pc.connectionState)) disconnect();
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc);
+    const response = await fetch("/api/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+    });
+    if (!response.ok) throw new Error(`offer rejected: HTTP ${response.status}`);
+    const answer = await response.json();
+    await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    $("disconnect").disabled = false;
+    $("mute").disabled = false;
+    log("offer answered; waiting for media");
+  } catch (err) {
+    log(`error: ${err.message || err}`);
+    disconnect();
+  }
+}
+
+function disconnect() {
+  if (pc) pc.close();
+  if (mic) mic.getTracks().forEach((t) => t.stop());
+  pc = null;
+  mic = null;
+  $("connect").disabled = false;
+  $("disconnect").disabled = true;
+  $("mute").disabled = true;
+  $("mute").textContent = "Mute";
+  setStatus("Disconnected");
+}
+
+function toggleMute() {
+  if (!mic) return;
+  const track = mic.getAudioTracks()[0];
+  track.enabled = !track.enabled;
+  $("mute").textContent = track.enabled ? "Mute" : "Unmute";
+  log(track.enabled ? "microphone on" : "microphone muted");
+}
+
+$("connect").onclick = connect;
+$("disconnect").onclick = disconnect;
+$("mute").onclick = toggleMute;
