@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from loguru import logger
 
 from config.app import DEFAULT_PERSONA, AppConfig
 from config.errors import ConfigError
+from config.logging import register_secrets, setup_logging
 from config.redact import redact_text
 from services.selection import EngineSelectionError
 
@@ -57,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _fail(message: str, app: AppConfig | None = None) -> int:
-    secrets = app.settings.secrets() if app else []
+    secrets = app.secrets() if app else []
     print(redact_text(message, secrets), file=sys.stderr)
     return EXIT_USAGE
 
@@ -65,6 +67,7 @@ def _fail(message: str, app: AppConfig | None = None) -> int:
 def load_app(args: argparse.Namespace) -> AppConfig:
     """Load persona, conversation and settings; print warnings and notes."""
     app = AppConfig.load(args.persona, args.conversation)
+    register_secrets(app.secrets())
     for warning in app.warnings:
         logger.warning(warning)
     for note in app.notes:
@@ -72,8 +75,11 @@ def load_app(args: argparse.Namespace) -> AppConfig:
     return app
 
 
-def render_check(app: AppConfig, force_local: bool) -> str:
-    """The ``--check`` report: effective config (redacted), then each layer's engine and why."""
+def render_check(app: AppConfig, force_local: bool) -> tuple[str, bool]:
+    """The ``--check`` report: effective config (redacted), then each layer's engine and why.
+
+    Returns the report and whether the persona can start.
+    """
     from pipeline.session import plan_for
     from pipeline.turn_taking import turn_plan
 
@@ -82,15 +88,20 @@ def render_check(app: AppConfig, force_local: bool) -> str:
     lines.append(json.dumps(app.effective(), indent=2, ensure_ascii=False))
     lines.append("")
     lines.append("Engines:")
-    plan = plan_for(app, force_local)
-    lines += [f"  {choice.describe()}" for choice in plan.choices()]
+    ok = True
+    try:
+        plan = plan_for(app, force_local)
+        lines += [f"  {choice.describe()}" for choice in plan.choices()]
+    except EngineSelectionError as exc:
+        ok = False
+        lines += [f"  cannot start: {line}" for line in str(exc).splitlines()]
     lines.append(f"  TURN -> {turn_plan(app.persona.layers.conversational_flow).describe()}")
     lines.append(f"  LANGUAGE -> {app.conversation.properties.language}")
     if app.warnings:
         lines += ["", "Warnings:"] + [f"  - {w}" for w in app.warnings]
     if app.notes:
         lines += ["", "Migrated legacy fields:"] + [f"  - {n}" for n in app.notes]
-    return "\n".join(lines)
+    return "\n".join(lines), ok
 
 
 def run_headless(args: argparse.Namespace) -> int:
@@ -102,8 +113,9 @@ def run_headless(args: argparse.Namespace) -> int:
     try:
         app = load_app(args)
         if args.check:
-            print(render_check(app, args.local))
-            return 0
+            report, ok = render_check(app, args.local)
+            print(redact_text(report, app.secrets()))
+            return 0 if ok else EXIT_USAGE
         if args.text:
             transcript = asyncio.run(run_text(app, force_local=args.local, greet=not args.no_greeting))
             if args.transcript:
@@ -164,7 +176,9 @@ def _prepare_server(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags; run a headless mode or the development runner."""
-    load_dotenv()
+    if os.environ.get("PERSONA_DOTENV", "1") != "0":  # tests turn .env off
+        load_dotenv()
+    setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     ours = add_arguments(argparse.ArgumentParser(add_help=False))
     known, _ = ours.parse_known_args(argv)

@@ -10,7 +10,7 @@ from typing import Any
 from config.conversation import ConversationRequest
 from config.loader import load_conversation, load_persona
 from config.persona import Persona
-from config.redact import redact
+from config.redact import is_secret_key, redact
 from config.settings import Settings
 
 DEFAULT_PERSONA = Path(__file__).resolve().parent.parent / "personas" / "default.json"
@@ -53,6 +53,13 @@ class AppConfig:
             warnings=warnings,
             notes=notes,
         )
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the environment settings and the persona."""
+        llm, tts = self.persona.layers.llm, self.persona.layers.tts
+        values = [*self.settings.secrets(), llm.api_key, tts.api_key, *llm.headers.values()]
+        values += [v for k, v in llm.default_query.items() if is_secret_key(k)]
+        return [v for v in values if v]
 
     def effective(self) -> dict[str, Any]:
         """The effective configuration (defaults applied), secrets redacted."""

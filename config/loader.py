@@ -50,7 +50,13 @@ def _validate(model: type[M], data: Any, source: str) -> Loaded[M]:
     try:
         value = model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(source, problems_from_validation(exc)) from None
+        problems = problems_from_validation(exc)
+        # Cross-field checks do not run when fields fail; add the ones we can still judge.
+        extra = getattr(model, "raw_problems", None)
+        if extra is not None:
+            seen = {p.path for p in problems}
+            problems += [p for p in extra(data) if p.path not in seen]
+        raise ConfigError(source, problems) from None
     warnings = []
     for path in pop_unknown_fields(value):
         hint = _HINTS.get(path)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from config.base import ConfigModel, check_url, note
-from config.errors import FieldProblem
+from config.errors import FieldProblem, Problem
 
 Level = Literal["low", "medium", "high"]
 
@@ -428,6 +428,16 @@ class Persona(ConfigModel):
                 "system_prompt", "is required (a non-empty string) unless pipeline_mode is 'echo'"
             )
         return self
+
+    @classmethod
+    def raw_problems(cls, data: dict[str, Any]) -> list[Problem]:
+        """Problems judged on the raw document when field validation already failed."""
+        mode = data.get("pipeline_mode", "full")
+        prompt = data.get("system_prompt")
+        if mode != "echo" and (prompt is None or (isinstance(prompt, str) and not prompt.strip())):
+            return [Problem("system_prompt", "is required (a non-empty string) unless "
+                            "pipeline_mode is 'echo'")]
+        return []
 
     @property
     def display_name(self) -> str:

@@ -16,7 +16,6 @@ from loguru import logger
 
 from config.conversation import ConversationRequest
 from config.persona import Persona
-from pipeline.context import initial_messages
 from pipeline.transcript import Transcript
 from pipeline.turn_taking import TurnPlan, build_turn_strategies, build_vad, turn_plan
 from services import Services
@@ -77,7 +76,7 @@ def build_pipeline(
         LLMUserAggregatorParams,
     )
 
-    context = LLMContext(messages=initial_messages(persona, conversation))
+    context = LLMContext()
     plan = turn_plan(persona.layers.conversational_flow)
     mute = []
     if conversation is not None and conversation.custom_greeting:

@@ -1,5 +1,8 @@
 """Composition of the LLM system prompt, in one place.
 
+The result is the LLM service's ``system_instruction`` (Pipecat's place for it
+since 1.9); the context holds only the conversation.
+
 Order: persona ``system_prompt``, persona ``context``, the conversation's
 ``conversational_context`` (which Tavus appends to the persona context), then
 a language instruction when the conversation is not in English.
@@ -22,9 +25,3 @@ def compose_system_prompt(persona: Persona, conversation: ConversationRequest | 
         elif language != "english":
             parts.append(f"Always reply in {language.capitalize()}.")
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
-
-
-def initial_messages(persona: Persona, conversation: ConversationRequest | None) -> list[dict]:
-    """The messages an ``LLMContext`` starts with."""
-    prompt = compose_system_prompt(persona, conversation)
-    return [{"role": "system", "content": prompt}] if prompt else []

@@ -14,14 +14,26 @@ from loguru import logger
 
 from config.app import AppConfig
 from pipeline.builder import GREETING_INSTRUCTION, build_pipeline, build_worker
-from pipeline.context import initial_messages
+from pipeline.context import compose_system_prompt
 from pipeline.transcript import Transcript
-from services import EnginePlan, build_services, select_engines
+from services import EnginePlan, Services, build_services, select_engines
 
 
 def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
     """The engine plan of this configuration."""
     return select_engines(app.persona, app.conversation, app.settings, force_local=force_local)
+
+
+def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
+    """Build the services of ``plan`` with the persona's composed system prompt."""
+    return build_services(
+        plan,
+        app.persona,
+        app.conversation,
+        app.settings,
+        system_instruction=compose_system_prompt(app.persona, app.conversation),
+        **layers,
+    )
 
 
 # --------------------------------------------------------------------------- runner session
@@ -36,7 +48,7 @@ async def run_runner_session(
     from services.transports import make_transport
 
     plan = plan_for(app, force_local)
-    services = build_services(plan, app.persona, app.conversation, app.settings)
+    services = services_for(app, plan)
     await services.ready()
     transport = await make_transport(runner_args, app.persona)
     built = build_pipeline(app.persona, app.conversation, transport, services)
@@ -106,7 +118,7 @@ async def run_text(
     stdout = stdout or sys.stdout
     name = app.persona.display_name
     plan = plan_for(app, force_local)
-    services = build_services(plan, app.persona, app.conversation, app.settings, stt=False, tts=False)
+    services = services_for(app, plan, stt=False, tts=False)
     await services.ready()
 
     transcript = Transcript()
@@ -116,7 +128,7 @@ async def run_text(
         transcript.add("assistant", text)
         await replies.put(text)
 
-    context = LLMContext(messages=initial_messages(app.persona, app.conversation))
+    context = LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
     pipeline = Pipeline([user_aggregator, services.llm, _reply_printer(on_reply), assistant_aggregator])
     worker = build_worker_for(pipeline)
@@ -240,7 +252,7 @@ async def run_oneshot(
         raise OneShotError(f"{audio_in}: no speech found (the file is silent)")
 
     plan = plan_for(app, force_local)
-    services = build_services(plan, app.persona, app.conversation, app.settings)
+    services = services_for(app, plan)
     await services.ready()
     ready_at = time.monotonic()
     built = build_pipeline(app.persona, app.conversation, transport, services)

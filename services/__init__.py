@@ -50,8 +50,12 @@ def build_services(
     stt: bool = True,
     llm: bool = True,
     tts: bool = True,
+    system_instruction: str | None = None,
 ) -> Services:
-    """Build the requested layers' services for ``plan``."""
+    """Build the requested layers' services for ``plan``.
+
+    ``system_instruction`` is the composed system prompt (see ``pipeline.context``).
+    """
     from services.llm import build_llm
     from services.stt import build_stt
     from services.tts import build_tts
@@ -61,7 +65,7 @@ def build_services(
     if stt:
         out.stt = build_stt(plan.stt, persona, language, settings)
     if llm:
-        out.llm = build_llm(plan.llm, persona, settings)
+        out.llm = build_llm(plan.llm, persona, settings, system_instruction)
     if tts:
         out.tts = build_tts(plan.tts, persona, language, settings)
     return out

@@ -40,7 +40,13 @@ def _persona_llm_class():
     return PersonaOpenAILLMService
 
 
-def llm_settings(cls, model: str, extra_body: dict[str, Any], max_tokens: int | None):
+def llm_settings(
+    cls,
+    model: str,
+    extra_body: dict[str, Any],
+    max_tokens: int | None,
+    system_instruction: str | None = None,
+):
     """Map persona ``extra_body`` onto the service's settings.
 
     Known sampling keys become settings fields (runtime-changeable); anything
@@ -50,21 +56,28 @@ def llm_settings(cls, model: str, extra_body: dict[str, Any], max_tokens: int | 
     rest = {k: v for k, v in extra_body.items() if k not in _SAMPLING_KEYS}
     if max_tokens is not None and "max_tokens" not in fields and "max_completion_tokens" not in fields:
         fields["max_tokens"] = max_tokens
-    return cls.Settings(model=model, extra={"extra_body": rest} if rest else {}, **fields)
+    return cls.Settings(
+        model=model,
+        system_instruction=system_instruction or None,
+        extra={"extra_body": rest} if rest else {},
+        **fields,
+    )
 
 
-def _build_openai(choice: EngineChoice, persona: Persona, settings: Settings):
+def _build_openai(choice: EngineChoice, persona: Persona, settings: Settings, system: str | None):
     llm = persona.layers.llm
     cls = _persona_llm_class()
     return cls(
         api_key=choice.api_key,
         default_headers=llm.headers or None,
         default_query=llm.default_query,
-        settings=llm_settings(cls, choice.model or settings.openai_model, llm.extra_body, None),
+        settings=llm_settings(cls, choice.model or settings.openai_model, llm.extra_body, None, system),
     )
 
 
-def _build_openai_compatible(choice: EngineChoice, persona: Persona, settings: Settings):
+def _build_openai_compatible(
+    choice: EngineChoice, persona: Persona, settings: Settings, system: str | None
+):
     llm = persona.layers.llm
     cls = _persona_llm_class()
     return cls(
@@ -72,7 +85,7 @@ def _build_openai_compatible(choice: EngineChoice, persona: Persona, settings: S
         base_url=llm.base_url,
         default_headers=llm.headers or None,
         default_query=llm.default_query,
-        settings=llm_settings(cls, choice.model or "", llm.extra_body, None),
+        settings=llm_settings(cls, choice.model or "", llm.extra_body, None, system),
     )
 
 
@@ -85,7 +98,7 @@ def local_llm_server(settings: Settings) -> LlamaServer:
     )
 
 
-def _build_local(choice: EngineChoice, persona: Persona, settings: Settings):
+def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, system: str | None):
     server = local_llm_server(settings)
     cls = _persona_llm_class()
     extra = dict(persona.layers.llm.extra_body)
@@ -95,7 +108,9 @@ def _build_local(choice: EngineChoice, persona: Persona, settings: Settings):
     service = cls(
         api_key=NO_KEY,
         base_url=server.base_url,
-        settings=llm_settings(cls, LlamaServer.MODEL_ALIAS, extra, settings.llm_max_tokens),
+        settings=llm_settings(
+            cls, LlamaServer.MODEL_ALIAS, extra, settings.llm_max_tokens, system
+        ),
     )
     service.local_server = server  # the session waits on it before the first turn
     return service
@@ -108,10 +123,12 @@ LLM_BUILDERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def build_llm(choice: EngineChoice, persona: Persona, settings: Settings):
-    """Build the Pipecat LLM service for ``choice``."""
+def build_llm(
+    choice: EngineChoice, persona: Persona, settings: Settings, system_instruction: str | None = None
+):
+    """Build the Pipecat LLM service for ``choice`` with the composed system prompt."""
     try:
         builder = LLM_BUILDERS[choice.engine]
     except KeyError:
         raise EngineSelectionError(f"unknown LLM engine {choice.engine!r}") from None
-    return builder(choice, persona, settings)
+    return builder(choice, persona, settings, system_instruction)

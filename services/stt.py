@@ -117,7 +117,7 @@ def _build_whisper(
 ):
     path = whisper_model_dir(settings.local_whisper_model)
     model = load_whisper_model(path)
-    if not getattr(model, "is_multilingual", True):
+    if list(getattr(model, "supported_languages", None) or []) == ["en"]:
         if language.multilingual or language.code != "en":
             raise EngineSelectionError(
                 f"conversation language {language.name!r} is not supported by the local Whisper "

@@ -1,0 +1,24 @@
+"""System prompt composition."""
+
+from config import conversation_from_dict, persona_from_dict
+from pipeline.context import compose_system_prompt
+
+
+def test_prompt_order_and_conversational_context():
+    persona = persona_from_dict({"system_prompt": "You are Ava.", "context": "Ctx."}).value
+    conv = conversation_from_dict({"conversational_context": "The user is Bob."}).value
+    assert compose_system_prompt(persona, conv) == "You are Ava.\n\nCtx.\n\nThe user is Bob."
+    assert compose_system_prompt(persona, None) == "You are Ava.\n\nCtx."
+
+
+def test_language_instruction():
+    persona = persona_from_dict({"system_prompt": "You are Ava."}).value
+    spanish = conversation_from_dict({"properties": {"language": "spanish"}}).value
+    multi = conversation_from_dict({"properties": {"language": "multilingual"}}).value
+    assert compose_system_prompt(persona, spanish).endswith("Always reply in Spanish.")
+    assert compose_system_prompt(persona, multi).endswith("Reply in the language the user speaks.")
+
+
+def test_echo_persona_without_prompt_composes_empty():
+    persona = persona_from_dict({"pipeline_mode": "echo"}).value
+    assert compose_system_prompt(persona, None) == ""
