@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import ClassVar
 
 
@@ -30,7 +29,6 @@ class Settings:
     elevenlabs_api_key: str | None = None
     daily_api_key: str | None = None
     tavus_api_key: str | None = None
-    tavus_replica_id: str | None = None
     # Local models (all optional: the bundled ones are used when unset).
     local_llm_gguf: str | None = None
     local_whisper_model: str | None = None
@@ -38,7 +36,6 @@ class Settings:
     llama_server_threads: int | None = None
     llama_server_ctx: int = 4096
     llm_max_tokens: int = 256
-    data_dir: Path = Path("data")
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -48,14 +45,12 @@ class Settings:
         "elevenlabs_api_key": "ELEVENLABS_API_KEY",
         "daily_api_key": "DAILY_API_KEY",
         "tavus_api_key": "TAVUS_API_KEY",
-        "tavus_replica_id": "TAVUS_REPLICA_ID",
         "local_llm_gguf": "LOCAL_LLM_GGUF",
         "local_whisper_model": "LOCAL_WHISPER_MODEL",
         "local_piper_voice": "LOCAL_PIPER_VOICE",
         "llama_server_threads": "LLAMA_SERVER_THREADS",
         "llama_server_ctx": "LLAMA_SERVER_CTX",
         "llm_max_tokens": "LLM_MAX_TOKENS",
-        "data_dir": "PERSONA_DATA_DIR",
     }
 
     @classmethod
@@ -82,8 +77,6 @@ class Settings:
                     problems.append(f"{cls._ENV[f.name]} must be a positive integer (got {raw!r})")
                     continue
                 values[f.name] = number
-            elif f.name == "data_dir":
-                values[f.name] = Path(raw)
             else:
                 values[f.name] = raw
         if problems:

@@ -1,0 +1,115 @@
+"""``bot.py`` as a user runs it: exit codes, clear errors, no tracebacks, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PERSONAS, ROOT
+
+BOT = str(ROOT / "bot.py")
+
+
+def run_bot(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    base.update({"PERSONA_DOTENV": "0", "LOG_LEVEL": "INFO"})
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, BOT, *args], capture_output=True, text=True, env=base, cwd=ROOT,
+        input=stdin, timeout=timeout,
+    )
+
+
+def test_check_default_persona():
+    result = run_bot("--check")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Persona: Ava" in out
+    assert "STT -> whisper" in out and "LLM -> llama-local" in out and "TTS -> piper" in out
+    assert "TURN -> sparrow-1" in out
+    effective = json.loads(out[out.index("{"): out.index("\nEngines:")])
+    flow = effective["persona"]["layers"]["conversational_flow"]
+    assert flow["turn_commitment"] == "medium"  # defaults applied
+
+
+def test_check_stock_persona_with_local_flag():
+    result = run_bot("--check", "--local", "--persona", str(PERSONAS / "customer_service_agent.json"))
+    assert result.returncode == 0, result.stderr
+    assert "--local: embedded Piper voice" in result.stdout
+    assert "Migrated legacy fields:" in result.stdout
+
+
+def test_explicit_engine_without_key_exits_2_naming_the_variable():
+    result = run_bot("--check", "--persona", str(PERSONAS / "customer_service_agent.json"))
+    assert result.returncode == 2
+    assert "CARTESIA_API_KEY" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_persona_lists_problems_without_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"pipeline_mode": "fast", "layers": {"conversational_flow": {
+        "turn_taking_patience": "fast"}, "tts": {"api_key": 12345678}}}))
+    result = run_bot("--check", "--persona", str(bad))
+    assert result.returncode == 2
+    err = result.stderr
+    assert "Traceback" not in err
+    assert f"{bad}: 4 problems:" in err
+    for line in ("  - pipeline_mode: must be one of 'full' or 'echo' (got \"fast\")",
+                 "  - layers.conversational_flow.turn_taking_patience: must be one of",
+                 "  - system_prompt: is required",
+                 "  - layers.tts.api_key: must be a valid string (got \"***\")"):
+        assert line in err, err
+    assert "12345678" not in err
+
+
+def test_secrets_never_printed(tmp_path):
+    persona = tmp_path / "p.json"
+    persona.write_text(json.dumps({"system_prompt": "x", "layers": {
+        "llm": {"model": "gpt-4.1", "api_key": "sk-persona-SECRET-1",
+                "headers": {"Authorization": "Bearer hdr-SECRET-2"}},
+        "tts": {"tts_engine": "elevenlabs"}}}))
+    result = run_bot("--check", "--persona", str(persona),
+                     env={"ELEVENLABS_API_KEY": "el-env-SECRET-3", "OPENAI_API_KEY": "sk-env-SECRET-4"})
+    assert result.returncode == 0, result.stderr
+    both = result.stdout + result.stderr
+    for secret in ("sk-persona-SECRET-1", "hdr-SECRET-2", "el-env-SECRET-3", "sk-env-SECRET-4"):
+        assert secret not in both
+    assert '"api_key": "***"' in result.stdout
+
+
+def test_text_mode_conversation():
+    result = run_bot("--text", "--no-greeting", stdin="Hello, who are you?\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Ava: ")]
+    assert len(lines) == 1 and len(lines[0]) > len("Ava: ") + 2
+
+
+def test_text_mode_writes_transcript(tmp_path):
+    out = tmp_path / "t.json"
+    result = run_bot("--text", "--no-greeting", "--transcript", str(out), stdin="Hi there.\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    transcript = json.loads(out.read_text())
+    assert [e["role"] for e in transcript] == ["user", "assistant"]
+    assert transcript[0]["content"] == "Hi there."
+
+
+def test_one_shot_missing_file_and_missing_output(tmp_path):
+    result = run_bot("--audio-in", str(tmp_path / "nope.wav"), "--audio-out", str(tmp_path / "o.wav"))
+    assert result.returncode == 2 and "file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_bot("--audio-in", str(tmp_path / "nope.wav"))
+    assert result.returncode == 2 and "--audio-out" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["[1, 2]", "{\"system_prompt\": \"x\",}"])
+def test_unreadable_persona_json(tmp_path, bad):
+    path = tmp_path / "p.json"
+    path.write_text(bad)
+    result = run_bot("--check", "--persona", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
