@@ -149,7 +149,7 @@ async def bot(runner_args):
     await run_runner_session(runner_args, app, force_local=args.local, greet=not args.no_greeting)
 
 
-def _prepare_server(args: argparse.Namespace) -> int:
+def _prepare_server(args: argparse.Namespace, *, daily: bool = False) -> int:
     """Validate config and warm the embedded models before the server starts (fail fast)."""
     from pipeline.session import plan_for
     from services.llm import local_llm_server
@@ -157,6 +157,11 @@ def _prepare_server(args: argparse.Namespace) -> int:
     app: AppConfig | None = None
     try:
         app = load_app(args)
+        if daily and not app.settings.daily_api_key:
+            return _fail(
+                "error: -t daily needs DAILY_API_KEY (the runner creates a Daily room with it); "
+                "set it in the environment or .env, or run without -t daily for the local page"
+            )
         plan = plan_for(app, args.local)
         for choice in plan.choices():
             logger.info(choice.describe())
@@ -185,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     if known.check or known.text or known.audio_in or known.audio_out:
         return run_headless(known)
 
-    code = _prepare_server(known)
+    runner_flags = argparse.ArgumentParser(add_help=False)
+    runner_flags.add_argument("-t", "--transport")
+    runner_flags.add_argument("-d", "--direct", action="store_true")
+    transport, _ = runner_flags.parse_known_args(argv)
+    code = _prepare_server(known, daily=transport.transport == "daily" or transport.direct)
     if code:
         return code
     from pipecat.runner.run import main as runner_main

@@ -113,3 +113,9 @@ def test_unreadable_persona_json(tmp_path, bad):
     path.write_text(bad)
     result = run_bot("--check", "--persona", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_daily_without_key_fails_fast():
+    result = run_bot("-t", "daily")
+    assert result.returncode == 2
+    assert "DAILY_API_KEY" in result.stderr and "Traceback" not in result.stderr

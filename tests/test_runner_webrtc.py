@@ -1,0 +1,137 @@
+"""``python bot.py`` as a user starts it, reached by a WebRTC peer the way our page does it.
+
+An aiortc client plays a spoken question into the runner's ``/api/offer``
+(SmallWebRTC) session and listens: the persona greets, hears the question and
+answers, all on the embedded models with no network. The page itself is
+served at ``/`` and makes no off-machine requests (checked statically here;
+the browser run is a separate check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.speech import write_question_wav
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def bot_server(tmp_path):
+    port = free_port()
+    log = tmp_path / "bot.log"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"PERSONA_DOTENV": "0"})
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bot.py"), "--port", str(port)],
+            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 90
+    base = f"http://localhost:{port}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bot exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    yield base, log
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def test_local_page_is_served_and_self_contained(bot_server):
+    base, _ = bot_server
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/") as resp:
+            assert resp.status == 200
+            html = await resp.text()
+        async with session.get(f"{base}/local.js") as resp:
+            assert resp.status == 200
+            script = await resp.text()
+    assert "Connect" in html and '<script src="/local.js">' in html
+    # Nothing loaded from elsewhere: no absolute URLs in the page or its script.
+    assert not re.search(r"(src|href)=\"https?://", html)
+    assert "http://" not in script and "https://" not in script
+    assert 'fetch("/api/offer"' in script
+
+
+async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    base, log = bot_server
+    wav = write_question_wav(tmp_path / "question.wav", "What is the capital of France?",
+                             lead_secs=3.0, tail_secs=25.0)
+    pc = RTCPeerConnection()
+    player = MediaPlayer(str(wav))
+    pc.addTrack(player.audio)
+    received: list[tuple[float, float]] = []  # (monotonic time, rms)
+
+    @pc.on("track")
+    def on_track(track):
+        async def consume():
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                samples = frame.to_ndarray().astype(np.float32) / 32768.0
+                received.append((time.monotonic(), float(np.sqrt((samples**2).mean()))))
+        asyncio.ensure_future(consume())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/offer", json={
+                "sdp": pc.localDescription.sdp, "type": pc.localDescription.type}) as resp:
+            assert resp.status == 200, await resp.text()
+            answer = await resp.json()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    transcript_re = re.compile(r"Transcription: \[\s*(.+?)\s*\]")
+    deadline = time.monotonic() + 90
+    heard = None
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            text = log.read_text()
+            match = transcript_re.search(text)
+            if match:
+                heard = match.group(1)
+            # Done when the answer to the question has been spoken.
+            if heard and text.count("Bot stopped speaking") >= 2:
+                break
+    finally:
+        await pc.close()
+        player.audio.stop() if player.audio else None
+
+    text = log.read_text()
+    assert heard is not None, text[-3000:]
+    assert re.sub(r"[^a-z ]", "", heard.lower()) == "what is the capital of france"
+    assert text.count("Bot started speaking") >= 2, "expected a greeting and an answer"
+    loud = [t for t, level in received if level > 0.01]
+    assert loud, "no audible bot audio arrived over WebRTC"
+    assert "Participant joined Ava" in text
+    assert "Traceback" not in text
