@@ -56,6 +56,22 @@ STTEngine = Literal[
 TTSEngine = Literal["cartesia", "elevenlabs", "piper", "openai", "deepgram"]
 CartesiaSpeedName = Literal["slowest", "slow", "normal", "fast", "fastest"]
 
+def _move_legacy(
+    src: dict[str, Any], old: str, dst: dict[str, Any], new: str, info: ValidationInfo, where: str
+) -> None:
+    """Move a legacy field ``src[old]`` to ``dst[new]`` unless the new field is already set."""
+    if old not in src:
+        return
+    value = src.pop(old)
+    if value in (None, "", []):
+        return  # stock personas carry empty legacy fields; nothing to move
+    if dst.get(new) in (None, "", []):
+        dst[new] = value
+        note(info, f"{where}{old} (legacy) migrated to {new}")
+    else:
+        note(info, f"{where}{old} (legacy) ignored: {new} is set")
+
+
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INVERT = {"low": "high", "medium": "medium", "high": "low"}
 
@@ -191,11 +207,7 @@ class TTSLayer(ConfigModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if "voice_id" in data:
-            voice = data.pop("voice_id")
-            if not data.get("external_voice_id"):
-                data["external_voice_id"] = voice
-            note(info, "layers.tts.voice_id (legacy) migrated to layers.tts.external_voice_id")
+        _move_legacy(data, "voice_id", data, "external_voice_id", info, "layers.tts.")
         if data.get("tts_engine") == "playht":
             data.pop("tts_engine")
             note(
@@ -298,16 +310,7 @@ class PerceptionLayer(ConfigModel):
             ("perception_tools", "visual_tools"),
         )
         for old, new in moves:
-            if old not in data:
-                continue
-            value = data.pop(old)
-            if value in (None, "", []):
-                continue  # stock personas carry empty legacy fields; nothing to move
-            if data.get(new) in (None, "", []):
-                data[new] = value
-                note(info, f"layers.perception.{old} (legacy) migrated to layers.perception.{new}")
-            else:
-                note(info, f"layers.perception.{old} (legacy) ignored: {new} is set")
+            _move_legacy(data, old, data, new, info, "layers.perception.")
         if "ambient_awareness" in data:
             data.pop("ambient_awareness")
             note(
@@ -413,11 +416,7 @@ class Persona(ConfigModel):
         if isinstance(layers, dict):
             layers = dict(layers)
             for key in ("document_ids", "document_tags"):
-                if key in layers:
-                    value = layers.pop(key)
-                    if not data.get(key):
-                        data[key] = value
-                    note(info, f"layers.{key} moved to top-level {key}")
+                _move_legacy(layers, key, data, key, info, "layers.")
             data["layers"] = layers
         return data
 

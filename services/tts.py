@@ -32,6 +32,15 @@ def _voice(choice: EngineChoice, persona: Persona) -> str:
     return persona.layers.tts.external_voice_id or DEFAULT_VOICES[choice.engine]
 
 
+def _settings_fields(choice: EngineChoice, persona: Persona, mapped: vsmap.MappedVoice) -> dict[str, Any]:
+    """Voice, model and mapped voice settings as service settings fields (ignored ones warned)."""
+    _warn(mapped)
+    fields: dict[str, Any] = {"voice": _voice(choice, persona), **mapped.values}
+    if persona.layers.tts.tts_model_name:
+        fields["model"] = persona.layers.tts.tts_model_name
+    return fields
+
+
 def _require_language(engine: str, language: LanguageChoice, supported: set[str] | None):
     if language.multilingual:
         return
@@ -82,12 +91,7 @@ def _build_cartesia(choice: EngineChoice, persona: Persona, language: LanguageCh
 def _build_elevenlabs(choice: EngineChoice, persona: Persona, language: LanguageChoice, settings: Settings):
     from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 
-    tts = persona.layers.tts
-    mapped = vsmap.for_elevenlabs(tts.voice_settings)
-    _warn(mapped)
-    fields: dict[str, Any] = {"voice": _voice(choice, persona), **mapped.values}
-    if tts.tts_model_name:
-        fields["model"] = tts.tts_model_name
+    fields = _settings_fields(choice, persona, vsmap.for_elevenlabs(persona.layers.tts.voice_settings))
     if language.pipecat:
         fields["language"] = language.pipecat
     return ElevenLabsTTSService(
@@ -98,12 +102,7 @@ def _build_elevenlabs(choice: EngineChoice, persona: Persona, language: Language
 def _build_openai(choice: EngineChoice, persona: Persona, language: LanguageChoice, settings: Settings):
     from pipecat.services.openai.tts import OpenAITTSService
 
-    tts = persona.layers.tts
-    mapped = vsmap.for_openai(tts.voice_settings)
-    _warn(mapped)
-    fields: dict[str, Any] = {"voice": _voice(choice, persona), **mapped.values}
-    if tts.tts_model_name:
-        fields["model"] = tts.tts_model_name
+    fields = _settings_fields(choice, persona, vsmap.for_openai(persona.layers.tts.voice_settings))
     return OpenAITTSService(api_key=choice.api_key, settings=OpenAITTSService.Settings(**fields))
 
 

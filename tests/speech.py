@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-import wave
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.file_transport import write_wav_mono16
 
 
 @functools.cache
@@ -36,14 +37,8 @@ def write_question_wav(
     pcm, rate = synthesize(text)
     lead = b"\x00\x00" * int(rate * lead_secs)
     tail = b"\x00\x00" * int(rate * tail_secs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(lead + pcm + tail)
-    return path
+    write_wav_mono16(path, lead + pcm + tail, rate)
+    return Path(path)
 
 
 def rms(pcm: bytes) -> float:
