@@ -46,11 +46,11 @@ class PersonaPipeline:
 
         greeting = self.conversation.custom_greeting if self.conversation else None
         if greeting:
-            self.transcript.add("assistant", greeting)
+            # Spoken verbatim; the assistant aggregator records it in context and transcript.
             return [TTSSpeakFrame(greeting, append_to_context=True)]
         return [
             LLMMessagesAppendFrame(
-                [{"role": "system", "content": GREETING_INSTRUCTION}], run_llm=True
+                [{"role": "developer", "content": GREETING_INSTRUCTION}], run_llm=True
             )
         ]
 

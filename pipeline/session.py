@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from loguru import logger
 
 from config.app import AppConfig
+from config.redact import redact_text
 from pipeline.builder import GREETING_INSTRUCTION, build_pipeline, build_worker
 from pipeline.context import compose_system_prompt
 from pipeline.transcript import Transcript
@@ -122,16 +123,21 @@ async def run_text(
     await services.ready()
 
     transcript = Transcript()
-    replies: asyncio.Queue[str] = asyncio.Queue()
+    replies: asyncio.Queue[str | Exception] = asyncio.Queue()
 
     async def on_reply(text: str) -> None:
-        transcript.add("assistant", text)
+        transcript.add("assistant", text)  # blank text is not recorded
         await replies.put(text)
 
     context = LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
     pipeline = Pipeline([user_aggregator, services.llm, _reply_printer(on_reply), assistant_aggregator])
     worker = build_worker_for(pipeline)
+
+    @worker.event_handler("on_pipeline_error")
+    async def _on_error(_worker, frame):
+        await replies.put(RuntimeError(frame.error))
+
     runner = WorkerRunner(handle_sigint=True)
     await runner.add_workers(worker)
     run_task = asyncio.create_task(runner.run())
@@ -143,10 +149,20 @@ async def run_text(
 
     async def wait_reply() -> str | None:
         try:
-            return await asyncio.wait_for(replies.get(), timeout=reply_timeout)
+            reply = await asyncio.wait_for(replies.get(), timeout=reply_timeout)
         except TimeoutError:
             stdout.write(f"({name} did not answer within {reply_timeout:.0f}s)\n")
             return None
+        if reply == "":  # an empty response: usually an error report follows at once
+            try:
+                reply = await asyncio.wait_for(replies.get(), timeout=0.5)
+            except TimeoutError:
+                stdout.write(f"({name} gave an empty answer)\n")
+                return None
+        if isinstance(reply, Exception):
+            stdout.write(f"({name} could not answer: {redact_text(str(reply), app.secrets())})\n")
+            return None
+        return reply
 
     try:
         greeting = app.conversation.custom_greeting
@@ -158,7 +174,7 @@ async def run_text(
             say(greeting)
         elif greet:
             await worker.queue_frames(
-                [LLMMessagesAppendFrame([{"role": "system", "content": GREETING_INSTRUCTION}], run_llm=True)]
+                [LLMMessagesAppendFrame([{"role": "developer", "content": GREETING_INSTRUCTION}], run_llm=True)]
             )
             reply = await wait_reply()
             if reply is not None:

@@ -80,13 +80,16 @@ def _build_openai_compatible(
 ):
     llm = persona.layers.llm
     cls = _persona_llm_class()
-    return cls(
+    service = cls(
         api_key=choice.api_key or NO_KEY,
         base_url=llm.base_url,
         default_headers=llm.headers or None,
         default_query=llm.default_query,
         settings=llm_settings(cls, choice.model or "", llm.extra_body, None, system),
     )
+    # Most OpenAI-compatible servers (llama.cpp, vLLM, Ollama) reject the "developer" role.
+    service.supports_developer_role = False
+    return service
 
 
 def local_llm_server(settings: Settings) -> LlamaServer:
@@ -112,6 +115,7 @@ def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, sys
             cls, LlamaServer.MODEL_ALIAS, extra, settings.llm_max_tokens, system
         ),
     )
+    service.supports_developer_role = False  # llama.cpp rejects the "developer" role
     service.local_server = server  # the session waits on it before the first turn
     return service
 

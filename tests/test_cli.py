@@ -119,3 +119,13 @@ def test_daily_without_key_fails_fast():
     result = run_bot("-t", "daily")
     assert result.returncode == 2
     assert "DAILY_API_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_text_mode_reports_an_unreachable_llm(tmp_path):
+    persona = tmp_path / "p.json"
+    persona.write_text(json.dumps({"persona_name": "Ava", "system_prompt": "x", "layers": {"llm": {
+        "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-unreachable-SECRET"}}}))
+    result = run_bot("--text", "--no-greeting", "--persona", str(persona), stdin="Hello?\n")
+    assert result.returncode == 0
+    assert "(Ava could not answer:" in result.stdout
+    assert "sk-unreachable-SECRET" not in result.stdout + result.stderr

@@ -1,0 +1,68 @@
+"""The greeting when the participant joins: custom_greeting verbatim, once, then the conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from config import conversation_from_dict
+from config.app import AppConfig
+from pipeline.builder import build_pipeline, build_worker
+from pipeline.file_transport import FileTransport
+from pipeline.session import plan_for, services_for
+from tests.conftest import PERSONAS
+from tests.speech import rms, write_question_wav
+
+pytestmark = pytest.mark.e2e
+
+GREETING = "Hello, I am Ava. How can I help?"
+
+
+async def run_session(tmp_path, conversation: dict, question: str, secs: float):
+    from pipecat.frames.frames import EndFrame
+    from pipecat.workers.runner import WorkerRunner
+
+    app = AppConfig.load(PERSONAS / "default.json", environ={})
+    app.conversation = conversation_from_dict(conversation).value
+    wav = write_question_wav(tmp_path / "q.wav", question, lead_secs=6.0, tail_secs=0.5)
+    transport = FileTransport(wav)
+    services = services_for(app, plan_for(app, False))
+    await services.ready()
+    built = build_pipeline(app.persona, app.conversation, transport, services)
+    worker = build_worker(built, idle_timeout_secs=None)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.3)
+    await built.greet(worker)
+    await built.greet(worker)  # a second join event must not greet twice
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        roles = [e.role for e in built.transcript.entries]
+        if "user" in roles and roles[-1] == "assistant" and roles.count("assistant") >= 2:
+            break
+        await asyncio.sleep(0.2)
+    transport.finish()
+    await worker.queue_frames([EndFrame()])
+    await asyncio.wait_for(task, 20)
+    return built, transport
+
+
+async def test_custom_greeting_is_spoken_once_then_the_question_answered(tmp_path):
+    built, transport = await run_session(
+        tmp_path, {"custom_greeting": GREETING}, "What is your name?", secs=60)
+    entries = built.transcript.entries
+    assert entries[0].role == "assistant" and entries[0].content == GREETING
+    assert [e.content for e in entries].count(GREETING) == 1
+    assert built.context.get_messages()[0] == {"role": "assistant", "content": GREETING}
+    assert [e.role for e in entries][1:3] == ["user", "assistant"]
+    assert "name" in entries[1].content.lower()
+    assert rms(bytes(transport.recorded)) > 0.01
+
+
+async def test_without_custom_greeting_the_llm_greets(tmp_path):
+    built, _ = await run_session(tmp_path, {}, "Hello there.", secs=60)
+    first = built.transcript.entries[0]
+    assert first.role == "assistant" and first.content
