@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ PERSONAS = ROOT / "personas"
 OUTPUT = ROOT / "tests" / "output"
 
 _KEY_VARS = [Settings.env_name(f) for f in Settings._ENV]
+# Captured before the autouse fixture clears them: only `-m live` tests may use real keys.
+LIVE_ENV = {var: os.environ.get(var, "") for var in _KEY_VARS}
 
 
 @pytest.fixture(autouse=True)
