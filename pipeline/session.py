@@ -22,7 +22,7 @@ from services import EnginePlan, Services, build_services, select_engines
 
 def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
     """The engine plan of this configuration."""
-    return select_engines(app.persona, app.conversation, app.settings, force_local=force_local)
+    return select_engines(app.persona, app.settings, force_local=force_local)
 
 
 def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from config.conversation import ConversationRequest
 from config.persona import Persona
 from config.settings import Settings
 
@@ -84,6 +83,16 @@ TAVUS_STT_MAP: dict[str, tuple[str, str | None, str]] = {
 }
 
 
+def _local_model(settings: Settings, layer: Layer) -> str:
+    """The embedded model's name for ``--check``: the bundled one or the override's file name."""
+    override = {"stt": settings.local_whisper_model, "llm": settings.local_llm_gguf,
+                "tts": settings.local_piper_voice}[layer]
+    if override:
+        return f"{override.rstrip('/').rsplit('/', 1)[-1]} (override)"
+    return {"stt": "tiny.en", "llm": "SmolLM2-135M-Instruct (llama.cpp)",
+            "tts": "en_US-joe-medium"}[layer]
+
+
 def _key(settings: Settings, engine: str) -> str | None:
     field = ENGINE_KEY.get(engine)
     return getattr(settings, field) if field else None
@@ -104,7 +113,7 @@ def select_stt(persona: Persona, settings: Settings, force_local: bool) -> Engin
     """Choose the STT engine."""
     requested = persona.layers.stt.stt_engine
     if force_local:
-        return EngineChoice("stt", "whisper", "--local: embedded faster-whisper", "tiny.en")
+        return EngineChoice("stt", "whisper", "--local: embedded faster-whisper", _local_model(settings, "stt"))
     if requested in ("deepgram", "openai"):
         key = _key(settings, requested)
         if not key:
@@ -112,7 +121,7 @@ def select_stt(persona: Persona, settings: Settings, force_local: bool) -> Engin
         model = "nova-3" if requested == "deepgram" else "gpt-4o-transcribe"
         return EngineChoice("stt", requested, "named in the persona", model, key)
     if requested == "whisper":
-        return EngineChoice("stt", "whisper", "named in the persona", "tiny.en")
+        return EngineChoice("stt", "whisper", "named in the persona", _local_model(settings, "stt"))
     if requested == "tavus-deepgram-medical":
         key = settings.deepgram_api_key
         if not key:
@@ -131,7 +140,7 @@ def select_stt(persona: Persona, settings: Settings, force_local: bool) -> Engin
         return EngineChoice(
             "stt", "whisper",
             f"{requested} ({what}) -> embedded faster-whisper: no {Settings.env_name(ENGINE_KEY[engine])}",
-            "tiny.en",
+            _local_model(settings, "stt"),
         )
     if settings.deepgram_api_key:
         return EngineChoice(
@@ -139,14 +148,15 @@ def select_stt(persona: Persona, settings: Settings, force_local: bool) -> Engin
             settings.deepgram_api_key,
         )
     return EngineChoice(
-        "stt", "whisper", "no engine named and no STT key set: embedded faster-whisper", "tiny.en"
+        "stt", "whisper", "no engine named and no STT key set: embedded faster-whisper",
+        _local_model(settings, "stt"),
     )
 
 
 def select_llm(persona: Persona, settings: Settings, force_local: bool) -> EngineChoice:
     """Choose the LLM engine."""
     llm = persona.layers.llm
-    local = EngineChoice("llm", "llama-local", "", "SmolLM2-135M-Instruct (llama.cpp)")
+    local = EngineChoice("llm", "llama-local", "", _local_model(settings, "llm"))
     if force_local:
         return EngineChoice("llm", local.engine, "--local: embedded llama.cpp server", local.model)
     if llm.base_url:
@@ -180,10 +190,10 @@ def select_tts(persona: Persona, settings: Settings, force_local: bool) -> Engin
     """Choose the TTS engine."""
     tts = persona.layers.tts
     if force_local:
-        return EngineChoice("tts", "piper", "--local: embedded Piper voice", "en_US-joe-medium")
+        return EngineChoice("tts", "piper", "--local: embedded Piper voice", _local_model(settings, "tts"))
     requested = tts.tts_engine
     if requested == "piper":
-        return EngineChoice("tts", "piper", "named in the persona", "en_US-joe-medium")
+        return EngineChoice("tts", "piper", "named in the persona", _local_model(settings, "tts"))
     if requested:
         key = tts.api_key or _key(settings, requested)
         if not key:
@@ -198,19 +208,15 @@ def select_tts(persona: Persona, settings: Settings, force_local: bool) -> Engin
             )
     return EngineChoice(
         "tts", "piper", "no engine named and no TTS key set: embedded Piper voice",
-        "en_US-joe-medium",
+        _local_model(settings, "tts"),
     )
 
 
-def select_engines(
-    persona: Persona,
-    conversation: ConversationRequest | None,
-    settings: Settings,
-    *,
-    force_local: bool = False,
-) -> EnginePlan:
-    """Choose every layer's engine; raise :class:`EngineSelectionError` listing all problems."""
-    del conversation  # language checks happen in the factories, which know each engine
+def select_engines(persona: Persona, settings: Settings, *, force_local: bool = False) -> EnginePlan:
+    """Choose every layer's engine; raise :class:`EngineSelectionError` listing all problems.
+
+    Language support is checked by the factories, which know each engine's languages.
+    """
     problems: list[str] = []
     chosen: dict[str, EngineChoice] = {}
     for layer, select in (("stt", select_stt), ("llm", select_llm), ("tts", select_tts)):

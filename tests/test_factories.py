@@ -28,7 +28,7 @@ def persona(**layers):
 def built(p, env=None, conversation=None, **which):
     settings = Settings.from_env(env or {})
     conv = conversation_from_dict(conversation or {}).value
-    plan = select_engines(p, conv, settings)
+    plan = select_engines(p, settings)
     return build_services(plan, p, conv, settings, **which)
 
 
@@ -92,7 +92,7 @@ def test_openai_transcription():
 def test_local_whisper_rejects_other_languages():
     p = persona()
     settings = Settings.from_env({})
-    plan = select_engines(p, None, settings)
+    plan = select_engines(p, settings)
     for language in ("spanish", "multilingual"):
         conv = conversation_from_dict({"properties": {"language": language}}).value
         with pytest.raises(EngineSelectionError, match="English-only"):

@@ -20,7 +20,7 @@ def services(layers: dict, env: dict, **which):
     persona = persona_from_dict({"system_prompt": "Answer in one short sentence.",
                                  "layers": layers}).value
     settings = Settings.from_env(env)
-    plan = select_engines(persona, None, settings)
+    plan = select_engines(persona, settings)
     return build_services(plan, persona, None, settings, system_instruction=persona.system_prompt,
                           **which)
 

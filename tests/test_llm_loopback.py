@@ -37,7 +37,7 @@ async def test_one_turn_streams_the_scripted_answer(fake):
         }},
     }).value
     settings = Settings.from_env({})
-    plan = select_engines(persona, None, settings)
+    plan = select_engines(persona, settings)
     assert plan.llm.engine == "openai-compatible"
     llm = build_services(
         plan, persona, None, settings, stt=False, tts=False,

@@ -19,7 +19,7 @@ def persona(**layers):
 
 
 def plan(p, env=None, force_local=False):
-    return select_engines(p, None, Settings.from_env(env or {}), force_local=force_local)
+    return select_engines(p, Settings.from_env(env or {}), force_local=force_local)
 
 
 def engines(result):
@@ -124,3 +124,12 @@ def test_settings_reject_bad_numbers():
 
     with pytest.raises(ConfigError, match="LLAMA_SERVER_THREADS"):
         Settings.from_env({"LLAMA_SERVER_THREADS": "many"})
+
+
+def test_local_model_overrides_are_named():
+    env = {"LOCAL_LLM_GGUF": "/models/qwen2.5-1.5b.gguf", "LOCAL_WHISPER_MODEL": "/models/base/",
+           "LOCAL_PIPER_VOICE": "/voices/de_DE-thorsten.onnx"}
+    result = plan(persona(), env)
+    assert result.llm.model == "qwen2.5-1.5b.gguf (override)"
+    assert result.stt.model == "base (override)"
+    assert result.tts.model == "de_DE-thorsten.onnx (override)"
