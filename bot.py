@@ -181,8 +181,12 @@ def _prepare_server(args: argparse.Namespace, *, daily: bool = False) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags; run a headless mode or the development runner."""
-    if os.environ.get("PERSONA_DOTENV", "1") != "0":  # tests turn .env off
+    if os.environ.get("PERSONA_DOTENV", "1") != "0":
         load_dotenv()
+    else:  # the test suite: no .env, not even the one Pipecat's runner loads at import
+        import dotenv
+
+        dotenv.load_dotenv = lambda *args, **kwargs: False
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     ours = add_arguments(argparse.ArgumentParser(add_help=False))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -135,3 +136,42 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
     assert loud, "no audible bot audio arrived over WebRTC"
     assert "Participant joined Ava" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_the_bot_stops_the_local_llm_server(tmp_path, sig):
+    port = free_port()
+    log = tmp_path / "bot.log"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["PERSONA_DOTENV"] = "0"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py"), "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        llm_port = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and llm_port is None:
+            match = re.search(r"127\.0\.0\.1:(\d+)/v1", log.read_text())
+            llm_port = int(match.group(1)) if match else None
+            time.sleep(0.2)
+        assert llm_port, log.read_text()[-2000:]
+        while time.monotonic() < deadline:  # the runner is up and the LLM server answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                socket.create_connection(("127.0.0.1", llm_port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", llm_port), timeout=0.5).close()
+                time.sleep(0.2)
+            except OSError:
+                return  # nothing listens any more: the server is gone
+        pytest.fail("the local LLM server still answers after the bot stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
