@@ -107,7 +107,7 @@ def render_check(app: AppConfig, force_local: bool) -> tuple[str, bool]:
 def run_headless(args: argparse.Namespace) -> int:
     """``--check``, ``--text`` and one-shot modes. Returns the exit code."""
     from pipeline.file_transport import AudioFileError
-    from pipeline.session import OneShotError, run_oneshot, run_text
+    from pipeline.session import ModeError, OneShotError, run_oneshot, run_text
 
     app: AppConfig | None = None
     try:
@@ -132,7 +132,7 @@ def run_headless(args: argparse.Namespace) -> int:
         return 0
     except ConfigError as exc:
         return _fail(exc.render(), app)
-    except (EngineSelectionError, AudioFileError, OneShotError) as exc:
+    except (EngineSelectionError, AudioFileError, OneShotError, ModeError) as exc:
         return _fail(f"error: {exc}", app)
     except KeyboardInterrupt:
         return 130

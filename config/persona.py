@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from config.base import ConfigModel, check_url, note
@@ -110,6 +112,11 @@ class ToolFunction(ConfigModel):
         unknown = [r for r in required if r not in props]
         if unknown:
             raise ValueError(f"parameters.required names undefined properties: {unknown}")
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            where = "/".join(str(p) for p in exc.path) or "parameters"
+            raise ValueError(f"parameters is not a valid JSON schema ({where}: {exc.message})") from None
         return value
 
 

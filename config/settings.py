@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -36,6 +37,9 @@ class Settings:
     llama_server_threads: int | None = None
     llama_server_ctx: int = 4096
     llm_max_tokens: int = 256
+    data_dir: Path = Path("data")
+    tool_timeout_secs: float = 10.0
+    client_tool_timeout_secs: float = 30.0
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -51,6 +55,9 @@ class Settings:
         "llama_server_threads": "LLAMA_SERVER_THREADS",
         "llama_server_ctx": "LLAMA_SERVER_CTX",
         "llm_max_tokens": "LLM_MAX_TOKENS",
+        "data_dir": "PERSONA_DATA_DIR",
+        "tool_timeout_secs": "TOOL_TIMEOUT_SECS",
+        "client_tool_timeout_secs": "CLIENT_TOOL_TIMEOUT_SECS",
     }
 
     @classmethod
@@ -68,15 +75,19 @@ class Settings:
             raw = _clean(env.get(cls._ENV[f.name]))
             if raw is None:
                 continue
-            if f.name in ("llama_server_threads", "llama_server_ctx", "llm_max_tokens"):
+            if f.name in ("llama_server_threads", "llama_server_ctx", "llm_max_tokens",
+                          "tool_timeout_secs", "client_tool_timeout_secs"):
+                kind = float if f.name.endswith("_secs") else int
                 try:
-                    number = int(raw)
+                    number = kind(raw)
                     if number <= 0:
                         raise ValueError
                 except ValueError:
-                    problems.append(f"{cls._ENV[f.name]} must be a positive integer (got {raw!r})")
+                    problems.append(f"{cls._ENV[f.name]} must be a positive number (got {raw!r})")
                     continue
                 values[f.name] = number
+            elif f.name == "data_dir":
+                values[f.name] = Path(raw)
             else:
                 values[f.name] = raw
         if problems:

@@ -1,28 +1,48 @@
 """``build_pipeline``: persona + conversation + transport -> a Pipecat pipeline.
 
-    transport.input -> STT -> user aggregator (VAD + turn strategies) -> LLM
-      -> TTS -> transport.output -> assistant aggregator
+Full mode:
 
-The transcript is recorded from the aggregators' events. The greeting is
-queued by :meth:`PersonaPipeline.greet` when the participant joins.
+    transport.input -> interactions -> STT -> user aggregator (VAD + turn strategies)
+      -> LLM (tools) -> TTS -> transport.output -> assistant aggregator
+
+Echo mode (``pipeline_mode: echo``): no STT and no LLM; ``conversation.echo``
+text is spoken by TTS and echo audio goes straight out:
+
+    transport.input -> interactions -> TTS -> transport.output
+
+The interactions processor (Tavus Interactions Protocol) and its observer turn
+app messages into actions and pipeline frames into events. The transcript is
+recorded from the aggregators' events. The greeting is queued by
+:meth:`PersonaPipeline.greet` when the participant joins.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from config.conversation import ConversationRequest
 from config.persona import Persona
+from pipeline.context import compose_system_prompt
+from pipeline.interactions import InteractionHooks, InteractionsProcessor
+from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.transcript import Transcript
-from pipeline.turn_taking import TurnPlan, build_turn_strategies, build_vad, turn_plan
+from pipeline.turn_taking import TurnController, build_vad, turn_plan
 from services import Services
+from tools import ToolRegistry, build_registry
 
 GREETING_INSTRUCTION = (
     "The participant has just joined the call. Greet them in character, in one short sentence."
 )
+
+
+def new_conversation_id() -> str:
+    """A conversation id in Tavus's style (``c`` + hex)."""
+    return "c" + uuid.uuid4().hex[:12]
 
 
 @dataclass
@@ -35,19 +55,33 @@ class PersonaPipeline:
     assistant_aggregator: Any
     transcript: Transcript
     services: Services
-    turn: TurnPlan
+    turns: TurnController | None
     persona: Persona
-    conversation: ConversationRequest | None
+    conversation: ConversationRequest
+    conversation_id: str
+    interactions: InteractionsProcessor
+    tools: ToolDispatcher | None
     _greeted: bool = field(default=False, repr=False)
+
+    @property
+    def turn(self):
+        """The current turn-taking plan (None in echo mode)."""
+        return self.turns.plan if self.turns else None
+
+    def observers(self) -> list[Any]:
+        """Observers the worker must run for this pipeline."""
+        return [self.interactions.create_observer()]
 
     def greeting_frames(self) -> list[Any]:
         """Frames that greet the participant: the custom greeting verbatim, else an in-character LLM greeting."""
         from pipecat.frames.frames import LLMMessagesAppendFrame, TTSSpeakFrame
 
-        greeting = self.conversation.custom_greeting if self.conversation else None
+        greeting = self.conversation.custom_greeting
         if greeting:
             # Spoken verbatim; the assistant aggregator records it in context and transcript.
             return [TTSSpeakFrame(greeting, append_to_context=True)]
+        if self.persona.pipeline_mode == "echo":
+            return []  # echo mode says only what the app sends
         return [
             LLMMessagesAppendFrame(
                 [{"role": "developer", "content": GREETING_INSTRUCTION}], run_llm=True
@@ -59,7 +93,9 @@ class PersonaPipeline:
         if self._greeted:
             return
         self._greeted = True
-        await worker.queue_frames(self.greeting_frames())
+        frames = self.greeting_frames()
+        if frames:
+            await worker.queue_frames(frames)
 
 
 def build_pipeline(
@@ -67,8 +103,14 @@ def build_pipeline(
     conversation: ConversationRequest | None,
     transport: Any,
     services: Services,
+    *,
+    conversation_id: str | None = None,
+    registry: ToolRegistry | None = None,
+    data_dir: Path | str = "data",
+    tool_timeout_secs: float = 10.0,
+    client_tool_timeout_secs: float = 30.0,
 ) -> PersonaPipeline:
-    """Assemble the persona's voice pipeline on ``transport``."""
+    """Assemble the persona's pipeline on ``transport``."""
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
@@ -76,27 +118,74 @@ def build_pipeline(
         LLMUserAggregatorParams,
     )
 
-    context = LLMContext()
-    plan = turn_plan(persona.layers.conversational_flow)
-    mute = []
-    if conversation is not None and conversation.custom_greeting:
-        # Tavus: the custom greeting is not interruptible.
-        from pipecat.turns.user_mute import FirstSpeechUserMuteStrategy
-
-        mute.append(FirstSpeechUserMuteStrategy())
-    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context,
-        user_params=LLMUserAggregatorParams(
-            vad_analyzer=build_vad(),
-            user_turn_strategies=build_turn_strategies(plan),
-            user_mute_strategies=mute,
-        ),
-    )
+    conversation = conversation or ConversationRequest()
+    conversation_id = conversation_id or new_conversation_id()
+    echo = persona.pipeline_mode == "echo"
     transcript = Transcript()
-    transcript.attach(user_aggregator, assistant_aggregator)
+    live = {"conversation": conversation}
+
+    def update_context(mode: str, text: str) -> str:
+        """conversation.overwrite/append_llm_context -> the new system instruction."""
+        current = live["conversation"].conversational_context
+        new = text if mode == "overwrite" or not current else f"{current}\n\n{text}"
+        live["conversation"] = live["conversation"].model_copy(update={"conversational_context": new})
+        return compose_system_prompt(persona, live["conversation"])
+
+    turns = None
+    tools = None
+    if not echo:
+        flow = persona.layers.conversational_flow
+        turns = TurnController(
+            turn_plan(flow), (flow.replica_interruptibility if flow else None) or "medium"
+        )
+    hooks = InteractionHooks(
+        pipeline_mode=persona.pipeline_mode,
+        update_context=update_context,
+        apply_sensitivity=turns.apply_sensitivity if turns else None,
+        user_text=lambda text: transcript.add("user", text),
+    )
+    interactions = InteractionsProcessor(conversation_id, hooks)
+
+    if not echo:
+        tools = ToolDispatcher(
+            persona.layers.llm.tools,
+            registry or build_registry(),
+            conversation_id=conversation_id,
+            data_dir=Path(data_dir),
+            announce=interactions.emit_tool_call,
+            handler_timeout_secs=tool_timeout_secs,
+            client_timeout_secs=client_tool_timeout_secs,
+        )
+        hooks.tool_result = tools.resolve
+        tools.register(services.llm)
+
+    schema = tools.tools_schema() if tools else None
+    context = LLMContext(tools=schema) if schema else LLMContext()
+    user_aggregator = assistant_aggregator = None
+    if not echo:
+        mute = []
+        if conversation.custom_greeting:
+            # Tavus: the custom greeting is not interruptible.
+            from pipecat.turns.user_mute import FirstSpeechUserMuteStrategy
+
+            mute.append(FirstSpeechUserMuteStrategy())
+        user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+            context,
+            user_params=LLMUserAggregatorParams(
+                vad_analyzer=build_vad(),
+                user_turn_strategies=turns.strategies,
+                user_mute_strategies=mute,
+            ),
+        )
+        transcript.attach(user_aggregator, assistant_aggregator)
+
+        @user_aggregator.event_handler("on_user_turn_message_added")
+        async def _on_user_turn(_aggregator, message):
+            await interactions.user_turn(message.content)
 
     processors = [
         transport.input(),
+        interactions,
         services.stt,
         user_aggregator,
         services.llm,
@@ -105,7 +194,10 @@ def build_pipeline(
         assistant_aggregator,
     ]
     pipeline = Pipeline([p for p in processors if p is not None])
-    logger.debug(f"Pipeline for {persona.display_name}: turn-taking {plan.describe()}")
+    if turns:
+        logger.debug(f"Pipeline for {persona.display_name}: turn-taking {turns.plan.describe()}")
+    if tools and (tools.local_tools or tools.client_tools):
+        logger.info(f"Tools: local {tools.local_tools}, client {tools.client_tools}")
     return PersonaPipeline(
         pipeline=pipeline,
         context=context,
@@ -113,9 +205,12 @@ def build_pipeline(
         assistant_aggregator=assistant_aggregator,
         transcript=transcript,
         services=services,
-        turn=plan,
+        turns=turns,
         persona=persona,
         conversation=conversation,
+        conversation_id=conversation_id,
+        interactions=interactions,
+        tools=tools,
     )
 
 
@@ -125,12 +220,12 @@ def build_worker(
     idle_timeout_secs: float | None = 300.0,
     observers: list[Any] | None = None,
 ) -> Any:
-    """A ``PipelineWorker`` for the pipeline with metrics on."""
+    """A ``PipelineWorker`` for the pipeline with metrics and the protocol observer."""
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 
     return PipelineWorker(
         built.pipeline,
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
         idle_timeout_secs=idle_timeout_secs,
-        observers=observers or [],
+        observers=[*built.observers(), *(observers or [])],
     )

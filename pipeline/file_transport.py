@@ -1,5 +1,8 @@
 """A Pipecat transport that plays a WAV file in as the user's microphone and records the bot.
 
+It also carries app messages both ways (``receive_message`` in, ``sent_messages``
+out), like a Daily room's data channel.
+
 Used by the one-shot ``--audio-in/--audio-out`` mode and by the end-to-end
 tests. The input is streamed in real time (20 ms frames on a monotonic
 schedule), followed by silence until :meth:`FileTransport.finish` is called;
@@ -17,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+)
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
@@ -160,6 +168,10 @@ class FileOutputTransport(BaseOutputTransport):
         await super().start(frame)
         await self.set_transport_ready(frame)
 
+    async def send_message(self, frame) -> None:
+        """App messages (protocol events) the bot broadcasts, kept in order."""
+        self._owner.sent_messages.append(frame.message)
+
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         owner = self._owner
         owner.output_rate = frame.sample_rate
@@ -193,6 +205,7 @@ class FileTransport(BaseTransport):
         self.input_rate = 16000
         self.question_sent = asyncio.Event()
         self.finished = asyncio.Event()
+        self.sent_messages: list[dict] = []
 
     def load(self, sample_rate: int) -> bytes:
         """The input file as mono 16-bit PCM at ``sample_rate`` (validated once)."""
@@ -210,6 +223,10 @@ class FileTransport(BaseTransport):
         if self._output is None:
             self._output = FileOutputTransport(self, self._params, name="file-output")
         return self._output
+
+    async def receive_message(self, message, sender: str | None = None) -> None:
+        """An app message from a participant (as a Daily or data-channel message arrives)."""
+        await self.input().broadcast_frame(InputTransportMessageFrame, message=message)
 
     def finish(self) -> None:
         """Stop feeding silence."""

@@ -14,10 +14,18 @@ from loguru import logger
 
 from config.app import AppConfig
 from config.redact import redact_text
-from pipeline.builder import GREETING_INSTRUCTION, build_pipeline, build_worker
+from pipeline.builder import (
+    GREETING_INSTRUCTION,
+    PersonaPipeline,
+    build_pipeline,
+    build_worker,
+    new_conversation_id,
+)
 from pipeline.context import compose_system_prompt
 from pipeline.transcript import Transcript
+from pipeline.tool_dispatch import ToolDispatcher
 from services import EnginePlan, Services, build_services, select_engines
+from tools import build_registry
 
 
 def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
@@ -26,7 +34,12 @@ def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
 
 
 def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
-    """Build the services of ``plan`` with the persona's composed system prompt."""
+    """Build the services of ``plan`` with the persona's composed system prompt.
+
+    Echo mode has no STT and no LLM.
+    """
+    if app.persona.pipeline_mode == "echo":
+        layers.update(stt=False, llm=False)
     return build_services(
         plan,
         app.persona,
@@ -34,6 +47,19 @@ def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
         app.settings,
         system_instruction=compose_system_prompt(app.persona, app.conversation),
         **layers,
+    )
+
+
+def pipeline_for(app: AppConfig, transport: Any, services: Services) -> PersonaPipeline:
+    """``build_pipeline`` with this configuration's data directory and tool timeouts."""
+    return build_pipeline(
+        app.persona,
+        app.conversation,
+        transport,
+        services,
+        data_dir=app.settings.data_dir,
+        tool_timeout_secs=app.settings.tool_timeout_secs,
+        client_tool_timeout_secs=app.settings.client_tool_timeout_secs,
     )
 
 
@@ -52,7 +78,7 @@ async def run_runner_session(
     services = services_for(app, plan)
     await services.ready()
     transport = await make_transport(runner_args, app.persona)
-    built = build_pipeline(app.persona, app.conversation, transport, services)
+    built = pipeline_for(app, transport, services)
     worker = build_worker(built)
     runner = WorkerRunner(handle_sigint=getattr(runner_args, "handle_sigint", False))
 
@@ -117,6 +143,8 @@ async def run_text(
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
+    if app.persona.pipeline_mode == "echo":
+        raise ModeError("--text needs a persona with pipeline_mode 'full' (echo mode has no LLM)")
     name = app.persona.display_name
     plan = plan_for(app, force_local)
     services = services_for(app, plan, stt=False, tts=False)
@@ -129,7 +157,17 @@ async def run_text(
         transcript.add("assistant", text)  # blank text is not recorded
         await replies.put(text)
 
-    context = LLMContext()
+    tools = ToolDispatcher(
+        app.persona.layers.llm.tools,
+        build_registry(),
+        conversation_id=new_conversation_id(),
+        data_dir=app.settings.data_dir,
+        handler_timeout_secs=app.settings.tool_timeout_secs,
+        client_timeout_secs=app.settings.client_tool_timeout_secs,
+    )
+    tools.register(services.llm)
+    schema = tools.tools_schema()
+    context = LLMContext(tools=schema) if schema else LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
     pipeline = Pipeline([user_aggregator, services.llm, _reply_printer(on_reply), assistant_aggregator])
     worker = build_worker_for(pipeline)
@@ -223,6 +261,10 @@ class OneShotError(RuntimeError):
     """The one-shot run did not produce a reply."""
 
 
+class ModeError(ValueError):
+    """The persona cannot run in the requested mode."""
+
+
 def _speech_watcher(state: dict[str, Any]):
     from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
     from pipecat.observers.base_observer import BaseObserver, FramePushed
@@ -260,6 +302,9 @@ async def run_oneshot(
 
     from pipeline.file_transport import FileTransport, last_speech_secs, write_wav_mono16
 
+    if app.persona.pipeline_mode == "echo":
+        raise ModeError("one-shot mode needs a persona with pipeline_mode 'full' "
+                        "(echo mode only speaks what conversation.echo sends)")
     started = time.monotonic()
     transport = FileTransport(audio_in)
     question_pcm = transport.load(16000)  # fail fast on a bad file
@@ -271,7 +316,7 @@ async def run_oneshot(
     services = services_for(app, plan)
     await services.ready()
     ready_at = time.monotonic()
-    built = build_pipeline(app.persona, app.conversation, transport, services)
+    built = pipeline_for(app, transport, services)
     state: dict[str, Any] = {"speaking": False}
     worker = build_worker(built, idle_timeout_secs=None, observers=[_speech_watcher(state)])
     runner = WorkerRunner(handle_sigint=True)

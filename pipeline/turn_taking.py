@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loguru import logger
+
 from config.persona import ConversationalFlowLayer
 
 VAD_STOP_SECS = 0.2
@@ -70,6 +72,46 @@ def build_turn_strategies(plan: TurnPlan):
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=plan.stop_secs)]
     return UserTurnStrategies(start=start, stop=stop)
+
+
+# conversation.sensitivity / legacy STT values -> persona levels (inverted, as the Tavus
+# migration guide maps participant_*_sensitivity onto the conversational_flow fields).
+_SENSITIVITY_TO_LEVEL = {
+    "superlow": "high", "verylow": "high", "low": "high", "medium": "medium", "high": "low",
+    "auto": "medium",
+}
+
+
+class TurnController:
+    """The live turn-taking settings of one conversation, changeable at run time."""
+
+    def __init__(self, plan: TurnPlan, interruptibility: str = "medium"):
+        self.plan = plan
+        self.interruptibility = interruptibility
+        self.strategies = build_turn_strategies(plan)
+
+    def set_patience(self, patience: str) -> None:
+        """Apply a patience level to the running stop strategy."""
+        secs = (SMART_TURN_INCOMPLETE_SECS if self.plan.model == "sparrow-1" else
+                SPEECH_TIMEOUT_SECS)[patience]
+        self.plan = TurnPlan(self.plan.model, patience, secs)
+        for strategy in self.strategies.stop or []:
+            analyzer = getattr(strategy, "_turn_analyzer", None)
+            params = getattr(analyzer, "_params", None)
+            if params is not None:
+                params.stop_secs = secs
+                analyzer._stop_ms = secs * 1000
+            if hasattr(strategy, "_user_speech_timeout"):
+                strategy._user_speech_timeout = secs
+
+    def apply_sensitivity(self, pause: str, interrupt: str) -> None:
+        """``conversation.sensitivity``: legacy pause/interrupt sensitivities."""
+        self.set_patience(_SENSITIVITY_TO_LEVEL[pause])
+        self.interruptibility = _SENSITIVITY_TO_LEVEL[interrupt]
+        logger.info(
+            f"Turn-taking now: patience {self.plan.patience} ({self.plan.stop_secs:g}s), "
+            f"interruptibility {self.interruptibility}"
+        )
 
 
 def build_vad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,10 +12,24 @@ from aiohttp import web
 
 
 @dataclass
-class FakeOpenAI:
-    """Records every request and streams the next scripted answer (SSE ``chat.completion.chunk``)."""
+class ToolCall:
+    """A scripted tool call answer."""
 
-    answers: list[str] = field(default_factory=lambda: ["Hello from the fake model."])
+    name: str
+    arguments: dict[str, Any]
+    id: str = "call_1"
+
+
+@dataclass
+class FakeOpenAI:
+    """Records every request and streams the next scripted answer (SSE ``chat.completion.chunk``).
+
+    An answer is a string (streamed word by word) or a list of :class:`ToolCall`.
+    ``delay_secs`` waits before the first chunk (a slow model).
+    """
+
+    answers: list[Any] = field(default_factory=lambda: ["Hello from the fake model."])
+    delay_secs: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)
@@ -61,10 +76,21 @@ class FakeOpenAI:
                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-        await send({"role": "assistant", "content": ""})
-        for word in answer.split(" "):
-            await send({"content": word + " "})
-        await send({}, "stop")
+        if self.delay_secs:
+            await asyncio.sleep(self.delay_secs)
+        if isinstance(answer, list):
+            for index, call in enumerate(answer):
+                await send({"role": "assistant", "content": None, "tool_calls": [{
+                    "index": index, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}]})
+                await send({"tool_calls": [{"index": index, "function": {
+                    "arguments": json.dumps(call.arguments)}}]})
+            await send({}, "tool_calls")
+        else:
+            await send({"role": "assistant", "content": ""})
+            for word in answer.split(" "):
+                await send({"content": word + " "})
+            await send({}, "stop")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -1,0 +1,170 @@
+"""Tool calls from ``layers.llm.tools``: run locally, or hand them to the client.
+
+Every call is announced as a ``conversation.tool_call`` event. Then:
+
+- arguments that fail the tool's JSON schema -> an error result, no handler runs;
+- a local handler (``tools/``) runs with a timeout; exceptions and timeouts
+  become error results. Registered with ``cancel_on_interruption=True``: if the
+  user interrupts the reply that asked for the call, Pipecat cancels it, so it
+  never runs its side effects after the interruption (handlers commit their
+  side effect in one step at the end, e.g. the fsync'd ticket line);
+- no local handler -> the client answers with ``conversation.tool_result``
+  (matched by ``tool_call_id``). Registered as an async call
+  (``cancel_on_interruption=False``): the conversation is not held while the
+  client works, and a result that arrives later, even while the user speaks,
+  is still put into the context. With no answer within the timeout, the LLM is
+  told so. No call is left pending.
+
+Results go back to the LLM as JSON: the handler's value on success,
+``{"error": "..."}`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from loguru import logger
+
+from config.persona import Tool
+from tools.registry import ToolContext, ToolError, ToolRegistry
+
+
+class ToolDispatcher:
+    """Routes the LLM's function calls to local handlers or to the client."""
+
+    def __init__(
+        self,
+        tools: list[Tool],
+        registry: ToolRegistry,
+        *,
+        conversation_id: str,
+        data_dir: Path,
+        announce=None,
+        handler_timeout_secs: float = 10.0,
+        client_timeout_secs: float = 30.0,
+    ):
+        self._tools = {t.function.name: t for t in tools}
+        self._validators = {
+            name: Draft202012Validator(t.function.parameters) for name, t in self._tools.items()
+        }
+        self._registry = registry
+        self._conversation_id = conversation_id
+        self._data_dir = Path(data_dir)
+        self._announce = announce  # async (name, arguments, tool_call_id) -> None
+        self._handler_timeout = handler_timeout_secs
+        self._client_timeout = client_timeout_secs
+        self._pending: dict[str, asyncio.Future] = {}
+
+    @property
+    def local_tools(self) -> list[str]:
+        """Declared tools that run in this process."""
+        return [n for n in self._tools if self._registry.get(n)]
+
+    @property
+    def client_tools(self) -> list[str]:
+        """Declared tools handed to the client."""
+        return [n for n in self._tools if not self._registry.get(n)]
+
+    @property
+    def pending(self) -> list[str]:
+        """Tool call ids waiting for the client."""
+        return list(self._pending)
+
+    def tools_schema(self):
+        """The persona's tools as Pipecat's ``ToolsSchema`` (None when there are none)."""
+        if not self._tools:
+            return None
+        from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+        from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+        return ToolsSchema(
+            standard_tools=[
+                FunctionSchema(
+                    name=t.function.name,
+                    description=t.function.description,
+                    properties=t.function.parameters.get("properties", {}),
+                    required=t.function.parameters.get("required", []),
+                )
+                for t in self._tools.values()
+            ]
+        )
+
+    def register(self, llm: Any) -> None:
+        """Register the handlers on a Pipecat LLM service."""
+        for name in self._tools:
+            local = self._registry.get(name) is not None
+            llm.register_function(name, self._handle, cancel_on_interruption=local)
+        llm.register_function(None, self._handle)  # tools the persona never declared
+
+    async def _handle(self, params: Any) -> None:
+        name, call_id = params.function_name, params.tool_call_id
+        arguments = params.arguments if isinstance(params.arguments, dict) else {}
+        if self._announce is not None:
+            try:
+                await self._announce(name, dict(arguments), call_id)
+            except Exception as exc:  # an event that could not be sent must not lose the call
+                logger.warning(f"Tool call {name} ({call_id}) not announced: {exc}")
+        result = await self.run(name, call_id, dict(arguments))
+        await params.result_callback(result)
+
+    async def run(self, name: str, call_id: str, arguments: dict[str, Any]) -> Any:
+        """Validate, dispatch and return the result (never raises for tool problems)."""
+        if name not in self._tools:
+            return {"error": f"there is no tool named {name!r}"}
+        errors = sorted(self._validators[name].iter_errors(arguments), key=lambda e: list(e.path))
+        if errors:
+            first = errors[0]
+            where = "/".join(str(p) for p in first.path) or "arguments"
+            logger.warning(f"Tool {name} ({call_id}): invalid arguments: {where}: {first.message}")
+            return {"error": f"invalid arguments: {where}: {first.message}"}
+        local = self._registry.get(name)
+        if local is not None:
+            return await self._run_local(local, call_id, arguments)
+        return await self._wait_for_client(name, call_id)
+
+    async def _run_local(self, local: Any, call_id: str, arguments: dict[str, Any]) -> Any:
+        timeout = local.timeout_secs or self._handler_timeout
+        context = ToolContext(self._conversation_id, call_id, self._data_dir)
+        try:
+            value = await asyncio.wait_for(local.call(arguments, context), timeout)
+        except TimeoutError:
+            logger.warning(f"Tool {local.name} ({call_id}) timed out after {timeout:g}s")
+            return {"error": f"the tool did not finish within {timeout:g} seconds"}
+        except ToolError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:
+            logger.exception(f"Tool {local.name} ({call_id}) raised: {exc}")
+            return {"error": f"the tool failed ({type(exc).__name__})"}
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = json.loads(json.dumps(value, default=str))
+        logger.info(f"Tool {local.name} ({call_id}) -> {json.dumps(value)[:200]}")
+        return value
+
+    async def _wait_for_client(self, name: str, call_id: str) -> Any:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        try:
+            output, status = await asyncio.wait_for(future, self._client_timeout)
+        except TimeoutError:
+            logger.warning(f"Tool {name} ({call_id}): no result from the client")
+            return {"error": f"the client did not return a result within "
+                             f"{self._client_timeout:g} seconds"}
+        finally:
+            self._pending.pop(call_id, None)
+        if status == "error":
+            return {"error": output if isinstance(output, str) else json.dumps(output)}
+        return output
+
+    def resolve(self, call_id: str, output: Any, status: str = "success") -> bool:
+        """The client's ``conversation.tool_result``; False if no such call is pending."""
+        future = self._pending.get(call_id)
+        if future is None or future.done():
+            return False
+        future.set_result((output, status))
+        return True
