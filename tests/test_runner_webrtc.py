@@ -175,3 +175,76 @@ def test_stopping_the_bot_stops_the_local_llm_server(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
+    """The protocol over a real transport: an aiortc peer's data channel to `python bot.py`."""
+    import json
+
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    from pipeline.file_transport import write_wav_mono16
+
+    base, log = bot_server
+    silence = tmp_path / "silence.wav"
+    write_wav_mono16(silence, b"\x00\x00" * 16000 * 30, 16000)
+    pc = RTCPeerConnection()
+    player = MediaPlayer(str(silence))
+    pc.addTrack(player.audio)
+    channel = pc.createDataChannel("chat")
+    received: list[dict] = []
+    opened = asyncio.Event()
+
+    @channel.on("open")
+    def on_open():
+        opened.set()
+
+    @channel.on("message")
+    def on_message(data):
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(message, dict) and "event_type" in message:
+            received.append(message)
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/offer", json={
+                "sdp": pc.localDescription.sdp, "type": pc.localDescription.type}) as resp:
+            answer = await resp.json()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+    try:
+        await asyncio.wait_for(opened.wait(), 20)
+
+        async def wait_for(predicate, timeout=60):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                found = [m for m in received if predicate(m)]
+                if found:
+                    return found[0]
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"not received; got {[m['event_type'] for m in received]}")
+
+        # Wait for the greeting to finish, so the session is live.
+        await wait_for(lambda m: m["event_type"] == "conversation.replica.stopped_speaking")
+        channel.send(json.dumps({"type": "tavus", "event_type": "conversation.respond",
+                                 "properties": {"text": "Please say hello."}}))
+        user = await wait_for(lambda m: m["event_type"] == "conversation.utterance"
+                              and m["properties"]["role"] == "user")
+        assert user["properties"]["speech"] == "Please say hello."
+        reply = await wait_for(lambda m: m["event_type"] == "conversation.utterance"
+                               and m["properties"]["role"] == "replica"
+                               and m["inference_id"] == user["inference_id"])
+        assert reply["properties"]["speech"]
+        channel.send(json.dumps({"type": "tavus", "event_type": "conversation.nope"}))
+        error = await wait_for(lambda m: m["event_type"] == "system.error")
+        assert "unknown event_type" in error["properties"]["error"]
+        seqs = [m["seq"] for m in received]
+        assert seqs == sorted(seqs)
+        assert {m["conversation_id"] for m in received} == {user["conversation_id"]}
+    finally:
+        await pc.close()
+        if player.audio:
+            player.audio.stop()

@@ -5,6 +5,20 @@
 const $ = (id) => document.getElementById(id);
 let pc = null;
 let mic = null;
+let channel = null;
+let conversationId = null;
+
+// Property templates for the console, one per interaction (wire-formats section 2).
+const TEMPLATES = {
+  "conversation.respond": { text: "What can you do?" },
+  "conversation.echo": { modality: "text", text: "I will say exactly this.", done: true },
+  "conversation.interrupt": null,
+  "conversation.overwrite_llm_context": { context: "The user is called Sam." },
+  "conversation.append_llm_context": { context: "Sam prefers short answers." },
+  "conversation.sensitivity": {
+    participant_pause_sensitivity: "medium", participant_interrupt_sensitivity: "medium" },
+  "conversation.tool_result": { tool_call_id: "call_...", output: "result", status: "success" },
+};
 
 function log(line) {
   $("log").textContent += `${new Date().toLocaleTimeString()} ${line}\n`;
@@ -35,6 +49,9 @@ async function connect() {
   try {
     mic = await navigator.mediaDevices.getUserMedia({ audio: true });
     pc = new RTCPeerConnection({ iceServers: [] });
+    channel = pc.createDataChannel("chat");
+    channel.onopen = () => { $("send").disabled = false; };
+    channel.onmessage = (event) => showEvent(event.data);
     pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => {
@@ -69,7 +86,47 @@ async function connect() {
   }
 }
 
+function showEvent(data) {
+  let message;
+  try { message = JSON.parse(data); } catch { return; }
+  if (!message.event_type) return; // RTVI traffic shares the channel
+  conversationId = message.conversation_id || conversationId;
+  const row = document.createElement("div");
+  row.dataset.type = message.event_type;
+  row.textContent = JSON.stringify(message);
+  row.hidden = !matchesFilter(row);
+  $("events").prepend(row);
+}
+
+function matchesFilter(row) {
+  const filter = $("filter").value.trim();
+  return !filter || row.textContent.includes(filter);
+}
+
+function sendInteraction() {
+  const eventType = $("event-type").value;
+  const message = { type: "tavus", message_type: "conversation", event_type: eventType };
+  if (conversationId) message.conversation_id = conversationId;
+  const raw = $("properties").value.trim();
+  if (raw) {
+    try { message.properties = JSON.parse(raw); } catch (err) {
+      log(`properties are not JSON: ${err.message}`);
+      return;
+    }
+  }
+  channel.send(JSON.stringify(message));
+  log(`sent ${eventType}`);
+}
+
+function fillTemplate() {
+  const template = TEMPLATES[$("event-type").value];
+  $("properties").value = template ? JSON.stringify(template, null, 2) : "";
+}
+
 function disconnect() {
+  if (channel) channel.close();
+  channel = null;
+  $("send").disabled = true;
   if (pc) pc.close();
   if (mic) mic.getTracks().forEach((t) => t.stop());
   pc = null;
@@ -92,3 +149,9 @@ function toggleMute() {
 $("connect").onclick = connect;
 $("disconnect").onclick = disconnect;
 $("mute").onclick = toggleMute;
+$("send").onclick = sendInteraction;
+$("event-type").onchange = fillTemplate;
+$("filter").oninput = () => {
+  for (const row of $("events").children) row.hidden = !matchesFilter(row);
+};
+fillTemplate();

@@ -1,0 +1,241 @@
+"""Tool registry, built-in handlers and dispatch: local, client handoff, schema, errors, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+
+import pytest
+
+from config import persona_from_dict
+from pipeline.tool_dispatch import ToolDispatcher
+from tests.fake_openai import ToolCall
+from tests.harness import Harness
+from tools import ToolError, ToolRegistry, build_registry
+from tools.builtin import convert_time_zone, get_current_time, resolve_zone
+
+
+def tool(name, properties=None, required=None):
+    return {"type": "function", "function": {"name": name, "description": name, "parameters": {
+        "type": "object", "properties": properties or {}, "required": required or []}}}
+
+
+def dispatcher(tools, registry, tmp_path, **kw):
+    persona = persona_from_dict({"system_prompt": "x", "layers": {"llm": {"tools": tools}}}).value
+    return ToolDispatcher(persona.layers.llm.tools, registry, conversation_id="c1",
+                          data_dir=tmp_path, **kw)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_decorator_and_errors():
+    registry = ToolRegistry()
+
+    @registry.tool("echo_back", timeout_secs=2)
+    async def echo_back(text: str) -> str:
+        return text
+
+    assert registry.get("echo_back").timeout_secs == 2
+    assert registry.get("missing") is None
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add("echo_back", echo_back)
+    with pytest.raises(TypeError, match="async"):
+        registry.add("sync_one", lambda: 1)
+
+
+def test_build_registry_has_the_builtins():
+    assert set(build_registry().names()) >= {
+        "get_current_time", "convert_time_zone", "get_current_weather", "resolve_customer_issue"}
+
+
+# --------------------------------------------------------------------------- built-ins
+
+
+@pytest.mark.parametrize("name,zone", [
+    ("Tokyo", "Asia/Tokyo"), ("new york", "America/New_York"), ("New York, NY", "America/New_York"),
+    ("PST", "America/Los_Angeles"), ("Europe/Paris", "Europe/Paris"), ("Mumbai", "Asia/Kolkata"),
+    ("san francisco", "America/Los_Angeles"), ("CET", "Europe/Paris"), ("Sao Paulo", "America/Sao_Paulo"),
+])
+def test_resolve_zone(name, zone):
+    assert resolve_zone(name)[0] == zone
+
+
+def test_utc_offsets_and_unknown_places():
+    label, tz = resolve_zone("UTC+5:30")
+    assert datetime(2026, 1, 1, tzinfo=tz).utcoffset().total_seconds() == 5.5 * 3600
+    with pytest.raises(ToolError, match="unknown location"):
+        resolve_zone("Atlantis")
+
+
+async def test_get_current_time_matches_the_clock():
+    result = await get_current_time("Tokyo")
+    now = datetime.now(resolve_zone("Tokyo")[1])
+    assert result["time_zone"] == "Asia/Tokyo" and result["utc_offset"] == "+09:00"
+    assert result["date"] in (now.strftime("%Y-%m-%d"),)
+    assert abs(int(result["local_time"][:2]) * 60 + int(result["local_time"][3:])
+               - (now.hour * 60 + now.minute)) <= 1
+
+
+async def test_convert_time_zone_with_real_offsets():
+    result = await convert_time_zone("2026-07-01T14:00", "PST", "CET")  # summer: -7 -> +2
+    assert result["to"]["local_time"] == "23:00" and result["to"]["utc_offset"] == "+02:00"
+    winter = await convert_time_zone("2026-01-15T09:30", "Asia/Kolkata", "UTC")
+    assert winter["to"]["local_time"] == "04:00"
+    pm = await convert_time_zone("2:30 PM", "UTC", "Asia/Tokyo")
+    assert pm["to"]["local_time"] == "23:30"
+    with pytest.raises(ToolError, match="cannot read the time"):
+        await convert_time_zone("25:99", "UTC", "CET")
+
+
+async def test_weather_default_says_it_is_offline():
+    registry = build_registry()
+    result = await registry.get("get_current_weather").call({"location": "Paris"}, None)
+    assert result["available"] is False and "offline" in result["message"]
+
+
+async def test_weather_provider_is_pluggable():
+    class Sunny:
+        async def current(self, location, unit):
+            return {"location": location, "temperature": 21, "unit": unit, "conditions": "sunny"}
+
+    registry = build_registry(weather=Sunny())
+    result = await registry.get("get_current_weather").call(
+        {"location": "Paris", "unit": "celsius"}, None)
+    assert result["conditions"] == "sunny"
+
+
+async def test_ticket_is_recorded_durably(tmp_path):
+    d = dispatcher([tool("resolve_customer_issue",
+                         {"product": {"type": "string"}, "issue_description": {"type": "string"},
+                          "urgency": {"type": "string", "enum": ["low", "medium", "high"]}},
+                         ["product", "issue_description", "urgency"])], build_registry(), tmp_path)
+    result = await d.run("resolve_customer_issue", "call_9", {
+        "product": "Router", "issue_description": "No internet", "urgency": "high"})
+    assert result["status"] == "recorded"
+    lines = (tmp_path / "tickets.jsonl").read_text().splitlines()
+    ticket = json.loads(lines[0])
+    assert ticket["ticket_id"] == result["ticket_id"] and ticket["tool_call_id"] == "call_9"
+    assert ticket["conversation_id"] == "c1" and ticket["urgency"] == "high"
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+async def test_schema_violation_is_an_error_result_and_no_handler_runs(tmp_path):
+    ran = []
+    registry = ToolRegistry()
+
+    @registry.tool("book")
+    async def book(seats: int) -> dict:
+        ran.append(seats)
+        return {"booked": seats}
+
+    d = dispatcher([tool("book", {"seats": {"type": "integer", "minimum": 1}}, ["seats"])],
+                   registry, tmp_path)
+    assert (await d.run("book", "c", {"seats": 0}))["error"].startswith("invalid arguments: seats")
+    assert "required" in (await d.run("book", "c", {}))["error"]
+    assert (await d.run("book", "c", {"seats": "two"}))["error"].startswith("invalid arguments")
+    assert ran == []
+    assert await d.run("book", "c", {"seats": 2}) == {"booked": 2}
+
+
+async def test_handler_exception_and_timeout_become_error_results(tmp_path):
+    registry = ToolRegistry()
+
+    @registry.tool("explode")
+    async def explode() -> None:
+        raise RuntimeError("boom with details")
+
+    @registry.tool("slow", timeout_secs=0.2)
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    @registry.tool("refuse")
+    async def refuse() -> None:
+        raise ToolError("not allowed today")
+
+    d = dispatcher([tool("explode"), tool("slow"), tool("refuse")], registry, tmp_path)
+    assert await d.run("explode", "c", {}) == {"error": "the tool failed (RuntimeError)"}
+    assert await d.run("slow", "c", {}) == {"error": "the tool did not finish within 0.2 seconds"}
+    assert await d.run("refuse", "c", {}) == {"error": "not allowed today"}
+    assert await d.run("undeclared", "c", {}) == {"error": "there is no tool named 'undeclared'"}
+
+
+async def test_client_handoff_result_error_and_timeout(tmp_path):
+    d = dispatcher([tool("get_cures", {"disease": {"type": "string"}}, ["disease"])],
+                   ToolRegistry(), tmp_path, client_timeout_secs=0.5)
+    assert d.client_tools == ["get_cures"] and d.local_tools == []
+    task = asyncio.create_task(d.run("get_cures", "call_1", {"disease": "flu"}))
+    await asyncio.sleep(0.05)
+    assert d.pending == ["call_1"]
+    assert d.resolve("call_1", {"cure": "rest"}) is True
+    assert await task == {"cure": "rest"}
+    assert d.resolve("call_1", "again") is False  # nothing pending any more
+    task = asyncio.create_task(d.run("get_cures", "call_2", {"disease": "flu"}))
+    await asyncio.sleep(0.05)
+    d.resolve("call_2", "lookup failed", "error")
+    assert await task == {"error": "lookup failed"}
+    assert await d.run("get_cures", "call_3", {"disease": "flu"}) == {
+        "error": "the client did not return a result within 0.5 seconds"}
+    assert d.pending == []
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+@pytest.fixture
+async def harness(tmp_path):
+    h = Harness(tmp_path)
+    yield h
+    await h.stop()
+
+
+async def test_interrupted_reply_does_not_run_side_effects_late(harness, tmp_path):
+    registry = ToolRegistry()
+    marker = tmp_path / "side-effect.txt"
+    started = asyncio.Event()
+
+    @registry.tool("send_email")
+    async def send_email(to: str) -> dict:
+        started.set()
+        await asyncio.sleep(2.0)  # the user interrupts meanwhile
+        marker.write_text(to)  # committed only at the end
+        return {"sent": True}
+
+    await harness.start(
+        answers=[[ToolCall("send_email", {"to": "bob@example.com"}, id="call_e")], "Done.", "Ok."],
+        persona={"system_prompt": "x", "layers": {"llm": {"tools": [
+            tool("send_email", {"to": {"type": "string"}}, ["to"])]}}},
+        registry=registry,
+    )
+    await harness.send({"event_type": "conversation.respond", "properties": {"text": "Email Bob"}})
+    await asyncio.wait_for(started.wait(), 20)
+    await harness.send({"event_type": "conversation.interrupt"})
+    await asyncio.sleep(3.0)
+    assert not marker.exists(), "the cancelled tool still ran its side effect"
+
+
+async def test_client_result_after_an_interruption_is_not_lost(harness):
+    await harness.start(
+        answers=[[ToolCall("get_cures", {"disease": "flu"}, id="call_k")], "Hold on.",
+                 "Rest and fluids.", "Ok."],
+        persona={"system_prompt": "x", "layers": {"llm": {"tools": [
+            tool("get_cures", {"disease": {"type": "string"}}, ["disease"])]}}},
+    )
+    await harness.send({"event_type": "conversation.respond", "properties": {"text": "Flu?"}})
+    await harness.wait_for("conversation.tool_call")
+    await harness.send({"event_type": "conversation.interrupt"})  # e.g. the user starts talking
+    await asyncio.sleep(0.3)
+    await harness.send({"event_type": "conversation.tool_result", "properties": {
+        "tool_call_id": "call_k", "output": "Rest and fluids."}})
+    for _ in range(100):
+        if any("Rest and fluids." in str(m.get("content"))
+               for r in harness.fake.requests for m in r["messages"]):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"late client result lost: {harness.fake.requests}")
+    assert not harness.of("system.error")
