@@ -315,3 +315,31 @@ async def test_fuzz_200_random_messages(harness):
     await harness.wait_for("conversation.utterance", timeout=40,
                            where=lambda e: e["properties"]["speech"] == "Alive?")
     assert not harness._task.done()
+
+
+async def test_spoken_turn_events(harness, tmp_path):
+    from tests.speech import write_question_wav
+
+    wav = write_question_wav(tmp_path / "q.wav", "What is the capital of France?",
+                             lead_secs=1.0, tail_secs=0.5)
+    await harness.start(answers=["Paris."], audio_in=wav)
+    await harness.wait_for("conversation.replica.stopped_speaking", timeout=40)
+    types = harness.types()
+    for expected in ("conversation.user.started_speaking", "conversation.user.stopped_speaking"):
+        assert expected in types
+    assert types.index("conversation.user.started_speaking") < types.index(
+        "conversation.replica.started_speaking")
+    started = harness.of("conversation.user.started_speaking")[0]
+    user_utt = [e for e in harness.of("conversation.utterance")
+                if e["properties"]["role"] == "user"][0]
+    assert user_utt["properties"]["speech"].lower().startswith("what is the capital of france")
+    assert user_utt["inference_id"] == started["inference_id"] and user_utt["turn_idx"] == 1
+    stopped_user = [e for e in harness.of("conversation.stopped_speaking")
+                    if e["properties"]["role"] == "user"][0]
+    assert stopped_user["properties"]["duration"] > 0.5
+    streaming = [e for e in harness.of("conversation.utterance.streaming")
+                 if e["properties"]["role"] == "user"]
+    assert streaming[-1]["properties"]["final"] is True
+    replica = [e for e in harness.of("conversation.utterance")
+               if e["properties"]["role"] == "replica"][0]
+    assert replica["inference_id"] == user_utt["inference_id"]
