@@ -28,10 +28,12 @@ from loguru import logger
 from config.conversation import ConversationRequest
 from config.persona import Persona
 from pipeline.context import compose_system_prompt
+from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.transcript import Transcript
 from pipeline.turn_taking import TurnController, build_vad, turn_plan
+from pipeline.wake_phrase import WakePhraseGate
 from services import Services
 from tools import ToolRegistry, build_registry
 
@@ -61,6 +63,8 @@ class PersonaPipeline:
     conversation_id: str
     interactions: InteractionsProcessor
     tools: ToolDispatcher | None
+    wake_gate: WakePhraseGate | None = None
+    idle: IdleEngagement | None = None
     _greeted: bool = field(default=False, repr=False)
 
     @property
@@ -80,8 +84,8 @@ class PersonaPipeline:
         if greeting:
             # Spoken verbatim; the assistant aggregator records it in context and transcript.
             return [TTSSpeakFrame(greeting, append_to_context=True)]
-        if self.persona.pipeline_mode == "echo":
-            return []  # echo mode says only what the app sends
+        if self.persona.pipeline_mode == "echo" or self.wake_gate is not None:
+            return []  # echo mode says only what the app sends; a wake phrase means silence
         return [
             LLMMessagesAppendFrame(
                 [{"role": "developer", "content": GREETING_INSTRUCTION}], run_llm=True
@@ -133,8 +137,8 @@ def build_pipeline(
 
     turns = None
     tools = None
+    flow = persona.layers.conversational_flow
     if not echo:
-        flow = persona.layers.conversational_flow
         turns = TurnController(
             turn_plan(flow), (flow.replica_interruptibility if flow else None) or "medium"
         )
@@ -145,6 +149,14 @@ def build_pipeline(
         user_text=lambda text: transcript.add("user", text),
     )
     interactions = InteractionsProcessor(conversation_id, hooks)
+    wake_gate = None
+    if not echo and flow is not None and flow.wake_phrase:
+        wake_gate = WakePhraseGate(flow.wake_phrase)
+        hooks.allow_reply = wake_gate.allow_next
+
+        @wake_gate.event_handler("on_wake")
+        async def _on_wake(_gate, _text):
+            await interactions.wake_phrase_detected()
 
     if not echo:
         tools = ToolDispatcher(
@@ -162,6 +174,7 @@ def build_pipeline(
     schema = tools.tools_schema() if tools else None
     context = LLMContext(tools=schema) if schema else LLMContext()
     user_aggregator = assistant_aggregator = None
+    idle = None
     if not echo:
         mute = []
         if conversation.custom_greeting:
@@ -175,9 +188,16 @@ def build_pipeline(
                 vad_analyzer=build_vad(),
                 user_turn_strategies=turns.strategies,
                 user_mute_strategies=mute,
+                user_idle_timeout=idle_timeout(flow.idle_engagement if flow else None),
             ),
         )
         transcript.attach(user_aggregator, assistant_aggregator)
+        if flow is not None and idle_timeout(flow.idle_engagement):
+            idle = IdleEngagement(
+                flow.idle_engagement,
+                allowed=lambda: wake_gate is None or wake_gate.awake,
+            )
+            idle.attach(user_aggregator)
 
         @user_aggregator.event_handler("on_user_turn_message_added")
         async def _on_user_turn(_aggregator, message):
@@ -188,6 +208,7 @@ def build_pipeline(
         interactions,
         services.stt,
         user_aggregator,
+        wake_gate,
         services.llm,
         services.tts,
         transport.output(),
@@ -211,6 +232,8 @@ def build_pipeline(
         conversation_id=conversation_id,
         interactions=interactions,
         tools=tools,
+        wake_gate=wake_gate,
+        idle=idle,
     )
 
 

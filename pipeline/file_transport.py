@@ -192,10 +192,14 @@ class FileOutputTransport(BaseOutputTransport):
 class FileTransport(BaseTransport):
     """WAV file in, recorded audio out."""
 
-    def __init__(self, audio_in: str | Path, params: TransportParams | None = None):
+    def __init__(
+        self, audio_in: str | Path, params: TransportParams | None = None, *, audio_in_filter=None
+    ):
         super().__init__()
         self._path = Path(audio_in)
-        self._params = params or TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+        self._params = params or TransportParams(
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=audio_in_filter
+        )
         self._input: FileInputTransport | None = None
         self._output: FileOutputTransport | None = None
         self._pcm: bytes | None = None

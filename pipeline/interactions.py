@@ -232,6 +232,8 @@ class InteractionHooks:
     tool_result: Callable[[str, Any, str], bool] | None = None
     # user text that did not come through STT (conversation.respond)
     user_text: Callable[[str], None] | None = None
+    # called before an app's conversation.respond asks for a reply (opens a wake-phrase gate)
+    allow_reply: Callable[[], None] | None = None
 
 
 # --------------------------------------------------------------------------- processor
@@ -408,6 +410,8 @@ class InteractionsProcessor(FrameProcessor):
         self._user_inference = new_inference_id()
         if self.hooks.user_text:
             self.hooks.user_text(text)
+        if self.hooks.allow_reply:
+            self.hooks.allow_reply()
         await self._user_turn(text)
         await self.push_frame(
             LLMMessagesAppendFrame([{"role": "user", "content": text}], run_llm=True)
@@ -442,6 +446,11 @@ class InteractionsProcessor(FrameProcessor):
             self._echo_inference = None
 
     # ------------------------------------------------------------------ events from frames
+
+    async def wake_phrase_detected(self) -> None:
+        """``system.wake_phrase_detected`` (envelope only, as Tavus documents it)."""
+        await self.emit("system.wake_phrase_detected", message_type="system",
+                        inference_id=self._turn_inference)
 
     async def user_started(self) -> None:
         if self._user_speaking_since is not None:

@@ -24,6 +24,7 @@ from pipeline.builder import (
 from pipeline.context import compose_system_prompt
 from pipeline.transcript import Transcript
 from pipeline.tool_dispatch import ToolDispatcher
+from services.voice_isolation import input_filter
 from services import EnginePlan, Services, build_services, select_engines
 from tools import build_registry
 
@@ -306,7 +307,7 @@ async def run_oneshot(
         raise ModeError("one-shot mode needs a persona with pipeline_mode 'full' "
                         "(echo mode only speaks what conversation.echo sends)")
     started = time.monotonic()
-    transport = FileTransport(audio_in)
+    transport = FileTransport(audio_in, audio_in_filter=input_filter(app.persona))
     question_pcm = transport.load(16000)  # fail fast on a bad file
     speech_end = last_speech_secs(question_pcm, 16000)
     if speech_end is None:

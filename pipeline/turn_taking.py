@@ -12,6 +12,16 @@
 | high | 3.0 s | 1.2 s |
 
 The VAD pause that triggers a Smart Turn verdict is 0.2 s for every level.
+
+| replica_interruptibility | while the replica speaks, a user turn (and barge-in) starts on |
+| --- | --- |
+| high | any speech (VAD) |
+| medium (default) | 2 transcribed words |
+| low | 4 transcribed words |
+| verylow | nothing interrupts: the user's turn is taken, the replica finishes first |
+
+While the replica is silent every level starts a turn on speech at once.
+``turn_commitment`` is accepted and shown, with no effect of its own.
 """
 
 from __future__ import annotations
@@ -53,16 +63,66 @@ def turn_plan(flow: ConversationalFlowLayer | None) -> TurnPlan:
     return TurnPlan(model, patience, SPEECH_TIMEOUT_SECS[patience])
 
 
-def build_turn_strategies(plan: TurnPlan):
-    """Pipecat ``UserTurnStrategies`` for the plan."""
-    from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
+BARGE_IN_WORDS = {"medium": 2, "low": 4}
+
+
+def _start_strategy_class():
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        InterimTranscriptionFrame,
+        TranscriptionFrame,
+        VADUserStartedSpeakingFrame,
+    )
+    from pipecat.turns.types import ProcessFrameResult
+    from pipecat.turns.user_start import BaseUserTurnStartStrategy
+
+    class PersonaUserTurnStartStrategy(BaseUserTurnStartStrategy):
+        """Starts user turns on speech; while the replica talks, applies its interruptibility."""
+
+        def __init__(self, interruptibility: str = "medium", **kwargs):
+            super().__init__(**kwargs)
+            self.interruptibility = interruptibility
+            self._bot_speaking = False
+
+        async def process_frame(self, frame):
+            if isinstance(frame, BotStartedSpeakingFrame):
+                self._bot_speaking = True
+            elif isinstance(frame, BotStoppedSpeakingFrame):
+                self._bot_speaking = False
+            elif isinstance(frame, VADUserStartedSpeakingFrame):
+                if not self._bot_speaking or self.interruptibility == "high":
+                    await self.trigger_user_turn_started()
+                    return ProcessFrameResult.STOP
+                if self.interruptibility == "verylow":
+                    await self.trigger_user_turn_started(enable_interruptions=False)
+                    return ProcessFrameResult.STOP
+            elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
+                words = len(frame.text.split())
+                if not self._bot_speaking or self.interruptibility == "high":
+                    if words:
+                        await self.trigger_user_turn_started()
+                        return ProcessFrameResult.STOP
+                elif self.interruptibility == "verylow":
+                    await self.trigger_user_turn_started(enable_interruptions=False)
+                    return ProcessFrameResult.STOP
+                elif words >= BARGE_IN_WORDS[self.interruptibility]:
+                    await self.trigger_user_turn_started()
+                    return ProcessFrameResult.STOP
+            return ProcessFrameResult.CONTINUE
+
+    return PersonaUserTurnStartStrategy
+
+
+def build_turn_strategies(plan: TurnPlan, interruptibility: str = "medium"):
+    """Pipecat ``UserTurnStrategies`` for the plan and interruptibility."""
     from pipecat.turns.user_stop import (
         SpeechTimeoutUserTurnStopStrategy,
         TurnAnalyzerUserTurnStopStrategy,
     )
     from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-    start = [VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()]
+    start = [_start_strategy_class()(interruptibility)]
     if plan.model == "sparrow-1":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -87,8 +147,20 @@ class TurnController:
 
     def __init__(self, plan: TurnPlan, interruptibility: str = "medium"):
         self.plan = plan
-        self.interruptibility = interruptibility
-        self.strategies = build_turn_strategies(plan)
+        self.strategies = build_turn_strategies(plan, interruptibility)
+        self._interruptibility = interruptibility
+
+    @property
+    def interruptibility(self) -> str:
+        """How easily user speech interrupts the replica (verylow/low/medium/high)."""
+        return self._interruptibility
+
+    @interruptibility.setter
+    def interruptibility(self, level: str) -> None:
+        self._interruptibility = level
+        for strategy in self.strategies.start or []:
+            if hasattr(strategy, "interruptibility"):
+                strategy.interruptibility = level
 
     def set_patience(self, patience: str) -> None:
         """Apply a patience level to the running stop strategy."""

@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from config.persona import Persona
+from services.voice_isolation import input_filter
 
 
-def transport_params() -> dict[str, Any]:
-    """Parameter factories per runner transport (audio in and out, no video yet)."""
+def transport_params(persona: Persona) -> dict[str, Any]:
+    """Parameter factories per runner transport (audio in and out, no video yet).
+
+    Participant audio goes through the persona's voice isolation filter, if any.
+    """
     from pipecat.transports.base_transport import TransportParams
 
     def webrtc():
-        return TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+        return TransportParams(
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona)
+        )
 
     def daily():
         from pipecat.transports.daily.transport import DailyParams
 
-        return DailyParams(audio_in_enabled=True, audio_out_enabled=True)
+        return DailyParams(
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona)
+        )
 
     return {"webrtc": webrtc, "daily": daily}
 
@@ -27,7 +35,7 @@ async def make_transport(runner_args: Any, persona: Persona) -> Any:
     from pipecat.runner.types import DailyRunnerArguments
     from pipecat.runner.utils import create_transport
 
-    params = transport_params()
+    params = transport_params(persona)
     if isinstance(runner_args, DailyRunnerArguments):
         from pipecat.transports.daily.transport import DailyTransport
 

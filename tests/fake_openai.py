@@ -31,6 +31,7 @@ class FakeOpenAI:
     answers: list[Any] = field(default_factory=lambda: ["Hello from the fake model."])
     delay_secs: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)  # time.time() of each request
     headers: list[dict[str, str]] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)
     runner: web.AppRunner | None = None
@@ -63,6 +64,7 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "bad key"}}, status=401)
         body = await request.json()
         self.requests.append(body)
+        self.request_times.append(time.time())
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         self.queries.append(dict(request.query))
         answer = self.answers[min(len(self.requests) - 1, len(self.answers) - 1)]

@@ -50,6 +50,7 @@ class Harness:
         audio_in: Path | None = None,
         registry: ToolRegistry | None = None,
         llm_delay_secs: float = 0.0,
+        audio_in_filter: Any = None,
         **pipeline_kwargs: Any,
     ) -> Harness:
         from pipecat.workers.runner import WorkerRunner
@@ -73,7 +74,7 @@ class Harness:
         if audio_in is None:
             audio_in = self.tmp_path / "silence.wav"
             write_wav_mono16(audio_in, b"\x00\x00" * 8000, 16000)
-        self.transport = FileTransport(audio_in)
+        self.transport = FileTransport(audio_in, audio_in_filter=audio_in_filter)
         self.built = build_pipeline(
             p, conv, self.transport, services, registry=registry or build_registry(),
             data_dir=self.tmp_path / "data", **pipeline_kwargs,

@@ -45,3 +45,22 @@ def rms(pcm: bytes) -> float:
     """Root-mean-square level of 16-bit PCM in [0, 1]."""
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
     return float(np.sqrt((samples**2).mean())) if samples.size else 0.0
+
+
+def write_speech_wav(path: str | Path, parts: list, rate: int | None = None) -> Path:
+    """A WAV of spoken strings and silences (floats, seconds), in order."""
+    chunks: list[bytes] = []
+    out_rate = rate
+    for part in parts:
+        if isinstance(part, str):
+            pcm, voice_rate = synthesize(part)
+            out_rate = out_rate or voice_rate
+            chunks.append(pcm)
+        else:
+            chunks.append(("silence", float(part)))  # type: ignore[arg-type]
+    out_rate = out_rate or 22050
+    audio = b"".join(
+        c if isinstance(c, bytes) else b"\x00\x00" * int(out_rate * c[1]) for c in chunks
+    )
+    write_wav_mono16(path, audio, out_rate)
+    return Path(path)
