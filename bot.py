@@ -82,6 +82,7 @@ def render_check(app: AppConfig, force_local: bool) -> tuple[str, bool]:
     """
     from pipeline.session import plan_for
     from pipeline.turn_taking import turn_plan
+    from services.voice_isolation import voice_isolation
 
     lines = [f"Persona: {app.persona.display_name} ({app.persona_source})", ""]
     lines.append("Effective configuration (secrets redacted):")
@@ -95,7 +96,16 @@ def render_check(app: AppConfig, force_local: bool) -> tuple[str, bool]:
     except EngineSelectionError as exc:
         ok = False
         lines += [f"  cannot start: {line}" for line in str(exc).splitlines()]
-    lines.append(f"  TURN -> {turn_plan(app.persona.layers.conversational_flow).describe()}")
+    flow = app.persona.layers.conversational_flow
+    lines.append(f"  TURN -> {turn_plan(flow).describe()}")
+    lines.append(
+        "  FLOW -> interruptibility "
+        f"{(flow.replica_interruptibility if flow else None) or 'medium'}, "
+        f"wake phrase {(flow.wake_phrase if flow else None) or 'none'}, "
+        f"idle engagement {(flow.idle_engagement if flow else None) or 'off'}, "
+        f"voice isolation {voice_isolation(app.persona)}"
+        f"{' (RNNoise)' if voice_isolation(app.persona) == 'near' else ''}"
+    )
     lines.append(f"  LANGUAGE -> {app.conversation.properties.language}")
     if app.warnings:
         lines += ["", "Warnings:"] + [f"  - {w}" for w in app.warnings]

@@ -32,7 +32,7 @@ from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.transcript import Transcript
-from pipeline.turn_taking import TurnController, build_vad, turn_plan
+from pipeline.turn_taking import TurnController, turn_plan
 from pipeline.wake_phrase import WakePhraseGate
 from services import Services
 from tools import ToolRegistry, build_registry
@@ -185,7 +185,7 @@ def build_pipeline(
         user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
-                vad_analyzer=build_vad(),
+                vad_analyzer=turns.vad,
                 user_turn_strategies=turns.strategies,
                 user_mute_strategies=mute,
                 user_idle_timeout=idle_timeout(flow.idle_engagement if flow else None),

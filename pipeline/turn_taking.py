@@ -11,7 +11,8 @@
 | medium (default) | 2.0 s | 0.7 s |
 | high | 3.0 s | 1.2 s |
 
-The VAD pause that triggers a Smart Turn verdict is 0.2 s for every level.
+The VAD pause that ends speech (and triggers a Smart Turn verdict) is 0.2 / 0.4 / 0.6 s
+for low / medium / high.
 
 | replica_interruptibility | while the replica speaks, a user turn (and barge-in) starts on |
 | --- | --- |
@@ -32,7 +33,10 @@ from loguru import logger
 
 from config.persona import ConversationalFlowLayer
 
-VAD_STOP_SECS = 0.2
+# Silence before VAD reports the end of speech (and Smart Turn judges the turn). Longer for
+# patient personas: a comma pause (0.3-0.4 s in Piper's and most people's speech) must not
+# end the turn when Smart Turn finds the first half "complete" ("Thanks," / "that was...").
+VAD_STOP_SECS = {"low": 0.2, "medium": 0.4, "high": 0.6}
 SMART_TURN_INCOMPLETE_SECS = {"low": 1.0, "medium": 2.0, "high": 3.0}
 SPEECH_TIMEOUT_SECS = {"low": 0.4, "medium": 0.7, "high": 1.2}
 
@@ -148,6 +152,7 @@ class TurnController:
     def __init__(self, plan: TurnPlan, interruptibility: str = "medium"):
         self.plan = plan
         self.strategies = build_turn_strategies(plan, interruptibility)
+        self.vad = build_vad(plan.patience)
         self._interruptibility = interruptibility
 
     @property
@@ -167,6 +172,11 @@ class TurnController:
         secs = (SMART_TURN_INCOMPLETE_SECS if self.plan.model == "sparrow-1" else
                 SPEECH_TIMEOUT_SECS)[patience]
         self.plan = TurnPlan(self.plan.model, patience, secs)
+        params = self.vad.params.model_copy(update={"stop_secs": VAD_STOP_SECS[patience]})
+        if self.vad.sample_rate:
+            self.vad.set_params(params)
+        else:  # not started yet: set_sample_rate() applies them at start
+            self.vad._params = params
         for strategy in self.strategies.stop or []:
             analyzer = getattr(strategy, "_turn_analyzer", None)
             params = getattr(analyzer, "_params", None)
@@ -186,9 +196,9 @@ class TurnController:
         )
 
 
-def build_vad():
-    """Silero VAD (bundled with Pipecat) with the stop time the turn strategies expect."""
+def build_vad(patience: str = "medium"):
+    """Silero VAD (bundled with Pipecat) with the stop time of the patience level."""
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.audio.vad.vad_analyzer import VADParams
 
-    return SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_SECS))
+    return SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_SECS[patience]))

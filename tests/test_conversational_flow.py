@@ -228,3 +228,12 @@ async def test_rnnoise_removes_noise_and_keeps_speech(harness, tmp_path):
     utterance = await harness.wait_for("conversation.utterance", timeout=40,
                                        where=lambda e: e["properties"]["role"] == "user")
     assert "capital of france" in utterance[0]["properties"]["speech"].lower()
+
+
+def test_patience_sets_the_vad_pause_too():
+    from pipeline.turn_taking import VAD_STOP_SECS
+
+    controller = TurnController(turn_plan(flow(turn_taking_patience="high")))
+    assert controller.vad.params.stop_secs == VAD_STOP_SECS["high"]
+    controller.set_patience("low")
+    assert controller.vad.params.stop_secs == VAD_STOP_SECS["low"]

@@ -1,0 +1,217 @@
+"""Turn latency per ``turn_taking_patience`` level.
+
+For each spoken utterance (synthesized with the bundled Piper voice and
+streamed in real time through the file transport into the real persona
+pipeline), measure from the end of the user's speech to
+
+- the turn decision (Pipecat's ``UserStoppedSpeakingFrame``), and
+- the first bot audio written to the transport,
+
+and count double replies (more than one reply started for one utterance).
+Two stacks: ``local`` (Whisper tiny.en, SmolLM2 via llama.cpp, Piper) and
+``standin`` (Whisper, plus zero-latency loopback stand-ins for the LLM and TTS).
+
+    python -m benchmarks.turn_latency                      # both stacks, all levels
+    python -m benchmarks.turn_latency --stack standin --levels medium --runs 10
+
+Results: a JSON file in benchmarks/results/ and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UTTERANCES = [
+    "What is the capital of France?",
+    "Can you tell me a joke about computers?",
+    "I would like to book a table for two tomorrow evening.",
+    "How long does it take to boil an egg?",
+    "My internet connection keeps dropping every few minutes.",
+    "What is the weather usually like in Seattle in November?",
+    "Could you recommend a good book about history?",
+    "Thanks, that was really helpful.",
+    "Why is the sky blue?",
+    "Remind me what we talked about earlier.",
+]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """p50/p95/min/max in milliseconds."""
+    if not values:
+        return {"n": 0}
+    ms = [v * 1000 for v in values]
+    return {"n": len(ms), "p50": round(statistics.median(ms)), "p95": round(percentile(ms, 95)),
+            "min": round(min(ms)), "max": round(max(ms))}
+
+
+async def one_turn(stack: str, level: str, wav: Path, fake) -> dict[str, Any]:
+    from pipecat.frames.frames import BotStartedSpeakingFrame, EndFrame, UserStoppedSpeakingFrame
+    from pipecat.observers.base_observer import BaseObserver, FramePushed
+    from pipecat.processors.frame_processor import FrameDirection
+    from pipecat.workers.runner import WorkerRunner
+
+    from benchmarks.standins import StandinTTS
+    from config import Settings, persona_from_dict
+    from pipeline.builder import build_pipeline, build_worker
+    from pipeline.context import compose_system_prompt
+    from pipeline.file_transport import FileTransport, last_speech_secs
+    from services import build_services, select_engines
+    from services.voice_isolation import input_filter
+
+    layers: dict[str, Any] = {"conversational_flow": {"turn_taking_patience": level}}
+    if stack == "standin":
+        layers["llm"] = {"model": "standin", "base_url": fake.base_url, "api_key": "test-key"}
+    persona = persona_from_dict({"persona_name": "Bench", "layers": layers,
+                                 "system_prompt": "Answer in one short sentence."}).value
+    settings = Settings.from_env({})
+    plan = select_engines(persona, settings)
+    services = build_services(plan, persona, None, settings,
+                              system_instruction=compose_system_prompt(persona, None))
+    if stack == "standin":
+        services.tts = StandinTTS()
+    await services.ready()
+    transport = FileTransport(wav, audio_in_filter=input_filter(persona))
+    pcm = transport.load(16000)
+    built = build_pipeline(persona, None, transport, services,
+                           data_dir=Path(tempfile.gettempdir()) / "bench-data")
+    marks: dict[str, Any] = {"replies": 0}
+
+    class Marks(BaseObserver):
+        async def on_push_frame(self, data: FramePushed):
+            if not data.first_push or data.direction != FrameDirection.DOWNSTREAM:
+                return
+            if isinstance(data.frame, UserStoppedSpeakingFrame) and "turn" not in marks:
+                marks["turn"] = time.monotonic()
+            elif isinstance(data.frame, BotStartedSpeakingFrame):
+                marks["replies"] += 1
+
+    worker = build_worker(built, idle_timeout_secs=None, observers=[Marks()])
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        first = transport.stats.first_output_audio
+        if first is not None and time.monotonic() > first + 2.5:
+            break  # long enough to see a second reply start, if one comes
+        await asyncio.sleep(0.05)
+    transport.finish()
+    await worker.queue_frames([EndFrame()])
+    try:
+        await asyncio.wait_for(task, 20)
+    except TimeoutError:
+        await runner.cancel()
+    speech_end = transport.stats.input_started + (last_speech_secs(pcm, 16000) or 0)
+    first_audio = transport.stats.first_output_audio
+    return {
+        "utterance_heard": built.transcript.of("user"),
+        "turn_decision_s": round(marks["turn"] - speech_end, 3) if "turn" in marks else None,
+        "first_audio_s": round(first_audio - speech_end, 3) if first_audio else None,
+        "replies": marks["replies"],
+    }
+
+
+async def run(stacks: list[str], levels: list[str], runs: int, out: Path) -> dict[str, Any]:
+    from pipeline.file_transport import write_wav_mono16
+    from tests.fake_openai import FakeOpenAI
+    from tests.speech import synthesize
+
+    tmp = Path(tempfile.mkdtemp(prefix="turn-latency-"))
+    wavs = []
+    for i, text in enumerate(UTTERANCES[:runs]):
+        pcm, rate = synthesize(text)
+        path = tmp / f"u{i}.wav"
+        write_wav_mono16(path, b"\x00\x00" * int(rate * 0.5) + pcm + b"\x00\x00" * rate, rate)
+        wavs.append((text, path))
+    fake = await FakeOpenAI(answers=["Sure, here is a short answer."]).start()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                       / 2**30, 1)},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs": {},
+    }
+    try:
+        for stack in stacks:
+            for level in levels:
+                rows = []
+                for text, path in wavs:
+                    row = await one_turn(stack, level, path, fake)
+                    row["utterance"] = text
+                    rows.append(row)
+                    print(f"{stack:8} {level:6} decision={row['turn_decision_s']} "
+                          f"audio={row['first_audio_s']} replies={row['replies']} | {text}",
+                          flush=True)
+                decisions = [r["turn_decision_s"] for r in rows if r["turn_decision_s"] is not None]
+                audio = [r["first_audio_s"] for r in rows if r["first_audio_s"] is not None]
+                results["runs"][f"{stack}/{level}"] = {
+                    "turn_decision_ms": summary(decisions),
+                    "first_audio_ms": summary(audio),
+                    "double_replies": sum(1 for r in rows if r["replies"] > 1),
+                    "no_reply": sum(1 for r in rows if r["first_audio_s"] is None),
+                    "turns": rows,
+                }
+    finally:
+        await fake.stop()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """A Markdown table of the summaries."""
+    lines = ["| stack / patience | turn decision p50 / p95 (ms) | first audio p50 / p95 / min / max (ms) "
+             "| double replies | no reply |", "| --- | --- | --- | --- | --- |"]
+    for key, run in results["runs"].items():
+        d, a = run["turn_decision_ms"], run["first_audio_ms"]
+        lines.append(f"| {key} | {d.get('p50')} / {d.get('p95')} | {a.get('p50')} / {a.get('p95')} / "
+                     f"{a.get('min')} / {a.get('max')} | {run['double_replies']} | {run['no_reply']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", choices=["local", "standin", "both"], default="both")
+    parser.add_argument("--levels", default="low,medium,high")
+    parser.add_argument("--runs", type=int, default=10, help="utterances per level (max 10)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                        f"turn_latency-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    args = parser.parse_args()
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ["LOG_LEVEL"])
+    stacks = ["local", "standin"] if args.stack == "both" else [args.stack]
+    results = asyncio.run(run(stacks, args.levels.split(","), min(args.runs, 10), args.out))
+    print()
+    print(table(results))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
