@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,3 +38,39 @@ def default_persona() -> dict:
 def output_dir() -> Path:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     return OUTPUT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def bot_server(tmp_path):
+    """`python bot.py --port N` as a user starts it (no keys, no .env); yields (base URL, log)."""
+    port = free_port()
+    log = tmp_path / "bot.log"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"PERSONA_DOTENV": "0"})
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bot.py"), "--port", str(port)],
+            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 90
+    base = f"http://localhost:{port}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bot exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    yield base, log
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

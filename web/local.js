@@ -1,5 +1,6 @@
-// Plain WebRTC client for the Pipecat runner's SmallWebRTC transport.
-// No libraries and no network requests beyond this server.
+// Plain WebRTC client for the Pipecat runner's SmallWebRTC transport, with a live
+// conversation view, captions, per-turn latency and a Tavus interactions console.
+// No libraries, no build step, and no network requests beyond this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -7,8 +8,19 @@ let pc = null;
 let mic = null;
 let channel = null;
 let conversationId = null;
+let timers = [];
 
-// Property templates for the console, one per interaction (wire-formats section 2).
+// Latency: end of the user's speech (heard on our own microphone) -> the persona's
+// first sound (heard in the WebRTC inbound audio stats).
+const SPEECH_LEVEL = 0.02; // RMS of the microphone signal that counts as speech
+const BOT_ENERGY_STEP = 0.0005; // growth of totalAudioEnergy per poll that counts as sound
+let lastMicSpeech = 0; // performance.now() of the last loud microphone sample
+let pendingTurn = null; // {speechEnd, inferenceId} waiting for the bot's first sound
+let lastBotEnergy = 0;
+let botSounding = false;
+const latencies = [];
+
+// Property templates for the console, one per interaction (Tavus wire formats).
 const TEMPLATES = {
   "conversation.respond": { text: "What can you do?" },
   "conversation.echo": { modality: "text", text: "I will say exactly this.", done: true },
@@ -22,6 +34,7 @@ const TEMPLATES = {
 
 function log(line) {
   $("log").textContent += `${new Date().toLocaleTimeString()} ${line}\n`;
+  $("log").scrollTop = $("log").scrollHeight;
 }
 
 function setStatus(text) {
@@ -43,17 +56,164 @@ function waitForIce(peer) {
   });
 }
 
+// ------------------------------------------------------------------ media
+
+function watchMicrophone(stream) {
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  context.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  timers.push(setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const s of samples) sum += s * s;
+    if (Math.sqrt(sum / samples.length) > SPEECH_LEVEL) lastMicSpeech = performance.now();
+  }, 20));
+  timers.push({ close: () => context.close() });
+}
+
+function watchBotAudio() {
+  timers.push(setInterval(async () => {
+    if (!pc) return;
+    const report = await pc.getStats();
+    report.forEach((r) => {
+      if (r.type !== "inbound-rtp" || r.kind !== "audio") return;
+      const energy = r.totalAudioEnergy || 0;
+      const sounding = energy - lastBotEnergy > BOT_ENERGY_STEP;
+      lastBotEnergy = energy;
+      document.body.dataset.botAudio = energy > 0 ? "yes" : "no";
+      // The reply's first sound: silence -> sound after the user's turn ended.
+      if (sounding && !botSounding && pendingTurn) recordLatency(performance.now());
+      botSounding = sounding;
+    });
+  }, 50));
+}
+
+function recordLatency(now) {
+  const seconds = (now - pendingTurn.speechEnd) / 1000;
+  latencies.push(seconds);
+  $("latency").textContent = `${seconds.toFixed(2)} s (last turn; ${latencies.length} measured)`;
+  $("latency").dataset.seconds = seconds.toFixed(3);
+  const turn = document.querySelector(`.turn.user[data-inference="${pendingTurn.inferenceId}"]`);
+  if (turn) {
+    const note = document.createElement("span");
+    note.className = "latency";
+    note.textContent = `reply after ${seconds.toFixed(2)} s`;
+    turn.append(note);
+  }
+  pendingTurn = null;
+}
+
+// ------------------------------------------------------------------ conversation view
+
+function turnElement(role, inferenceId) {
+  const key = `${role}:${inferenceId || "none"}`;
+  let el = document.querySelector(`.turn[data-key="${CSS.escape(key)}"]`);
+  if (!el) {
+    el = document.createElement("div");
+    el.className = `turn ${role}`;
+    el.dataset.key = key;
+    el.dataset.inference = inferenceId || "";
+    el.innerHTML = `<span class="who"></span><span class="text"></span>`;
+    el.querySelector(".who").textContent = role === "user" ? "You" : "Persona";
+    $("conversation").append(el);
+  }
+  return el;
+}
+
+function showSpeech(role, inferenceId, speech, { final = false, interrupted = false } = {}) {
+  if (!speech) return;
+  const el = turnElement(role, inferenceId);
+  el.querySelector(".text").textContent = speech + (interrupted ? " (interrupted)" : "");
+  el.classList.toggle("streaming", !final);
+  $("conversation").scrollTop = $("conversation").scrollHeight;
+  $("caption").innerHTML = `<span class="who"></span><span></span>`;
+  $("caption").firstChild.textContent = role === "user" ? "You:" : "Persona:";
+  $("caption").lastChild.textContent = speech;
+}
+
+function onEvent(message) {
+  const p = message.properties || {};
+  switch (message.event_type) {
+    case "conversation.utterance.streaming":
+      showSpeech(p.role, message.inference_id, p.speech,
+                 { final: p.final && p.role === "user", interrupted: p.is_interrupted });
+      break;
+    case "conversation.utterance":
+      if (p.role === "user") showSpeech("user", message.inference_id, p.speech, { final: true });
+      else if (!turnElement("replica", message.inference_id).querySelector(".text").textContent) {
+        showSpeech("replica", message.inference_id, p.speech, { final: true });
+      }
+      break;
+    case "conversation.user.stopped_speaking":
+      if (lastMicSpeech) pendingTurn = { speechEnd: lastMicSpeech, inferenceId: message.inference_id };
+      break;
+    case "conversation.replica.stopped_speaking": {
+      const el = turnElement("replica", message.inference_id);
+      el.classList.remove("streaming");
+      break;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ events and console
+
+function showEvent(data) {
+  let message;
+  try { message = JSON.parse(data); } catch { return; }
+  if (!message.event_type) return; // RTVI traffic shares the channel
+  conversationId = message.conversation_id || conversationId;
+  onEvent(message);
+  const row = document.createElement("div");
+  row.dataset.type = message.event_type;
+  row.textContent = JSON.stringify(message);
+  row.hidden = !matchesFilter(row);
+  $("events").prepend(row);
+}
+
+function matchesFilter(row) {
+  const filter = $("filter").value.trim();
+  return !filter || row.textContent.includes(filter);
+}
+
+function sendInteraction() {
+  const eventType = $("event-type").value;
+  // Pipecat's SmallWebRTC transport drops data-channel JSON without a "type" key.
+  const message = { type: "tavus", message_type: "conversation", event_type: eventType };
+  if (conversationId) message.conversation_id = conversationId;
+  const raw = $("properties").value.trim();
+  if (raw) {
+    try { message.properties = JSON.parse(raw); } catch (err) {
+      log(`properties are not JSON: ${err.message}`);
+      return;
+    }
+  }
+  channel.send(JSON.stringify(message));
+  log(`sent ${eventType}`);
+}
+
+function fillTemplate() {
+  const template = TEMPLATES[$("event-type").value];
+  $("properties").value = template ? JSON.stringify(template, null, 2) : "";
+}
+
+// ------------------------------------------------------------------ connection
+
 async function connect() {
   $("connect").disabled = true;
   setStatus("Connecting");
   try {
-    mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const withCamera = $("camera").checked;
+    mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: withCamera });
+    watchMicrophone(mic);
     pc = new RTCPeerConnection({ iceServers: [] });
     channel = pc.createDataChannel("chat");
     channel.onopen = () => { $("send").disabled = false; };
     channel.onmessage = (event) => showEvent(event.data);
     pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
-    pc.addTransceiver("video", { direction: "recvonly" });
+    if (withCamera) pc.addTransceiver(mic.getVideoTracks()[0], { direction: "sendrecv" });
+    else pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => {
       if (event.track.kind === "audio") {
         $("bot-audio").srcObject = new MediaStream([event.track]);
@@ -77,6 +237,7 @@ async function connect() {
     if (!response.ok) throw new Error(`offer rejected: HTTP ${response.status}`);
     const answer = await response.json();
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    watchBotAudio();
     $("disconnect").disabled = false;
     $("mute").disabled = false;
     log("offer answered; waiting for media");
@@ -86,44 +247,11 @@ async function connect() {
   }
 }
 
-function showEvent(data) {
-  let message;
-  try { message = JSON.parse(data); } catch { return; }
-  if (!message.event_type) return; // RTVI traffic shares the channel
-  conversationId = message.conversation_id || conversationId;
-  const row = document.createElement("div");
-  row.dataset.type = message.event_type;
-  row.textContent = JSON.stringify(message);
-  row.hidden = !matchesFilter(row);
-  $("events").prepend(row);
-}
-
-function matchesFilter(row) {
-  const filter = $("filter").value.trim();
-  return !filter || row.textContent.includes(filter);
-}
-
-function sendInteraction() {
-  const eventType = $("event-type").value;
-  const message = { type: "tavus", message_type: "conversation", event_type: eventType };
-  if (conversationId) message.conversation_id = conversationId;
-  const raw = $("properties").value.trim();
-  if (raw) {
-    try { message.properties = JSON.parse(raw); } catch (err) {
-      log(`properties are not JSON: ${err.message}`);
-      return;
-    }
-  }
-  channel.send(JSON.stringify(message));
-  log(`sent ${eventType}`);
-}
-
-function fillTemplate() {
-  const template = TEMPLATES[$("event-type").value];
-  $("properties").value = template ? JSON.stringify(template, null, 2) : "";
-}
-
 function disconnect() {
+  for (const timer of timers) {
+    if (timer && timer.close) timer.close(); else clearInterval(timer);
+  }
+  timers = [];
   if (channel) channel.close();
   channel = null;
   $("send").disabled = true;
@@ -131,6 +259,9 @@ function disconnect() {
   if (mic) mic.getTracks().forEach((t) => t.stop());
   pc = null;
   mic = null;
+  pendingTurn = null;
+  lastBotEnergy = 0;
+  botSounding = false;
   $("connect").disabled = false;
   $("disconnect").disabled = true;
   $("mute").disabled = true;
