@@ -140,7 +140,9 @@ def build_pipeline(
     flow = persona.layers.conversational_flow
     if not echo:
         turns = TurnController(
-            turn_plan(flow), (flow.replica_interruptibility if flow else None) or "medium"
+            turn_plan(flow),
+            (flow.replica_interruptibility if flow else None) or "medium",
+            speculative=persona.layers.llm.speculative_inference,
         )
     hooks = InteractionHooks(
         pipeline_mode=persona.pipeline_mode,

@@ -118,8 +118,69 @@ def _start_strategy_class():
     return PersonaUserTurnStartStrategy
 
 
-def build_turn_strategies(plan: TurnPlan, interruptibility: str = "medium"):
-    """Pipecat ``UserTurnStrategies`` for the plan and interruptibility."""
+def _speculative(cls):
+    """A stop strategy class that also answers speculatively (``speculative_inference``).
+
+    At the first final transcript of a turn (local Whisper emits it at the VAD
+    pause), while the strategy is still waiting (an "incomplete" Smart Turn
+    verdict, or the silence timeout), the LLM starts on that text through
+    Pipecat's speculation machinery: the user aggregator runs it on a
+    provisional context and the LLM service holds the reply. If the user speaks
+    again the speculation is withdrawn; when the turn ends on the same text the
+    held reply is released instead of running the LLM again.
+    """
+    from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame
+    from pipecat.turns.types import UserTurnSpeculation
+
+    class Speculative(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._texts: list[str] = []
+            self._speculated: str | None = None
+            self._finished = False
+
+        async def handle_user_turn_started(self):
+            await super().handle_user_turn_started()
+            self._texts, self._speculated, self._finished = [], None, False
+
+        async def process_frame(self, frame):
+            if isinstance(frame, VADUserStartedSpeakingFrame) and self._speculated is not None:
+                self._speculated = None
+                await self.trigger_user_turn_speculation_cancelled()
+            if isinstance(frame, TranscriptionFrame) and frame.text.strip():
+                self._texts.append(frame.text.strip())
+            result = await super().process_frame(frame)
+            if (isinstance(frame, TranscriptionFrame) and not self._finished
+                    and self._speculated is None and self._texts):
+                self._speculated = " ".join(self._texts)
+                await self.trigger_user_turn_inference_triggered(
+                    speculation=UserTurnSpeculation(text=self._speculated)
+                )
+            return result
+
+        async def trigger_user_turn_stopped(self, *, enable_user_speaking_frames=None):
+            self._finished = True
+            speculated, self._speculated = self._speculated, None
+            if speculated is not None and speculated == " ".join(self._texts):
+                await self.trigger_user_turn_finalized(
+                    enable_user_speaking_frames=enable_user_speaking_frames,
+                    confirms_speculation=True,
+                )
+                return
+            if speculated is not None:
+                await self.trigger_user_turn_speculation_cancelled()
+            await super().trigger_user_turn_stopped(
+                enable_user_speaking_frames=enable_user_speaking_frames
+            )
+
+    Speculative.__name__ = f"Speculative{cls.__name__}"
+    return Speculative
+
+
+def build_turn_strategies(
+    plan: TurnPlan, interruptibility: str = "medium", speculative: bool = False
+):
+    """Pipecat ``UserTurnStrategies`` for the plan, interruptibility and speculation."""
     from pipecat.turns.user_stop import (
         SpeechTimeoutUserTurnStopStrategy,
         TurnAnalyzerUserTurnStopStrategy,
@@ -132,9 +193,11 @@ def build_turn_strategies(plan: TurnPlan, interruptibility: str = "medium"):
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
         analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=plan.stop_secs))
-        stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)]
+        cls = TurnAnalyzerUserTurnStopStrategy
+        stop = [(_speculative(cls) if speculative else cls)(turn_analyzer=analyzer)]
     else:
-        stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=plan.stop_secs)]
+        cls = SpeechTimeoutUserTurnStopStrategy
+        stop = [(_speculative(cls) if speculative else cls)(user_speech_timeout=plan.stop_secs)]
     return UserTurnStrategies(start=start, stop=stop)
 
 
@@ -149,9 +212,10 @@ _SENSITIVITY_TO_LEVEL = {
 class TurnController:
     """The live turn-taking settings of one conversation, changeable at run time."""
 
-    def __init__(self, plan: TurnPlan, interruptibility: str = "medium"):
+    def __init__(self, plan: TurnPlan, interruptibility: str = "medium", speculative: bool = False):
         self.plan = plan
-        self.strategies = build_turn_strategies(plan, interruptibility)
+        self.speculative = speculative
+        self.strategies = build_turn_strategies(plan, interruptibility, speculative)
         self.vad = build_vad(plan.patience)
         self._interruptibility = interruptibility
 

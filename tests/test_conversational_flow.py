@@ -237,3 +237,51 @@ def test_patience_sets_the_vad_pause_too():
     assert controller.vad.params.stop_secs == VAD_STOP_SECS["high"]
     controller.set_patience("low")
     assert controller.vad.params.stop_secs == VAD_STOP_SECS["low"]
+
+
+# --------------------------------------------------------------------------- speculative inference
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+async def test_speculative_inference_starts_the_llm_before_the_turn_ends(harness, tmp_path,
+                                                                         speculative):
+    wav = write_speech_wav(tmp_path / "q.wav", [0.5, "What is the capital of France?", 1.0])
+    await harness.start(
+        answers=["Paris.", "Second answer."], audio_in=wav,
+        persona={"system_prompt": "x", "layers": {
+            "llm": {"speculative_inference": speculative},
+            "conversational_flow": {"turn_detection_model": "time-based",
+                                    "turn_taking_patience": "high"}}})
+    replies = await harness.wait_for("conversation.utterance", timeout=40,
+                                     where=lambda e: e["properties"]["role"] == "replica")
+    await asyncio.sleep(1.0)
+    assert replies[0]["properties"]["speech"] == "Paris."
+    assert len(harness.fake.requests) == 1  # a confirmed speculation is not answered twice
+    turn_end = harness.of("conversation.user.stopped_speaking")[0]["timestamp"]
+    asked = harness.fake.request_times[0]
+    # With speculation the LLM was asked while the turn was still open; without, after.
+    assert (asked < turn_end) is speculative
+
+
+async def test_withdrawn_speculation_is_never_spoken(harness, tmp_path):
+    # A pause long enough for a transcript (and a speculation) but shorter than the patience.
+    wav = write_speech_wav(tmp_path / "q.wav", [
+        0.5, "I would like to order", 0.9, "a large pizza with mushrooms please.", 1.0])
+    await harness.start(
+        answers=["SPECULATIVE ANSWER.", "Full answer."], audio_in=wav, llm_delay_secs=0.0,
+        persona={"system_prompt": "x", "layers": {
+            "llm": {"speculative_inference": True},
+            "conversational_flow": {"turn_detection_model": "time-based",
+                                    "turn_taking_patience": "high"}}})
+    replies = await harness.wait_for("conversation.utterance", timeout=40,
+                                     where=lambda e: e["properties"]["role"] == "replica")
+    await asyncio.sleep(2.0)
+    spoken = [e["properties"]["speech"] for e in harness.of("conversation.utterance")
+              if e["properties"]["role"] == "replica"]
+    assert len(harness.fake.requests) == 2  # the speculation did run, on the first half
+    first = [m for m in harness.fake.requests[0]["messages"] if m["role"] == "user"][-1]
+    assert "order" in first["content"].lower() and "pizza" not in first["content"].lower()
+    assert "SPECULATIVE ANSWER." not in spoken, spoken
+    assert spoken == ["Full answer."]
+    said = user_utterances(harness)
+    assert len(said) == 1 and "pizza" in said[0].lower() and "order" in said[0].lower()
