@@ -173,8 +173,7 @@ def build_pipeline(
         hooks.tool_result = tools.resolve
         tools.register(services.llm)
 
-    schema = tools.tools_schema() if tools else None
-    context = LLMContext(tools=schema) if schema else LLMContext()
+    context = tools.new_context() if tools else LLMContext()
     user_aggregator = assistant_aggregator = None
     idle = None
     if not echo:

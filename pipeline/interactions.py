@@ -28,7 +28,7 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -412,7 +412,7 @@ class InteractionsProcessor(FrameProcessor):
             self.hooks.user_text(text)
         if self.hooks.allow_reply:
             self.hooks.allow_reply()
-        await self._user_turn(text)
+        await self.user_turn(text)
         await self.push_frame(
             LLMMessagesAppendFrame([{"role": "user", "content": text}], run_llm=True)
         )
@@ -492,10 +492,7 @@ class InteractionsProcessor(FrameProcessor):
         self._user_index += 1
 
     async def user_turn(self, text: str) -> None:
-        """A user turn was committed to the context (from speech)."""
-        await self._user_turn(text)
-
-    async def _user_turn(self, text: str) -> None:
+        """A user turn was committed to the context (spoken, or an app's respond)."""
         text = (text or "").strip()
         if not text:
             return

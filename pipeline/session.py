@@ -138,7 +138,6 @@ async def run_text(
     """A terminal conversation: typed user turns in, the persona's replies out (no STT/TTS)."""
     from pipecat.frames.frames import EndFrame, LLMMessagesAppendFrame
     from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
     from pipecat.workers.runner import WorkerRunner
 
@@ -167,8 +166,7 @@ async def run_text(
         client_timeout_secs=app.settings.client_tool_timeout_secs,
     )
     tools.register(services.llm)
-    schema = tools.tools_schema()
-    context = LLMContext(tools=schema) if schema else LLMContext()
+    context = tools.new_context()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
     pipeline = Pipeline([user_aggregator, services.llm, _reply_printer(on_reply), assistant_aggregator])
     worker = build_worker_for(pipeline)

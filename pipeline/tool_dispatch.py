@@ -93,6 +93,13 @@ class ToolDispatcher:
             ]
         )
 
+    def new_context(self):
+        """A Pipecat ``LLMContext`` that offers the persona's tools (none: a plain context)."""
+        from pipecat.processors.aggregators.llm_context import LLMContext
+
+        schema = self.tools_schema()
+        return LLMContext(tools=schema) if schema else LLMContext()
+
     def register(self, llm: Any) -> None:
         """Register the handlers on a Pipecat LLM service."""
         for name in self._tools:

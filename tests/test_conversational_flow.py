@@ -275,8 +275,8 @@ async def test_withdrawn_speculation_is_never_spoken(harness, tmp_path):
             "llm": {"speculative_inference": True},
             "conversational_flow": {"turn_detection_model": "time-based",
                                     "turn_taking_patience": "high"}}})
-    replies = await harness.wait_for("conversation.utterance", timeout=40,
-                                     where=lambda e: e["properties"]["role"] == "replica")
+    await harness.wait_for("conversation.utterance", timeout=40,
+                           where=lambda e: e["properties"]["role"] == "replica")
     await asyncio.sleep(2.0)
     spoken = [e["properties"]["speech"] for e in harness.of("conversation.utterance")
               if e["properties"]["role"] == "replica"]
