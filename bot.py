@@ -4,12 +4,15 @@
 Run it:
 
     python bot.py                          # local page at http://localhost:7860 (offline)
-    python bot.py -t daily                 # a Daily room (needs DAILY_API_KEY)
+    python bot.py -t daily                 # a new Daily room (needs DAILY_API_KEY)
+    python bot.py --renderer transport     # the bot joins the Tavus room; open its URL
+    python bot.py --persona p123abc        # a persona fetched from Tavus (TAVUS_API_KEY)
     python bot.py --check --persona FILE   # effective config and engine choices
     python bot.py --text                   # a terminal conversation
     python bot.py --audio-in q.wav --audio-out reply.wav --transcript out.json
 
-The development runner calls :func:`bot` once per session.
+The development runner calls :func:`bot` once per session (local page);
+``-t daily`` and ``--renderer transport`` run one conversation and exit.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from config.app import DEFAULT_PERSONA, AppConfig
 from config.errors import ConfigError
 from config.logging import register_secrets, setup_logging
 from config.redact import redact_text
+from services.rest import ApiError
 from services.selection import EngineSelectionError
+from services.tavus import TavusError
 
 EXIT_USAGE = 2
 
@@ -37,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Our own flags (the runner adds its ``-t``, ``--host``, ``--port``, ... to the same parser)."""
     group = parser.add_argument_group("persona")
     group.add_argument(
-        "--persona", default=str(DEFAULT_PERSONA), metavar="FILE",
-        help="persona JSON file in the Tavus schema (default: personas/default.json)",
+        "--persona", default=str(DEFAULT_PERSONA), metavar="FILE|ID",
+        help="persona JSON file in the Tavus schema, or a Tavus persona_id to fetch "
+        "(needs TAVUS_API_KEY) (default: personas/default.json)",
     )
     group.add_argument(
         "--conversation", default=None, metavar="FILE",
@@ -49,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="run every layer on the embedded models, ignoring cloud engines and keys",
     )
     group.add_argument("--no-greeting", action="store_true", help="do not greet on join")
+    group.add_argument(
+        "--renderer", default="auto", choices=["auto", "video", "transport", "none"],
+        help="the replica: auto (Tavus video when TAVUS_API_KEY and a replica are known), "
+        "video (TavusVideoService), transport (TavusTransport: join the Tavus room's URL), "
+        "none (audio only)",
+    )
     modes = parser.add_argument_group("headless modes")
     modes.add_argument("--check", action="store_true", help="print the effective configuration and engines, then exit")
     modes.add_argument("--text", action="store_true", help="a terminal conversation (no STT/TTS)")
@@ -64,9 +76,74 @@ def _fail(message: str, app: AppConfig | None = None) -> int:
     return EXIT_USAGE
 
 
+# Personas, objectives and guardrails fetched from Tavus, once per process.
+_FETCHED: dict[str, tuple] = {}
+
+
+def _run_async(coro):
+    """Run ``coro`` to completion from sync code, even when an event loop is running here."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def load_app(args: argparse.Namespace) -> AppConfig:
-    """Load persona, conversation and settings; print warnings and notes."""
-    app = AppConfig.load(args.persona, args.conversation)
+    """Load persona (a file, or a Tavus persona id), conversation and settings.
+
+    Prints warnings and notes. Objectives and guardrails referenced by id are
+    fetched from Tavus when TAVUS_API_KEY is set.
+    """
+    from config.errors import Problem
+    from config.settings import Settings
+    from services.tavus_personas import (
+        fetch_persona,
+        fetch_policies_by_ids,
+        looks_like_persona_id,
+        policy_prompt,
+    )
+
+    settings = Settings.from_env()
+    register_secrets(settings.secrets())
+    persona_arg = str(args.persona)
+    policies: tuple[list, list, list[str]] | None = None
+    if looks_like_persona_id(persona_arg):
+        if not settings.tavus_api_key:
+            raise ConfigError(persona_arg, [Problem(
+                path="", message="no such file; to fetch it as a Tavus persona id set TAVUS_API_KEY"
+            )])
+        if persona_arg not in _FETCHED:
+            _FETCHED[persona_arg] = _run_async(
+                fetch_persona(settings.tavus_api_key, settings.tavus_api_url, persona_arg)
+            )
+        data, objectives, guardrails, fetch_warnings = _FETCHED[persona_arg]
+        app = AppConfig.load(
+            None, args.conversation, persona_data=data, persona_source=f"Tavus persona {persona_arg}"
+        )
+        logger.info(f"Fetched persona {persona_arg} from Tavus ({app.persona.display_name})")
+        policies = (objectives, guardrails, fetch_warnings)
+    else:
+        app = AppConfig.load(persona_arg, args.conversation)
+        persona = app.persona
+        if persona.objectives_id or persona.guardrail_ids or persona.guardrails_id:
+            if settings.tavus_api_key:
+                key = f"policies:{persona.objectives_id}:{persona.guardrail_ids}:{persona.guardrails_id}"
+                if key not in _FETCHED:
+                    _FETCHED[key] = _run_async(fetch_policies_by_ids(
+                        settings.tavus_api_key, settings.tavus_api_url, persona.model_dump()
+                    ))
+                policies = _FETCHED[key]
+            else:
+                app.warnings.append(
+                    f"{persona_arg}: objectives_id/guardrail_ids name objects stored on Tavus; "
+                    "set TAVUS_API_KEY to fetch them (ignored now)"
+                )
+    if policies:
+        objectives, guardrails, fetch_warnings = policies
+        app.persona.set_policy_prompt(policy_prompt(objectives, guardrails))
+        app.warnings += fetch_warnings
+        if objectives or guardrails:
+            logger.info(f"Objectives: {len(objectives)}, guardrails: {len(guardrails)} (from Tavus)")
     register_secrets(app.secrets())
     for warning in app.warnings:
         logger.warning(warning)
@@ -75,12 +152,12 @@ def load_app(args: argparse.Namespace) -> AppConfig:
     return app
 
 
-def render_check(app: AppConfig, force_local: bool) -> tuple[str, bool]:
+def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> tuple[str, bool]:
     """The ``--check`` report: effective config (redacted), then each layer's engine and why.
 
     Returns the report and whether the persona can start.
     """
-    from pipeline.session import plan_for
+    from pipeline.session import plan_for, renderer_plan_for
     from pipeline.turn_taking import turn_plan
     from services.voice_isolation import voice_isolation
 
@@ -107,6 +184,11 @@ def render_check(app: AppConfig, force_local: bool) -> tuple[str, bool]:
         f"{' (RNNoise)' if voice_isolation(app.persona) == 'near' else ''}"
     )
     lines.append(f"  LANGUAGE -> {app.conversation.properties.language}")
+    try:
+        lines.append(f"  {renderer_plan_for(app, renderer).describe()}")
+    except TavusError as exc:
+        ok = False
+        lines.append(f"  cannot start: {exc}")
     if app.warnings:
         lines += ["", "Warnings:"] + [f"  - {w}" for w in app.warnings]
     if app.notes:
@@ -123,7 +205,7 @@ def run_headless(args: argparse.Namespace) -> int:
     try:
         app = load_app(args)
         if args.check:
-            report, ok = render_check(app, args.local)
+            report, ok = render_check(app, args.local, args.renderer)
             print(redact_text(report, app.secrets()))
             return 0 if ok else EXIT_USAGE
         if args.text:
@@ -142,7 +224,46 @@ def run_headless(args: argparse.Namespace) -> int:
         return 0
     except ConfigError as exc:
         return _fail(exc.render(), app)
-    except (EngineSelectionError, AudioFileError, OneShotError, ModeError) as exc:
+    except (EngineSelectionError, AudioFileError, OneShotError, ModeError, ApiError, TavusError) as exc:
+        return _fail(f"error: {exc}", app)
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_conversation(args: argparse.Namespace, daily: bool) -> int:
+    """``-t daily`` (a new Daily room) or ``--renderer transport`` (the Tavus room): one conversation."""
+    from pipeline.session import (
+        ModeError,
+        SessionError,
+        run_daily_session,
+        run_tavus_transport_session,
+    )
+
+    app: AppConfig | None = None
+    try:
+        app = load_app(args)
+        if daily and args.renderer == "transport":
+            return _fail("error: -t daily and --renderer transport exclude each other: with "
+                         "TavusTransport the user joins the room Tavus creates")
+        code = _prepare(app, args, daily=daily)
+        if code:
+            return code
+
+        def announce(line: str) -> None:
+            print(f"\n  {line}\n", flush=True)
+            logger.info(line)
+
+        greet = not args.no_greeting
+        if daily:
+            asyncio.run(run_daily_session(app, force_local=args.local, greet=greet,
+                                          renderer=args.renderer, announce=announce))
+        else:
+            asyncio.run(run_tavus_transport_session(app, force_local=args.local, greet=greet,
+                                                    announce=announce))
+        return 0
+    except ConfigError as exc:
+        return _fail(exc.render(), app)
+    except (EngineSelectionError, ModeError, ApiError, TavusError, SessionError) as exc:
         return _fail(f"error: {exc}", app)
     except KeyboardInterrupt:
         return 130
@@ -153,40 +274,70 @@ async def bot(runner_args):
     from pipeline.session import run_runner_session
 
     args = getattr(runner_args, "cli_args", None) or argparse.Namespace(
-        persona=str(DEFAULT_PERSONA), conversation=None, local=False, no_greeting=False
+        persona=str(DEFAULT_PERSONA), conversation=None, local=False, no_greeting=False,
+        renderer="auto",
     )
     app = load_app(args)
-    await run_runner_session(runner_args, app, force_local=args.local, greet=not args.no_greeting)
+    await run_runner_session(runner_args, app, force_local=args.local, greet=not args.no_greeting,
+                             renderer=getattr(args, "renderer", "auto"))
 
 
-def _prepare_server(args: argparse.Namespace, *, daily: bool = False) -> int:
-    """Validate config and warm the embedded models before the server starts (fail fast)."""
-    from pipeline.session import plan_for
+def _prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) -> int:
+    """Check engines, renderer and keys; warm the embedded models (fail fast, before anyone joins).
+
+    Raises the configuration errors; returns an exit code for the others.
+    """
+    from pipeline.session import plan_for, renderer_plan_for
     from services.llm import local_llm_server
+
+    if daily and not app.settings.daily_api_key:
+        return _fail(
+            "error: -t daily needs DAILY_API_KEY (the bot creates a Daily room with it); "
+            "set it in the environment or .env, or run without -t daily for the local page"
+        )
+    plan = plan_for(app, args.local)
+    for choice in plan.choices():
+        logger.info(choice.describe())
+    rplan = renderer_plan_for(app, args.renderer)
+    logger.info(rplan.describe())
+    if rplan.mode != "none":
+        _run_async(_check_replica(app, rplan.replica_id or ""))
+    if plan.llm.engine == "llama-local":
+        local_llm_server(app.settings)  # starts now; sessions wait for its health check
+    if plan.stt.engine == "whisper":
+        from services.local.models import whisper_model_dir
+        from services.stt import load_whisper_model
+
+        load_whisper_model(whisper_model_dir(app.settings.local_whisper_model))
+    return 0
+
+
+async def _check_replica(app: AppConfig, replica_id: str) -> None:
+    """A bad TAVUS_API_KEY or replica id is an error now, not when someone joins."""
+    import aiohttp
+
+    from services.tavus import TavusAPI
+
+    async with aiohttp.ClientSession() as http:
+        replica = await TavusAPI(app.settings.tavus_api_key or "", app.settings.tavus_api_url,
+                                 http).get_replica(replica_id)
+    status = (replica or {}).get("status")
+    if status and status not in ("completed", "ready", "active"):
+        logger.warning(f"Tavus replica {replica_id} is {status!r}; it may not render yet")
+
+
+def _prepare_server(args: argparse.Namespace) -> int:
+    """Validate config and warm the embedded models before the server starts (fail fast)."""
+    from pipeline.session import ModeError
 
     app: AppConfig | None = None
     try:
         app = load_app(args)
-        if daily and not app.settings.daily_api_key:
-            return _fail(
-                "error: -t daily needs DAILY_API_KEY (the runner creates a Daily room with it); "
-                "set it in the environment or .env, or run without -t daily for the local page"
-            )
-        plan = plan_for(app, args.local)
-        for choice in plan.choices():
-            logger.info(choice.describe())
-        if plan.llm.engine == "llama-local":
-            local_llm_server(app.settings)  # starts now; sessions wait for its health check
-        if plan.stt.engine == "whisper":
-            from services.local.models import whisper_model_dir
-            from services.stt import load_whisper_model
-
-            load_whisper_model(whisper_model_dir(app.settings.local_whisper_model))
+        return _prepare(app, args)
     except ConfigError as exc:
         return _fail(exc.render(), app)
-    except EngineSelectionError as exc:
+    except (EngineSelectionError, ApiError, TavusError, ModeError) as exc:
         return _fail(f"error: {exc}", app)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     runner_flags.add_argument("-t", "--transport")
     runner_flags.add_argument("-d", "--direct", action="store_true")
     transport, _ = runner_flags.parse_known_args(argv)
-    code = _prepare_server(known, daily=transport.transport == "daily" or transport.direct)
+    daily = transport.transport == "daily" or transport.direct
+    if daily or known.renderer == "transport":
+        return run_conversation(known, daily)
+    code = _prepare_server(known)
     if code:
         return code
     from pipecat.runner.run import main as runner_main

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from config.conversation import ConversationRequest
-from config.loader import load_conversation, load_persona
+from config.loader import load_conversation, load_persona, persona_from_dict
 from config.persona import Persona
 from config.redact import is_secret_key, redact
 from config.settings import Settings
@@ -33,10 +33,21 @@ class AppConfig:
         persona_path: str | Path | None = None,
         conversation_path: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
+        *,
+        persona_data: dict | None = None,
+        persona_source: str | None = None,
     ) -> AppConfig:
-        """Load and validate; raises :class:`~config.errors.ConfigError` on bad input."""
-        persona_path = Path(persona_path) if persona_path else DEFAULT_PERSONA
-        persona = load_persona(persona_path)
+        """Load and validate; raises :class:`~config.errors.ConfigError` on bad input.
+
+        ``persona_data`` (with ``persona_source`` naming where it came from, e.g. a
+        Tavus persona id) replaces reading ``persona_path``.
+        """
+        if persona_data is not None:
+            persona_path = persona_source or "persona"
+            persona = persona_from_dict(persona_data, str(persona_path))
+        else:
+            persona_path = Path(persona_path) if persona_path else DEFAULT_PERSONA
+            persona = load_persona(persona_path)
         warnings = [f"{persona_path}: {w}" for w in persona.warnings]
         notes = [f"{persona_path}: {n}" for n in persona.notes]
         if conversation_path:

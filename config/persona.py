@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from config.base import ConfigModel, check_url, note
 from config.errors import FieldProblem, Problem
@@ -412,6 +412,16 @@ class Persona(ConfigModel):
     layers: Layers = Field(default_factory=Layers)
     created_at: str | None = None
     updated_at: str | None = None
+    # Objectives and guardrails fetched from Tavus by id, rendered for the system prompt.
+    _policy_prompt: str = PrivateAttr(default="")
+
+    @property
+    def policy_prompt(self) -> str:
+        """The fetched objectives and guardrails as prompt text ('' when none)."""
+        return self._policy_prompt
+
+    def set_policy_prompt(self, text: str) -> None:
+        self._policy_prompt = text
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,9 @@ class Settings:
     elevenlabs_api_key: str | None = None
     daily_api_key: str | None = None
     tavus_api_key: str | None = None
+    tavus_replica_id: str | None = None
+    tavus_api_url: str = "https://tavusapi.com/v2"
+    daily_api_url: str = "https://api.daily.co/v1"
     # Local models (all optional: the bundled ones are used when unset).
     local_llm_gguf: str | None = None
     local_whisper_model: str | None = None
@@ -49,6 +52,9 @@ class Settings:
         "elevenlabs_api_key": "ELEVENLABS_API_KEY",
         "daily_api_key": "DAILY_API_KEY",
         "tavus_api_key": "TAVUS_API_KEY",
+        "tavus_replica_id": "TAVUS_REPLICA_ID",
+        "tavus_api_url": "TAVUS_API_URL",
+        "daily_api_url": "DAILY_API_URL",
         "local_llm_gguf": "LOCAL_LLM_GGUF",
         "local_whisper_model": "LOCAL_WHISPER_MODEL",
         "local_piper_voice": "LOCAL_PIPER_VOICE",
@@ -86,6 +92,11 @@ class Settings:
                     problems.append(f"{cls._ENV[f.name]} must be a positive number (got {raw!r})")
                     continue
                 values[f.name] = number
+            elif f.name in ("tavus_api_url", "daily_api_url"):
+                if not raw.startswith(("http://", "https://")):
+                    problems.append(f"{cls._ENV[f.name]} must be an http(s) URL (got {raw!r})")
+                    continue
+                values[f.name] = raw.rstrip("/")
             elif f.name == "data_dir":
                 values[f.name] = Path(raw)
             else:

@@ -113,8 +113,13 @@ def build_pipeline(
     data_dir: Path | str = "data",
     tool_timeout_secs: float = 10.0,
     client_tool_timeout_secs: float = 30.0,
+    renderer: Any = None,
 ) -> PersonaPipeline:
-    """Assemble the persona's pipeline on ``transport``."""
+    """Assemble the persona's pipeline on ``transport``.
+
+    ``renderer`` (e.g. Tavus's video service) goes between TTS and the output:
+    it takes the TTS audio and emits the replica's audio and video instead.
+    """
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
@@ -212,6 +217,7 @@ def build_pipeline(
         wake_gate,
         services.llm,
         services.tts,
+        renderer,
         transport.output(),
         assistant_aggregator,
     ]

@@ -6,7 +6,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +27,14 @@ from pipeline.transcript import Transcript
 from pipeline.tool_dispatch import ToolDispatcher
 from services.voice_isolation import input_filter
 from services import EnginePlan, Services, build_services, select_engines
+from services.tavus import (
+    RendererPlan,
+    TavusAPI,
+    TavusError,
+    TavusVideoRenderer,
+    open_conversation,
+    plan_renderer,
+)
 from tools import build_registry
 
 
@@ -51,7 +60,9 @@ def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
     )
 
 
-def pipeline_for(app: AppConfig, transport: Any, services: Services) -> PersonaPipeline:
+def pipeline_for(
+    app: AppConfig, transport: Any, services: Services, renderer: Any = None
+) -> PersonaPipeline:
     """``build_pipeline`` with this configuration's data directory and tool timeouts."""
     return build_pipeline(
         app.persona,
@@ -61,31 +72,83 @@ def pipeline_for(app: AppConfig, transport: Any, services: Services) -> PersonaP
         data_dir=app.settings.data_dir,
         tool_timeout_secs=app.settings.tool_timeout_secs,
         client_tool_timeout_secs=app.settings.client_tool_timeout_secs,
+        renderer=renderer,
     )
+
+
+def renderer_plan_for(app: AppConfig, requested: str = "auto") -> RendererPlan:
+    """The renderer of this configuration (``--renderer``; see :func:`services.tavus.plan_renderer`)."""
+    return plan_renderer(requested, app.conversation, app.persona, app.settings)
+
+
+@asynccontextmanager
+async def tavus_conversation(app: AppConfig, plan: RendererPlan) -> AsyncIterator[Any]:
+    """Open a Tavus conversation for ``plan`` (None for no renderer); it is ended on the way out,
+    whatever the way out is (normal end, error, cancellation)."""
+    if plan.mode == "none":
+        yield None
+        return
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        api = TavusAPI(app.settings.tavus_api_key or "", app.settings.tavus_api_url, http)
+        conversation = await open_conversation(api, plan, app.conversation, app.persona.display_name)
+        try:
+            yield conversation, http
+        finally:
+            await asyncio.shield(conversation.end("the session ended"))
 
 
 # --------------------------------------------------------------------------- runner session
 
 
 async def run_runner_session(
-    runner_args: Any, app: AppConfig, *, force_local: bool = False, greet: bool = True
+    runner_args: Any,
+    app: AppConfig,
+    *,
+    force_local: bool = False,
+    greet: bool = True,
+    renderer: str = "auto",
 ) -> Transcript:
-    """One conversation through the development runner (local WebRTC page or Daily)."""
-    from pipecat.workers.runner import WorkerRunner
+    """One conversation through the development runner (local WebRTC page or Daily).
 
+    With a Tavus replica (``renderer`` plan ``video``) the bot's TTS audio goes
+    to Tavus and the replica's video and audio come to the user.
+    """
     from services.transports import make_transport
 
+    rplan = renderer_plan_for(app, renderer)
+    if rplan.mode == "transport":
+        raise ModeError("--renderer transport runs its own session (the user joins the Tavus room)")
     plan = plan_for(app, force_local)
     services = services_for(app, plan)
     await services.ready()
-    transport = await make_transport(runner_args, app.persona)
-    built = pipeline_for(app, transport, services)
-    worker = build_worker(built)
-    runner = WorkerRunner(handle_sigint=getattr(runner_args, "handle_sigint", False))
+    async with tavus_conversation(app, rplan) as opened:
+        video = None
+        if opened:
+            conversation, http = opened
+            video = TavusVideoRenderer(
+                conversation=conversation, session=http, bot_name=app.persona.display_name
+            )
+        transport = await make_transport(runner_args, app.persona, video=video is not None)
+        built = pipeline_for(app, transport, services, renderer=video)
+        return await _run_session(
+            built, transport, greet=greet, handle_sigint=getattr(runner_args, "handle_sigint", False)
+        )
+
+
+async def _run_session(built: PersonaPipeline, transport: Any, *, greet: bool, handle_sigint: bool,
+                       worker: Any = None) -> Transcript:
+    """Run a built pipeline: greet when the participant joins, end when they leave."""
+    from pipecat.workers.runner import WorkerRunner
+
+    worker = worker or build_worker(built)
+    runner = WorkerRunner(handle_sigint=handle_sigint)
+    name = built.persona.display_name
 
     @transport.event_handler("on_client_connected")
     async def _on_connected(_transport, _client):
-        logger.info(f"Participant joined {app.persona.display_name}")
+        logger.info(f"Participant joined {name}")
         if greet:
             await built.greet(worker)
 
@@ -94,9 +157,89 @@ async def run_runner_session(
         logger.info("Participant left; ending the conversation")
         await runner.cancel()
 
+    failures: list[str] = []
+    if "on_error" in getattr(transport, "_event_handlers", {}):  # Daily
+
+        @transport.event_handler("on_error")
+        async def _on_error(_transport, error):
+            if str(error).startswith("Error joining"):
+                failures.append(str(error))
+                await runner.cancel()
+
     await runner.add_workers(worker)
     await runner.run()
+    if failures:
+        raise SessionError(f"could not join the room: {failures[0]}")
     return built.transcript
+
+
+class SessionError(RuntimeError):
+    """The conversation could not run (e.g. the bot could not join its room)."""
+
+
+async def run_tavus_transport_session(
+    app: AppConfig, *, force_local: bool = False, greet: bool = True,
+    announce: Callable[[str], None] = print,
+) -> Transcript:
+    """``--renderer transport``: the bot joins the room Tavus creates; the user opens its URL."""
+    from services.tavus import PersonaTavusTransport, TavusParams
+
+    rplan = renderer_plan_for(app, "transport")
+    plan = plan_for(app, force_local)
+    services = services_for(app, plan)
+    await services.ready()
+    async with tavus_conversation(app, rplan) as (conversation, http):
+        announce(f"Join the conversation: {conversation.join_url}")
+        transport = PersonaTavusTransport(
+            conversation=conversation,
+            session=http,
+            bot_name=app.persona.display_name,
+            params=TavusParams(
+                audio_in_enabled=True, audio_out_enabled=True, microphone_out_enabled=False,
+                audio_in_filter=input_filter(app.persona),
+            ),
+        )
+        built = pipeline_for(app, transport, services)
+        worker = build_worker(built)
+        failures: list[str] = []
+
+        async def fatal(message: str) -> None:
+            failures.append(message)
+            await worker.cancel(reason=f"Tavus: {message}")
+
+        transport.set_on_fatal(fatal)
+        transcript = await _run_session(built, transport, greet=greet, handle_sigint=True,
+                                        worker=worker)
+    if failures:
+        raise TavusError(f"Tavus conversation {conversation.conversation_id}: {failures[0]}")
+    return transcript
+
+
+async def run_daily_session(
+    app: AppConfig, *, force_local: bool = False, greet: bool = True, renderer: str = "auto",
+    announce: Callable[[str], None] = print,
+) -> Transcript:
+    """``-t daily``: create a Daily room with the conversation's limits, print its URL, run there."""
+    import aiohttp
+    from pipecat.runner.types import DailyRunnerArguments
+
+    from services.daily_rooms import DailyRooms
+
+    if not app.settings.daily_api_key:
+        raise ModeError("-t daily needs DAILY_API_KEY (set it in the environment or .env)")
+    renderer_plan_for(app, renderer)  # fail on a bad renderer before creating anything
+    async with aiohttp.ClientSession() as http:
+        rooms = DailyRooms(app.settings.daily_api_key, app.settings.daily_api_url, http)
+        room = await rooms.create(app.conversation, app.persona.display_name)
+        try:
+            announce(f"Join the conversation: {room.join_url}")
+            args = DailyRunnerArguments(room_url=room.url, token=room.bot_token)
+            args.handle_sigint = True
+            return await run_runner_session(
+                args, app, force_local=force_local, greet=greet, renderer=renderer
+            )
+        finally:
+            await asyncio.shield(rooms.delete(room))
 
 
 # --------------------------------------------------------------------------- text mode

@@ -8,8 +8,16 @@ from config.persona import Persona
 from services.voice_isolation import input_filter
 
 
-def transport_params(persona: Persona) -> dict[str, Any]:
-    """Parameter factories per runner transport (audio in and out, no video yet).
+def _video(video: bool) -> dict[str, Any]:
+    """Video out for a replica (Pipecat's Tavus example: live 1280x720)."""
+    if not video:
+        return {}
+    return dict(video_out_enabled=True, video_out_is_live=True, video_out_width=1280,
+                video_out_height=720)
+
+
+def transport_params(persona: Persona, video: bool = False) -> dict[str, Any]:
+    """Parameter factories per runner transport: audio in and out, video out with a replica.
 
     Participant audio goes through the persona's voice isolation filter, if any.
     """
@@ -17,25 +25,27 @@ def transport_params(persona: Persona) -> dict[str, Any]:
 
     def webrtc():
         return TransportParams(
-            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona)
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona),
+            **_video(video),
         )
 
     def daily():
         from pipecat.transports.daily.transport import DailyParams
 
         return DailyParams(
-            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona)
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona),
+            **_video(video),
         )
 
     return {"webrtc": webrtc, "daily": daily}
 
 
-async def make_transport(runner_args: Any, persona: Persona) -> Any:
+async def make_transport(runner_args: Any, persona: Persona, video: bool = False) -> Any:
     """The transport for a runner session; in Daily rooms the bot shows the persona's name."""
     from pipecat.runner.types import DailyRunnerArguments
     from pipecat.runner.utils import create_transport
 
-    params = transport_params(persona)
+    params = transport_params(persona, video)
     if isinstance(runner_args, DailyRunnerArguments):
         from pipecat.transports.daily.transport import DailyTransport
 

@@ -1,0 +1,348 @@
+"""Tavus: REST contract, renderer choice, the video renderer in a real pipeline, and the end
+of the Tavus conversation on every exit path (normal end, cancel, crash, failed join, error)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+
+from config import Settings, conversation_from_dict, persona_from_dict
+from services.rest import ApiError
+from services.tavus import (
+    PIPECAT_PERSONA_ID,
+    TavusAPI,
+    TavusError,
+    TavusVideoRenderer,
+    conversation_body,
+    open_conversation,
+    open_conversations,
+    plan_renderer,
+)
+from tests.fake_rest import FakeTavus
+from tests.harness import Harness
+
+FAST = {"backoff_secs": 0.01}
+
+
+def _conv(**fields):
+    return conversation_from_dict(fields).value
+
+
+def _persona(**fields):
+    return persona_from_dict({"persona_name": "Ava", "system_prompt": "You are Ava.", **fields}).value
+
+
+def _settings(**env):
+    return Settings.from_env(env)
+
+
+# --------------------------------------------------------------------------- renderer choice
+
+
+def test_renderer_auto_is_none_without_key_or_when_audio_only():
+    assert plan_renderer("auto", _conv(replica_id="r1"), _persona(), _settings()).mode == "none"
+    plan = plan_renderer("auto", _conv(replica_id="r1", audio_only=True), _persona(),
+                         _settings(TAVUS_API_KEY="k"))
+    assert plan.mode == "none" and "audio_only" in plan.reason
+
+
+def test_replica_resolution_order():
+    key = {"TAVUS_API_KEY": "k", "TAVUS_REPLICA_ID": "r-env"}
+    assert plan_renderer("auto", _conv(replica_id="r-conv"), _persona(default_replica_id="r-p"),
+                         _settings(**key)).replica_id == "r-conv"
+    plan = plan_renderer("auto", _conv(), _persona(default_replica_id="r-p"), _settings(**key))
+    assert (plan.mode, plan.replica_id, plan.reason) == ("video", "r-p", "persona default_replica_id")
+    plan = plan_renderer("transport", _conv(), _persona(), _settings(**key))
+    assert (plan.mode, plan.replica_id, plan.reason) == ("transport", "r-env", "TAVUS_REPLICA_ID")
+
+
+def test_renderer_requested_without_key_or_replica_is_a_clear_error():
+    with pytest.raises(TavusError, match="needs TAVUS_API_KEY"):
+        plan_renderer("video", _conv(replica_id="r1"), _persona(), _settings())
+    with pytest.raises(TavusError, match="no Tavus replica: set replica_id .* default_replica_id .* TAVUS_REPLICA_ID"):
+        plan_renderer("transport", _conv(), _persona(), _settings(TAVUS_API_KEY="k"))
+    with pytest.raises(TavusError, match="audio_only"):
+        plan_renderer("video", _conv(replica_id="r1", audio_only=True), _persona(),
+                      _settings(TAVUS_API_KEY="k"))
+    # auto with a key but no replica: audio only, not an error
+    assert plan_renderer("auto", _conv(), _persona(), _settings(TAVUS_API_KEY="k")).mode == "none"
+
+
+def test_conversation_body_per_mode():
+    conv = _conv(replica_id="r1", conversation_name="Demo", require_auth=True, max_participants=3,
+                 properties={"max_call_duration": 600, "participant_left_timeout": 5})
+    key = _settings(TAVUS_API_KEY="k")
+    video = conversation_body(plan_renderer("video", conv, _persona(), key), conv, "Ava")
+    assert video == {
+        "replica_id": "r1", "persona_id": PIPECAT_PERSONA_ID, "conversation_name": "Demo",
+        "properties": {"max_call_duration": 600, "participant_left_timeout": 5,
+                       "participant_absent_timeout": 300, "apply_greenscreen": False},
+        "max_participants": 2,
+    }
+    transport = conversation_body(plan_renderer("transport", conv, _persona(), key), conv, "Ava")
+    assert transport["require_auth"] is True and transport["max_participants"] == 3
+
+
+# --------------------------------------------------------------------------- REST contract
+
+
+async def _api(fake: FakeTavus, session, key: str | None = None) -> TavusAPI:
+    return TavusAPI(key or fake.api_key, fake.base_url, session, **FAST)
+
+
+async def test_create_and_end_conversation_on_the_wire():
+    fake = await FakeTavus().start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = await _api(fake, http)
+            conv = _conv(replica_id="r-test", require_auth=True)
+            plan = plan_renderer("transport", conv, _persona(), _settings(TAVUS_API_KEY="k"))
+            opened = await open_conversation(api, plan, conv, "Ava")
+            assert opened.conversation_id in open_conversations()
+            assert opened.join_url == f"{opened.conversation_url}?t={opened.meeting_token}"
+            await opened.end("test")
+            await opened.end("twice")  # idempotent
+    finally:
+        await fake.stop()
+    create, end = fake.requests
+    assert (create.method, create.path) == ("POST", "/v2/conversations")
+    assert create.headers["x-api-key"] == fake.api_key
+    assert create.headers["Content-Type"] == "application/json"
+    assert create.body["replica_id"] == "r-test" and create.body["persona_id"] == "pipecat0"
+    assert create.body["conversation_name"] == "Ava (Pipecat)"
+    assert (end.method, end.path) == ("POST", f"/v2/conversations/{opened.conversation_id}/end")
+    assert end.headers["x-api-key"] == fake.api_key
+    assert opened.conversation_id not in open_conversations()
+
+
+async def test_retries_with_backoff_on_429_and_5xx_then_succeeds():
+    fake = await FakeTavus().start()
+    fake.fail_next("POST /v2/conversations", 429, 503, 500)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = await _api(fake, http)
+            result = await api.create_conversation({"replica_id": "r-test", "persona_id": "pipecat0"})
+    finally:
+        await fake.stop()
+    assert result["status"] == "active"
+    assert len(fake.calls("POST", "/v2/conversations")) == 4
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "attempts"),
+    [
+        (401, r"Tavus rejected the API key \(401 Invalid access token\): check TAVUS_API_KEY", 1),
+        (404, r"Tavus: persona 'p1': not found \(404", 1),
+        (429, r"rate limited \(429\) 4 times; wait a minute", 4),
+        (500, r"server error \(500 scripted failure 500\) after 4 attempts", 4),
+        (400, r"persona 'p1' was refused \(400: scripted failure 400\)", 1),
+    ],
+)
+async def test_errors_are_clear_and_only_429_5xx_are_retried(status, expected, attempts):
+    fake = await FakeTavus(personas={"p1": {"persona_name": "P"}}).start()
+    fake.fail_next("GET /v2/personas/{id}", *([status] * 4))
+    try:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(ApiError, match=expected) as info:
+                await (await _api(fake, http)).get_persona("p1")
+    finally:
+        await fake.stop()
+    assert info.value.status == status
+    assert len(fake.requests) == attempts
+
+
+async def test_wrong_key_never_appears_in_the_error():
+    fake = await FakeTavus().start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(ApiError) as info:
+                await (await _api(fake, http, key="sk-wrong-secret")).get_replica("r-test")
+    finally:
+        await fake.stop()
+    assert info.value.status == 401 and "sk-wrong-secret" not in str(info.value)
+
+
+async def test_unreachable_tavus_is_a_clear_error():
+    async with aiohttp.ClientSession() as http:
+        api = TavusAPI("k", "http://127.0.0.1:9/v2", http, attempts=2, backoff_secs=0.01)
+        with pytest.raises(ApiError, match=r"cannot reach http://127.0.0.1:9/v2 .* after 2 attempts"):
+            await api.get_persona("p1")
+
+
+# --------------------------------------------------------------------------- the video renderer
+
+
+@pytest.fixture
+def daily_room(monkeypatch):
+    """Stand-in for the Daily media connection (not reachable offline): join succeeds or fails
+    as told, app messages sent into the Tavus room are recorded."""
+    from pipecat.transports.daily.transport import DailyTransportClient
+
+    room = SimpleNamespace(sent=[], join_error=None, joined=False, left=False)
+
+    async def join(self):
+        if room.join_error:
+            await self._callbacks.on_error(f"Error joining {self._room_url}: {room.join_error}")
+            return
+        room.joined = True
+        await self._callbacks.on_joined({"participants": {}})
+
+    async def leave(self):
+        room.left = True
+
+    async def send_message(self, frame):
+        room.sent.append(frame.message)
+
+    async def noop(self, *args, **kwargs):
+        return None
+
+    monkeypatch.setattr(DailyTransportClient, "join", join)
+    monkeypatch.setattr(DailyTransportClient, "leave", leave)
+    monkeypatch.setattr(DailyTransportClient, "send_message", send_message)
+    monkeypatch.setattr(DailyTransportClient, "capture_participant_video", noop)
+    monkeypatch.setattr(DailyTransportClient, "capture_participant_audio", noop)
+    return room
+
+
+async def _video_session(tmp_path, fake: FakeTavus, http, **start):
+    api = TavusAPI(fake.api_key, fake.base_url, http, **FAST)
+    conv = _conv(replica_id="r-test")
+    plan = plan_renderer("video", conv, _persona(), _settings(TAVUS_API_KEY="k"))
+    opened = await open_conversation(api, plan, conv, "Ava")
+    renderer = TavusVideoRenderer(conversation=opened, session=http, bot_name="Ava")
+    harness = await Harness(tmp_path).start(renderer=renderer, **start)
+    return harness, opened, renderer
+
+
+async def _wait(predicate, timeout=20.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.mark.e2e
+async def test_video_renderer_sends_tts_to_tavus_forwards_the_replica_and_ends_on_normal_end(
+    tmp_path, daily_room
+):
+    from daily.daily import AudioData  # noqa: F401 - the renderer's callback type
+    from pipecat.frames.frames import TTSSpeakFrame
+
+    fake = await FakeTavus().start()
+    async with aiohttp.ClientSession() as http:
+        harness, opened, renderer = await _video_session(tmp_path, fake, http)
+        try:
+            assert daily_room.joined
+            await harness.worker.queue_frames([TTSSpeakFrame("Hello, I am Ava.")])
+            echo = lambda: [m for m in daily_room.sent if m.get("event_type") == "conversation.echo"]
+            assert await _wait(lambda: any(m["properties"]["done"] for m in echo()))
+            # The replica's audio comes back from the Tavus room and goes to the user.
+            await renderer._on_participant_joined({"id": "replica"})
+            replica = SimpleNamespace(audio_frames=b"\x10\x27" * 1600, sample_rate=16000, num_channels=1)
+            before = len(harness.transport.recorded)
+            for _ in range(5):
+                await renderer._on_participant_audio_data("replica", replica, "microphone")
+            assert await _wait(lambda: len(harness.transport.recorded) > before)
+        finally:
+            await harness.stop()
+    await fake.stop()
+    messages = echo()
+    assert {m["conversation_id"] for m in messages} == {opened.conversation_id}
+    audio = b"".join(base64.b64decode(m["properties"]["audio"]) for m in messages)
+    assert len(audio) > 16000 and messages[-1]["properties"]["done"] is True
+    assert fake.ended() == [opened.conversation_id]
+    assert daily_room.left
+
+
+async def test_cancel_ends_the_conversation(tmp_path, daily_room):
+    fake = await FakeTavus().start()
+    async with aiohttp.ClientSession() as http:
+        harness, opened, _ = await _video_session(tmp_path, fake, http)
+        await harness._runner.cancel()  # what Ctrl-C does to a runner
+        await asyncio.wait_for(harness._task, 20)
+        await harness.stop()
+    await fake.stop()
+    assert fake.ended() == [opened.conversation_id]
+
+
+async def test_a_crashed_pipeline_ends_the_conversation(tmp_path, daily_room):
+    from pipecat.frames.frames import TextFrame
+    from pipecat.processors.frame_processor import FrameDirection
+
+    fake = await FakeTavus().start()
+    async with aiohttp.ClientSession() as http:
+        harness, opened, renderer = await _video_session(tmp_path, fake, http)
+
+        # A processor fails fatally mid-conversation.
+        tts = harness.built.services.tts
+        original = tts.process_frame
+
+        async def crash(frame, direction):
+            if isinstance(frame, TextFrame) and frame.text == "crash":
+                from pipecat.frames.frames import CancelWorkerFrame
+
+                await tts.push_error("simulated crash", exception=RuntimeError("boom"))
+                await tts.push_frame(CancelWorkerFrame(reason="crash"), FrameDirection.UPSTREAM)
+                return
+            await original(frame, direction)
+
+        tts.process_frame = crash
+        await harness.worker.queue_frames([TextFrame("crash")])
+        await asyncio.wait_for(harness._task, 20)
+        await harness.stop()
+    await fake.stop()
+    assert fake.ended() == [opened.conversation_id]
+
+
+async def test_a_failed_join_stops_the_pipeline_and_ends_the_conversation(tmp_path, daily_room):
+    daily_room.join_error = "RoomLookup failed"
+    fake = await FakeTavus().start()
+    async with aiohttp.ClientSession() as http:
+        harness, opened, _ = await _video_session(tmp_path, fake, http)
+        await asyncio.wait_for(harness._task, 20)  # the fatal error stops it on its own
+        await harness.stop()
+    await fake.stop()
+    assert fake.ended() == [opened.conversation_id]
+
+
+async def test_an_error_before_the_pipeline_runs_still_ends_the_conversation(tmp_path):
+    from config.app import AppConfig
+    from pipeline.session import renderer_plan_for, tavus_conversation
+
+    fake = await FakeTavus().start()
+    persona = tmp_path / "p.json"
+    persona.write_text('{"persona_name": "Ava", "system_prompt": "x", "default_replica_id": "r-test"}')
+    app = AppConfig.load(persona, environ={"TAVUS_API_KEY": fake.api_key, "TAVUS_API_URL": fake.base_url})
+    with pytest.raises(RuntimeError, match="building failed"):
+        async with tavus_conversation(app, renderer_plan_for(app)) as (conversation, _http):
+            assert conversation.conversation_id in fake.conversations
+            raise RuntimeError("building failed")
+    await fake.stop()
+    assert fake.ended() == [conversation.conversation_id]
+    assert conversation.conversation_id not in open_conversations()
+
+
+async def test_end_that_fails_is_left_to_the_exit_hook(tmp_path):
+    from services import tavus
+
+    fake = await FakeTavus().start()
+    fake.fail_next("POST /v2/conversations/{id}/end", 500, 500, 500, 500)
+    async with aiohttp.ClientSession() as http:
+        api = await _api(fake, http)
+        conv = _conv(replica_id="r-test")
+        opened = await open_conversation(api, plan_renderer("video", conv, _persona(), _settings(TAVUS_API_KEY="k")), conv, "Ava")
+        await opened.end("test")
+    assert opened.conversation_id in open_conversations()
+    await fake.stop()
+    with FakeTavus(api_key=fake.api_key) as later:  # Tavus is back: the atexit hook ends it
+        later.conversations[opened.conversation_id] = {"status": "active"}
+        tavus._OPEN[opened.conversation_id] = (later.base_url, later.api_key)
+        await asyncio.to_thread(tavus._end_leftovers)
+        assert later.ended() == [opened.conversation_id]
+    assert open_conversations() == []
