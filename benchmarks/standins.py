@@ -1,8 +1,11 @@
-"""Zero-latency stand-ins for the LLM and TTS, to isolate our own overhead.
+"""Zero-latency stand-ins for the cloud services, to isolate our own overhead.
 
 - The LLM stand-in is ``tests.fake_openai.FakeOpenAI``: a loopback server
   speaking OpenAI's streaming chat-completions protocol, answering at once.
 - :class:`StandinTTS` returns 0.3 s of a tone for every text, immediately.
+- :class:`StandinSTT` (for the concurrency and memory runs, where a cloud STT
+  would not use this machine's CPU) transcribes each speech segment at once
+  as a fixed text.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import numpy as np
-
-from pipecat.frames.frames import Frame, TTSAudioRawFrame
-from pipecat.services.settings import TTSSettings
+from pipecat.frames.frames import Frame, TranscriptionFrame, TTSAudioRawFrame
+from pipecat.services.settings import STTSettings, TTSSettings
+from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
+from pipecat.utils.time import time_now_iso8601
 
 
 class StandinTTS(TTSService):
@@ -37,3 +41,17 @@ class StandinTTS(TTSService):
         await self.start_ttfb_metrics()
         await self.stop_ttfb_metrics()
         yield TTSAudioRawFrame(audio=tone, sample_rate=rate, num_channels=1, context_id=context_id)
+
+
+class StandinSTT(SegmentedSTTService):
+    """An STT that 'hears' ``text`` for every speech segment, instantly."""
+
+    def __init__(self, text: str, **kwargs):
+        super().__init__(settings=STTSettings(model=None, language=None), **kwargs)
+        self._text = text
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        yield TranscriptionFrame(self._text, "user", time_now_iso8601(), finalized=True)

@@ -27,7 +27,7 @@ from loguru import logger
 
 from config.conversation import ConversationRequest
 from config.persona import Persona
-from pipeline.context import compose_system_prompt
+from pipeline.context import compose_system_prompt, emotion_tags_enabled
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.tool_dispatch import ToolDispatcher
@@ -138,7 +138,10 @@ def build_pipeline(
         current = live["conversation"].conversational_context
         new = text if mode == "overwrite" or not current else f"{current}\n\n{text}"
         live["conversation"] = live["conversation"].model_copy(update={"conversational_context": new})
-        return compose_system_prompt(persona, live["conversation"])
+        return compose_system_prompt(
+            persona, live["conversation"],
+            emotion_tags=emotion_tags_enabled(persona, services.plan.tts.engine),
+        )
 
     turns = None
     tools = None

@@ -15,9 +15,29 @@ from config.conversation import ConversationRequest
 from config.persona import Persona
 
 
-def compose_system_prompt(persona: Persona, conversation: ConversationRequest | None) -> str:
-    """The system message for this persona and conversation."""
+# Cartesia sonic-3 reads SSML emotion tags in the text (Pipecat strips them from captions).
+EMOTION_TAGS_INSTRUCTION = (
+    "Your voice can show emotion: where it fits, begin a sentence with a tag such as "
+    '<emotion value="excited" />, with one of neutral, content, happy, excited, curious, '
+    "surprised, sad, angry, scared, peaceful. Use them sparingly; never mention the tags."
+)
+
+
+def emotion_tags_enabled(persona: Persona, tts_engine: str | None) -> bool:
+    """``tts_emotion_control`` takes effect with Cartesia, the engine that reads emotion tags."""
+    return bool(persona.layers.tts.tts_emotion_control) and tts_engine == "cartesia"
+
+
+def compose_system_prompt(
+    persona: Persona, conversation: ConversationRequest | None, *, emotion_tags: bool = False
+) -> str:
+    """The system message for this persona and conversation.
+
+    ``emotion_tags``: the TTS reads emotion tags (see :func:`emotion_tags_enabled`).
+    """
     parts = [persona.system_prompt, persona.context, persona.policy_prompt]
+    if emotion_tags:
+        parts.append(EMOTION_TAGS_INSTRUCTION)
     if conversation is not None:
         parts.append(conversation.conversational_context)
         language = conversation.properties.language

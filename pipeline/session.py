@@ -22,7 +22,7 @@ from pipeline.builder import (
     build_worker,
     new_conversation_id,
 )
-from pipeline.context import compose_system_prompt
+from pipeline.context import compose_system_prompt, emotion_tags_enabled
 from pipeline.transcript import Transcript
 from pipeline.tool_dispatch import ToolDispatcher
 from services.voice_isolation import input_filter
@@ -55,7 +55,10 @@ def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
         app.persona,
         app.conversation,
         app.settings,
-        system_instruction=compose_system_prompt(app.persona, app.conversation),
+        system_instruction=compose_system_prompt(
+            app.persona, app.conversation,
+            emotion_tags=emotion_tags_enabled(app.persona, plan.tts.engine),
+        ),
         **layers,
     )
 

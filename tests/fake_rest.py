@@ -231,3 +231,37 @@ class FakeDaily(_FakeBase):
             return web.json_response({"error": "invalid-request-error", "info": "room not found"}, status=400)
         self.tokens.append(props)
         return web.json_response({"token": f"tok-{len(self.tokens)}-{props.get('room_name')}"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fake_rest tavus|daily PORT``: run a fake for trying the bot by hand."""
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2 or args[0] not in ("tavus", "daily"):
+        raise SystemExit("usage: python -m tests.fake_rest tavus|daily PORT")
+    fake = FakeTavus() if args[0] == "tavus" else FakeDaily()
+
+    async def serve() -> None:
+        app = web.Application(middlewares=[fake._record])
+        fake.routes(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", int(args[1])).start()
+        print(f"fake {args[0]} API on http://127.0.0.1:{args[1]}/{'v2' if args[0] == 'tavus' else 'v1'} "
+              f"(key {fake.api_key!r}); Ctrl-C to stop", flush=True)
+        seen = 0
+        while True:
+            await asyncio.sleep(0.2)
+            for r in fake.requests[seen:]:
+                print(f"{r.method} {r.path} {r.body if r.body is not None else ''}", flush=True)
+            seen = len(fake.requests)
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -22,3 +22,16 @@ def test_language_instruction():
 def test_echo_persona_without_prompt_composes_empty():
     persona = persona_from_dict({"pipeline_mode": "echo"}).value
     assert compose_system_prompt(persona, None) == ""
+
+
+def test_tts_emotion_control_prompts_for_emotion_tags_with_cartesia_only():
+    from pipeline.context import EMOTION_TAGS_INSTRUCTION, emotion_tags_enabled
+
+    on = persona_from_dict({"system_prompt": "You are Ava.",
+                            "layers": {"tts": {"tts_engine": "cartesia", "tts_emotion_control": True}}}).value
+    off = persona_from_dict({"system_prompt": "You are Ava.",
+                             "layers": {"tts": {"tts_engine": "cartesia", "tts_emotion_control": False}}}).value
+    assert emotion_tags_enabled(on, "cartesia") and not emotion_tags_enabled(on, "piper")
+    assert not emotion_tags_enabled(off, "cartesia")
+    prompt = compose_system_prompt(on, None, emotion_tags=True)
+    assert prompt.endswith(EMOTION_TAGS_INSTRUCTION) and '<emotion value="excited" />' in prompt

@@ -212,3 +212,20 @@ def test_unknown_engine_name_is_an_error():
     lang = conversation_language(None)
     with pytest.raises(EngineSelectionError):
         build_tts(EngineChoice("tts", "nope", "x"), persona(), lang, settings)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_persona_layer_keys_come_before_the_environment():
+    llm = built(persona(llm={"model": "gpt-4o", "api_key": "sk-persona"}), KEYS,
+                stt=False, tts=False).llm
+    assert llm._client.api_key == "sk-persona"
+    cartesia = built(persona(tts={"tts_engine": "cartesia", "api_key": "ca-persona"}), KEYS,
+                     stt=False, llm=False).tts
+    assert cartesia._api_key == "ca-persona"
+    eleven = built(persona(tts={"tts_engine": "elevenlabs", "api_key": "el-persona"}), KEYS,
+                   stt=False, llm=False).tts
+    assert eleven._api_key == "el-persona"
+    # Without a persona key the environment's is used.
+    assert built(persona(tts={"tts_engine": "cartesia"}), KEYS, stt=False, llm=False).tts._api_key == "ca-key"

@@ -52,3 +52,79 @@ async def test_cloud_tts_speaks(engine, var):
     down, _ = await run_test(tts, frames_to_send=[TTSSpeakFrame("Hello there.")], start_timeout=10)
     audio = b"".join(f.audio for f in down if isinstance(f, TTSAudioRawFrame))
     assert len(audio) > 4800
+
+
+@needs("DEEPGRAM_API_KEY")
+async def test_deepgram_stt_transcribes(tmp_path):
+    await _stt_transcribes("deepgram", {"DEEPGRAM_API_KEY": LIVE_ENV["DEEPGRAM_API_KEY"]}, tmp_path)
+
+
+@needs("OPENAI_API_KEY")
+async def test_openai_stt_transcribes(tmp_path):
+    await _stt_transcribes("openai", {"OPENAI_API_KEY": LIVE_ENV["OPENAI_API_KEY"]}, tmp_path)
+
+
+async def _stt_transcribes(engine: str, env: dict, tmp_path) -> None:
+    """A Piper-spoken question streamed in real time through the cloud STT, with VAD frames."""
+    from pipecat.frames.frames import (
+        InputAudioRawFrame,
+        TranscriptionFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.tests.utils import run_test
+
+    from pipeline.file_transport import read_wav_mono16
+    from tests.speech import write_question_wav
+
+    wav = write_question_wav(tmp_path / "q.wav", "What is the capital of France?",
+                             lead_secs=0.2, tail_secs=1.0)
+    pcm = read_wav_mono16(wav, 16000)
+    chunk = 640  # 20 ms
+    frames = [VADUserStartedSpeakingFrame()]
+    frames += [InputAudioRawFrame(audio=pcm[i:i + chunk], sample_rate=16000, num_channels=1)
+               for i in range(0, len(pcm), chunk)]
+    frames += [VADUserStoppedSpeakingFrame()]
+    stt = services({"stt": {"stt_engine": engine}}, env, llm=False, tts=False).stt
+
+    down, _ = await run_test(stt, frames_to_send=frames, start_timeout=10, send_end_frame=True)
+    text = " ".join(f.text for f in down if isinstance(f, TranscriptionFrame)).lower()
+    assert "capital" in text and "france" in text
+
+
+@needs("TAVUS_API_KEY")
+async def test_tavus_replica_conversation_create_and_end():
+    """Creates a real Tavus conversation in test_mode (the replica does not join, nothing is
+    rendered) and ends it."""
+    import aiohttp
+
+    from services.tavus import TavusAPI
+
+    replica = LIVE_ENV.get("TAVUS_REPLICA_ID")
+    if not replica:
+        pytest.skip("TAVUS_REPLICA_ID is not set")
+    url = LIVE_ENV.get("TAVUS_API_URL") or "https://tavusapi.com/v2"
+    async with aiohttp.ClientSession() as http:
+        api = TavusAPI(LIVE_ENV["TAVUS_API_KEY"], url, http)
+        await api.get_replica(replica)
+        conv = await api.create_conversation({"replica_id": replica, "persona_id": "pipecat0",
+                                              "test_mode": True})
+        assert conv["conversation_url"].startswith("https://")
+        await api.end_conversation(conv["conversation_id"])
+
+
+@needs("DAILY_API_KEY")
+async def test_daily_room_create_and_delete():
+    import aiohttp
+
+    from config import conversation_from_dict
+    from services.daily_rooms import DailyRooms
+
+    url = LIVE_ENV.get("DAILY_API_URL") or "https://api.daily.co/v1"
+    conversation = conversation_from_dict({"require_auth": True, "max_participants": 2,
+                                           "properties": {"max_call_duration": 120}}).value
+    async with aiohttp.ClientSession() as http:
+        rooms = DailyRooms(LIVE_ENV["DAILY_API_KEY"], url, http)
+        room = await rooms.create(conversation, "Live test bot")
+        assert room.join_url.startswith("https://") and "?t=" in room.join_url
+        await rooms.delete(room)

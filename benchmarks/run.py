@@ -1,0 +1,509 @@
+"""The benchmark suite: voice-to-voice latency (persona pipeline vs plain Pipecat), concurrency,
+memory and cold start.
+
+    .venv/bin/python -m benchmarks.run                 # everything (~10 min on 2 cores)
+    .venv/bin/python -m benchmarks.run --only latency --stack standin --runs 5
+
+1. Latency. Ten varied utterances, synthesized with the bundled Piper voice,
+   are streamed in real time (0.5 s lead, 1 s tail) through the file transport.
+   Per turn, from the end of the user's speech (found in the audio): the final
+   transcript, the turn decision (``UserStoppedSpeakingFrame``), the LLM's first
+   token, the TTS's first audio and the first bot audio written to the
+   transport (voice-to-voice). Each utterance runs through two pipelines:
+   - *reference*: only Pipecat parts, as in Pipecat's Tavus example: transport
+     in -> STT -> ``LLMContextAggregatorPair`` user aggregator (Silero VAD and
+     Smart Turn v3 with the same stop times) -> LLM -> TTS -> transport out ->
+     assistant aggregator;
+   - *persona*: ``build_pipeline`` with a persona that uses every implemented
+     feature (interactions protocol, tools, objectives/guardrails prompt,
+     transcript, interruptibility, speculative inference, idle engagement,
+     RNNoise voice isolation, hotwords, closed captions).
+   Both get the same STT/LLM/TTS services (built by our factories: Pipecat's
+   classes with the persona's settings) and the same system prompt.
+   Stacks: ``local`` (Whisper tiny.en, SmolLM2 via llama.cpp, Piper) and
+   ``standin`` (Whisper, zero-latency loopback LLM and TTS stand-ins).
+2. Concurrency: N simultaneous persona conversations with cloud-style stand-ins
+   for STT, LLM and TTS (VAD, Smart Turn and RNNoise still run here), N = 1, 2,
+   4, ...; the largest N whose p95 voice-to-voice stays within +20% of N = 1,
+   and the CPU time per conversation.
+3. Memory: resident memory of this process (the bot's code path in-process)
+   idle, in one conversation, and per additional conversation (cloud-style);
+   the local stack's peak with the llama.cpp server beside it.
+4. Cold start: ``python bot.py`` until its page answers and the embedded LLM is
+   ready (local stack).
+
+Results: ``benchmarks/results/run-<date>.json`` and Markdown tables on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.turn_latency import UTTERANCES, percentile  # noqa: E402
+
+SYSTEM_PROMPT = "You are Bench, a concise voice assistant. Answer in one short sentence."
+FULL_PERSONA: dict[str, Any] = {
+    "persona_name": "Bench",
+    "system_prompt": SYSTEM_PROMPT,
+    "context": "The user is trying the assistant out from home.",
+    "layers": {
+        "llm": {
+            "speculative_inference": True,
+            "tools": [{
+                "type": "function",
+                "function": {
+                    "name": "get_current_time",
+                    "description": "The current local time in a city or time zone.",
+                    "parameters": {"type": "object", "required": ["location"],
+                                   "properties": {"location": {"type": "string"}}},
+                },
+            }],
+        },
+        "stt": {"hotwords": "Seattle, France"},
+        "conversational_flow": {
+            "turn_detection_model": "sparrow-1", "turn_taking_patience": "medium",
+            "replica_interruptibility": "medium", "voice_isolation": "near",
+            "idle_engagement": "patient",
+        },
+    },
+}
+FULL_CONVERSATION: dict[str, Any] = {
+    "conversational_context": "It is a weekday evening.",
+    "properties": {"enable_closed_captions": True, "language": "english"},
+}
+POLICY = "Guardrails (never break these, whatever the user says):\n- Never give medical advice."
+
+
+def ms_summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    ms = [v * 1000 for v in values]
+    return {"n": len(ms), "p50": round(statistics.median(ms)), "p95": round(percentile(ms, 95)),
+            "min": round(min(ms)), "max": round(max(ms))}
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process (MB) from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# --------------------------------------------------------------------------- one turn
+
+
+def _persona_and_conversation(kind: str, stack: str, fake):
+    from config import conversation_from_dict, persona_from_dict
+
+    if kind == "persona":
+        data = json.loads(json.dumps(FULL_PERSONA))
+        conversation = conversation_from_dict(FULL_CONVERSATION).value
+    else:
+        data = {"persona_name": "Reference", "system_prompt": SYSTEM_PROMPT,
+                "layers": {"conversational_flow": {"voice_isolation": "off"}}}
+        conversation = conversation_from_dict({}).value
+    if stack in ("standin", "cloud"):
+        data["layers"].setdefault("llm", {}).update(
+            {"model": "standin", "base_url": fake.base_url, "api_key": "test-key"})
+    persona = persona_from_dict(data).value
+    if kind == "persona":
+        persona.set_policy_prompt(POLICY)
+    return persona, conversation
+
+
+async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
+                   prompt: str | None = None) -> dict[str, Any]:
+    """One utterance through a fresh pipeline; times from the end of the user's speech."""
+    from pipecat.frames.frames import (
+        EndFrame,
+        LLMTextFrame,
+        TranscriptionFrame,
+        TTSAudioRawFrame,
+        UserStoppedSpeakingFrame,
+    )
+    from pipecat.observers.base_observer import BaseObserver, FramePushed
+    from pipecat.processors.frame_processor import FrameDirection
+    from pipecat.workers.runner import WorkerRunner
+
+    from benchmarks.standins import StandinSTT, StandinTTS
+    from config import Settings
+    from pipeline.context import compose_system_prompt
+    from pipeline.file_transport import FileTransport, last_speech_secs
+    from services import build_services, select_engines
+    from services.voice_isolation import input_filter
+
+    persona, conversation = _persona_and_conversation(kind, stack, fake)
+    settings = Settings.from_env({})
+    plan = select_engines(persona, settings)
+    # The same system prompt for both pipelines: the persona's composed one.
+    prompt = prompt or compose_system_prompt(*_persona_and_conversation("persona", stack, fake))
+    services = build_services(plan, persona, conversation, settings, system_instruction=prompt)
+    if stack in ("standin", "cloud"):
+        services.tts = StandinTTS()
+    if stack == "cloud":
+        services.stt = StandinSTT(text)
+    await services.ready()
+    transport = FileTransport(wav, audio_in_filter=input_filter(persona))
+    pcm = transport.load(16000)
+    marks: dict[str, float] = {}
+
+    class Marks(BaseObserver):
+        async def on_push_frame(self, data: FramePushed):
+            if not data.first_push or data.direction != FrameDirection.DOWNSTREAM:
+                return
+            frame = data.frame
+            for name, cls in (("stt", TranscriptionFrame), ("turn", UserStoppedSpeakingFrame),
+                              ("llm", LLMTextFrame), ("tts", TTSAudioRawFrame)):
+                if isinstance(frame, cls) and name not in marks:
+                    marks[name] = time.monotonic()
+
+    if kind == "persona":
+        from pipeline.builder import build_pipeline, build_worker
+
+        built = build_pipeline(persona, conversation, transport, services,
+                               data_dir=Path(tempfile.gettempdir()) / "bench-data")
+        worker = build_worker(built, idle_timeout_secs=None, observers=[Marks()])
+    else:
+        worker = reference_worker(transport, services, observers=[Marks()])
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        first = transport.stats.first_output_audio
+        if first is not None and time.monotonic() > first + 1.0:
+            break
+        if first is None and transport.stats.input_started and time.monotonic() > (
+            transport.stats.input_started + len(pcm) / 32000 + 15
+        ):
+            break  # no reply
+        await asyncio.sleep(0.02)
+    transport.finish()
+    await worker.queue_frames([EndFrame()])
+    try:
+        await asyncio.wait_for(task, 20)
+    except TimeoutError:
+        await runner.cancel()
+    speech_end = transport.stats.input_started + (last_speech_secs(pcm, 16000) or 0)
+    row: dict[str, Any] = {f"{k}_s": round(v - speech_end, 3) for k, v in marks.items()}
+    first_audio = transport.stats.first_output_audio
+    row["voice_to_voice_s"] = round(first_audio - speech_end, 3) if first_audio else None
+    if first_audio and "turn" in marks:
+        row["turn_to_audio_s"] = round(first_audio - marks["turn"], 3)
+    return row
+
+
+def reference_worker(transport, services, observers):
+    """A pipeline of Pipecat parts only (Pipecat's Tavus example), same VAD and turn settings."""
+    from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.audio.vad.vad_analyzer import VADParams
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import (
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
+    from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+    from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+    from pipeline.turn_taking import SMART_TURN_INCOMPLETE_SECS, VAD_STOP_SECS
+
+    user, assistant = LLMContextAggregatorPair(
+        LLMContext(),
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_SECS["medium"])),
+            user_turn_strategies=UserTurnStrategies(stop=[TurnAnalyzerUserTurnStopStrategy(
+                turn_analyzer=LocalSmartTurnAnalyzerV3(
+                    params=SmartTurnParams(stop_secs=SMART_TURN_INCOMPLETE_SECS["medium"])))]),
+        ),
+    )
+    pipeline = Pipeline([transport.input(), services.stt, user, services.llm, services.tts,
+                         transport.output(), assistant])
+    return PipelineWorker(pipeline, params=PipelineParams(enable_metrics=True),
+                          idle_timeout_secs=None, observers=observers)
+
+
+def utterance_wavs(count: int) -> list[tuple[str, Path]]:
+    from pipeline.file_transport import write_wav_mono16
+    from tests.speech import synthesize
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    wavs = []
+    for i, text in enumerate(UTTERANCES[:count]):
+        pcm, rate = synthesize(text)
+        path = tmp / f"u{i}.wav"
+        write_wav_mono16(path, b"\x00\x00" * int(rate * 0.5) + pcm + b"\x00\x00" * rate, rate)
+        wavs.append((text, path))
+    return wavs
+
+
+# --------------------------------------------------------------------------- 1. latency
+
+
+async def latency(stacks: list[str], wavs, fake) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    llama_rss = 0.0
+    for stack in stacks:
+        rows: dict[str, list[dict]] = {"reference": [], "persona": []}
+        peak = 0.0
+        for text, wav in wavs:
+            for kind in ("reference", "persona"):  # interleaved: same machine state for both
+                row = await one_turn(kind, stack, wav, text, fake)
+                row["utterance"] = text
+                rows[kind].append(row)
+                peak = max(peak, rss_mb())
+                print(f"  {stack:8} {kind:9} v2v={row['voice_to_voice_s']} turn={row.get('turn_s')} "
+                      f"stt={row.get('stt_s')} llm={row.get('llm_s')} tts={row.get('tts_s')} | {text}",
+                      flush=True)
+        if stack == "local":
+            from services.local.llama_server import shared_server  # noqa: F401
+            llama_rss = _llama_rss()
+        result: dict[str, Any] = {"peak_rss_mb": round(peak)}
+        for kind, kind_rows in rows.items():
+            result[kind] = {
+                metric: ms_summary([r[f"{metric}_s"] for r in kind_rows if r.get(f"{metric}_s") is not None])
+                for metric in ("voice_to_voice", "stt", "turn", "llm", "tts", "turn_to_audio")
+            }
+            result[kind]["no_reply"] = sum(1 for r in kind_rows if r["voice_to_voice_s"] is None)
+            result[kind]["turns"] = kind_rows
+        ref, per = result["reference"]["voice_to_voice"], result["persona"]["voice_to_voice"]
+        if ref.get("p50") and per.get("p50"):
+            result["median_ratio_persona_vs_reference"] = round(per["p50"] / ref["p50"], 3)
+        if stack == "local":
+            result["llama_server_rss_mb"] = round(llama_rss)
+        out[stack] = result
+    return out
+
+
+def _llama_rss() -> float:
+    """RSS of the llama.cpp server child, if one runs."""
+    total = 0.0
+    for child in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in child.read_text().split():
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"llama" in cmd:
+                total += rss_mb(pid)
+    return total
+
+
+# --------------------------------------------------------------------------- 2+3. concurrency, memory
+
+
+async def concurrency(wavs, fake, levels: list[int], samples: int) -> dict[str, Any]:
+    # Idle: everything imported, a conversation built and torn down once (warm caches).
+    await one_turn("persona", "cloud", wavs[0][1], wavs[0][0], fake)
+    idle = rss_mb()
+    out: dict[str, Any] = {"idle_rss_mb": round(idle), "levels": {}}
+    base_p95 = None
+    sustained = None
+    for n in levels:
+        values: list[float] = []
+        peak = 0.0
+        stop = asyncio.Event()
+
+        async def sample():
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, rss_mb())
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall0 = time.monotonic()
+        rounds = max(1, -(-samples // n))
+        for r in range(rounds):
+            batch = [wavs[(r * n + i) % len(wavs)] for i in range(n)]
+            rows = await asyncio.gather(*(one_turn("persona", "cloud", w, t, fake) for t, w in batch))
+            values += [row["voice_to_voice_s"] for row in rows if row["voice_to_voice_s"] is not None]
+        wall = time.monotonic() - wall0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        stop.set()
+        await sampler
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        summary = ms_summary(values)
+        summary.update({
+            "peak_rss_mb": round(peak),
+            # cores busy per simultaneous conversation over the run
+            "cpu_cores_per_conversation": round(cpu / wall / n, 3),
+            "missing": rounds * n - len(values),
+        })
+        out["levels"][str(n)] = summary
+        print(f"  N={n}: v2v p50 {summary.get('p50')} p95 {summary.get('p95')} ms, "
+              f"CPU {summary['cpu_cores_per_conversation']} cores/conv, RSS {summary['peak_rss_mb']} MB",
+              flush=True)
+        if base_p95 is None:
+            base_p95 = summary.get("p95")
+        within = bool(base_p95) and summary.get("p95") is not None and summary["p95"] <= base_p95 * 1.2
+        if within and not summary["missing"]:
+            sustained = n
+        elif n > 1:
+            break
+    out["sustained_conversations"] = sustained
+    levels_done = out["levels"]
+    one = levels_done.get("1", {}).get("peak_rss_mb")
+    largest = max(int(k) for k in levels_done)
+    if one and largest > 1:
+        out["in_conversation_rss_mb"] = one
+        out["rss_per_extra_conversation_mb"] = round(
+            (levels_done[str(largest)]["peak_rss_mb"] - one) / (largest - 1), 1)
+    return out
+
+
+# --------------------------------------------------------------------------- 4. cold start
+
+
+def cold_start(runs: int) -> dict[str, Any]:
+    times = []
+    for _ in range(runs):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env["PERSONA_DOTENV"] = "0"
+        log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py"), "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        http = llm = None
+        try:
+            while time.monotonic() - started < 120 and (http is None or llm is None):
+                if http is None:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
+                            http = time.monotonic() - started
+                    except OSError:
+                        pass
+                if llm is None and "Local LLM server ready" in Path(log.name).read_text():
+                    llm = time.monotonic() - started
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+        times.append({"http_s": round(http, 2) if http else None,
+                      "llm_ready_s": round(llm, 2) if llm else None,
+                      "ready_s": round(max(http or 0, llm or 0), 2)})
+        print(f"  cold start: {times[-1]}", flush=True)
+    ready = [t["ready_s"] for t in times]
+    return {"runs": times, "median_ready_s": statistics.median(ready)}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+async def run(args) -> dict[str, Any]:
+    from tests.fake_openai import FakeOpenAI
+
+    results: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    only = set(args.only.split(","))
+    wavs = utterance_wavs(args.runs)
+    fake = await FakeOpenAI(answers=["Sure, here is a short answer."]).start()
+    try:
+        if "latency" in only:
+            print("latency", flush=True)
+            stacks = ["local", "standin"] if args.stack == "both" else [args.stack]
+            results["latency"] = await latency(stacks, wavs, fake)
+        if "concurrency" in only:
+            print("concurrency and memory (cloud-style stand-ins)", flush=True)
+            levels = [int(x) for x in args.levels.split(",")]
+            results["concurrency"] = await concurrency(wavs, fake, levels, args.samples)
+    finally:
+        await fake.stop()
+    if "coldstart" in only:
+        print("cold start", flush=True)
+        results["cold_start"] = cold_start(3)
+    return results
+
+
+def tables(results: dict[str, Any]) -> str:
+    lines = []
+    for stack, res in results.get("latency", {}).items():
+        lines += [f"\n**{stack}** (median ratio persona / reference: "
+                  f"{res.get('median_ratio_persona_vs_reference')})\n",
+                  "| pipeline | voice-to-voice p50 / p95 / min / max | STT final p50 | turn decision p50 "
+                  "| LLM first token p50 | TTS first audio p50 | turn -> audio p50 / p95 | no reply |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for kind in ("reference", "persona"):
+            r = res[kind]
+            v, ta = r["voice_to_voice"], r["turn_to_audio"]
+            lines.append(f"| {kind} | {v.get('p50')} / {v.get('p95')} / {v.get('min')} / {v.get('max')} "
+                         f"| {r['stt'].get('p50')} | {r['turn'].get('p50')} | {r['llm'].get('p50')} "
+                         f"| {r['tts'].get('p50')} | {ta.get('p50')} / {ta.get('p95')} | {r['no_reply']} |")
+    conc = results.get("concurrency")
+    if conc:
+        lines += ["\n| simultaneous conversations | v2v p50 / p95 (ms) | CPU cores per conversation "
+                  "| peak RSS (MB) |", "| --- | --- | --- | --- |"]
+        for n, r in conc["levels"].items():
+            lines.append(f"| {n} | {r.get('p50')} / {r.get('p95')} | {r['cpu_cores_per_conversation']} "
+                         f"| {r['peak_rss_mb']} |")
+        lines.append(f"\nsustained: {conc['sustained_conversations']}; idle RSS {conc['idle_rss_mb']} MB; "
+                     f"per extra conversation {conc.get('rss_per_extra_conversation_mb')} MB")
+    cold = results.get("cold_start")
+    if cold:
+        lines.append(f"\ncold start (median of 3): {cold['median_ready_s']} s")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="latency,concurrency,coldstart")
+    parser.add_argument("--stack", choices=["local", "standin", "both"], default="both")
+    parser.add_argument("--runs", type=int, default=10, help="utterances (max 10)")
+    parser.add_argument("--levels", default="1,2,4,6,8,12,16")
+    parser.add_argument("--samples", type=int, default=12, help="turns per concurrency level (at least)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                        f"run-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    args = parser.parse_args()
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("PERSONA_DOTENV", "0")
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ["LOG_LEVEL"])
+    results = asyncio.run(run(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(tables(results))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
