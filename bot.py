@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "video (TavusVideoService), transport (TavusTransport: join the Tavus room's URL), "
         "none (audio only)",
     )
+    recs = parser.add_argument_group("conversation records (PERSONA_DATA_DIR/conversations.db)")
+    recs.add_argument("--list-conversations", action="store_true",
+                      help="list conversations, newest first, then exit")
+    recs.add_argument("--status", choices=["active", "ended"], help="with --list-conversations")
+    recs.add_argument("--limit", type=int, default=20, help="with --list-conversations (default 20)")
+    recs.add_argument("--show-conversation", metavar="ID",
+                      help="one conversation with its transcript, events and callbacks, then exit")
+    recs.add_argument("--json", action="store_true", help="JSON output for the two above")
     modes = parser.add_argument_group("headless modes")
     modes.add_argument("--check", action="store_true", help="print the effective configuration and engines, then exit")
     modes.add_argument("--text", action="store_true", help="a terminal conversation (no STT/TTS)")
@@ -196,6 +204,40 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
     return "\n".join(lines), ok
 
 
+def run_records(args: argparse.Namespace) -> int:
+    """``--list-conversations`` / ``--show-conversation ID``."""
+    from config.settings import Settings
+    from pipeline.lifecycle import records
+    from pipeline.records import render_conversation, render_list
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        return _fail(exc.render())
+    store, callbacks = records(settings)  # also closes what a dead process left active
+    if args.show_conversation:
+        record = store._run(store.verbose, args.show_conversation).result(30)
+        if record is None:
+            return _fail(f"error: no conversation {args.show_conversation!r} in {store.path}")
+        print(json.dumps(record, indent=2, ensure_ascii=False) if args.json
+              else render_conversation(record))
+    else:
+        listing = store._run(lambda: store.list(status=args.status, limit=args.limit)).result(30)
+        print(json.dumps(listing, indent=2, ensure_ascii=False) if args.json
+              else render_list(listing, store.path))
+    callbacks.drain(timeout=settings.callback_timeout_secs)
+    return 0
+
+
+def _drain_callbacks(app: AppConfig | None) -> None:
+    """Give queued callbacks a moment to go out before the process exits (the rest: next start)."""
+    from pipeline import lifecycle
+
+    if app is not None and str(app.settings.data_dir) in lifecycle._RECORDS:
+        _store, callbacks = lifecycle._RECORDS[str(app.settings.data_dir)]
+        callbacks.drain(timeout=app.settings.callback_timeout_secs)
+
+
 def run_headless(args: argparse.Namespace) -> int:
     """``--check``, ``--text`` and one-shot modes. Returns the exit code."""
     from pipeline.file_transport import AudioFileError
@@ -228,6 +270,9 @@ def run_headless(args: argparse.Namespace) -> int:
         return _fail(f"error: {exc}", app)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if not args.check:
+            _drain_callbacks(app)
 
 
 def run_conversation(args: argparse.Namespace, daily: bool) -> int:
@@ -267,6 +312,8 @@ def run_conversation(args: argparse.Namespace, daily: bool) -> int:
         return _fail(f"error: {exc}", app)
     except KeyboardInterrupt:
         return 130
+    finally:
+        _drain_callbacks(app)
 
 
 async def bot(runner_args):
@@ -300,6 +347,9 @@ def _prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) -
         logger.info(choice.describe())
     rplan = renderer_plan_for(app, args.renderer)
     logger.info(rplan.describe())
+    from pipeline.lifecycle import records
+
+    records(app.settings)  # recover what a dead process left; retry its pending callbacks
     if rplan.mode != "none":
         _run_async(_check_replica(app, rplan.replica_id or ""))
     if plan.llm.engine == "llama-local":
@@ -352,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours = add_arguments(argparse.ArgumentParser(add_help=False))
     known, _ = ours.parse_known_args(argv)
+    if known.list_conversations or known.show_conversation:
+        return run_records(known)
     if known.check or known.text or known.audio_in or known.audio_out:
         return run_headless(known)
 
@@ -372,7 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     mount_local_page()
     parser = add_arguments(argparse.ArgumentParser(description="Persona-driven Pipecat agent"))
     sys.argv = [sys.argv[0], *argv]
-    runner_main(parser)
+    try:
+        runner_main(parser)
+    finally:
+        from config.settings import Settings
+        from pipeline import lifecycle
+
+        data_dir = str(Settings.from_env().data_dir)
+        if data_dir in lifecycle._RECORDS:
+            lifecycle._RECORDS[data_dir][1].drain(timeout=3)
     return 0
 
 

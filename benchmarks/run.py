@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import socket
 import statistics
@@ -56,7 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.turn_latency import UTTERANCES, percentile  # noqa: E402
+from benchmarks.common import machine, ms_summary, run_turn, utterance_wavs  # noqa: E402
 
 SYSTEM_PROMPT = "You are Bench, a concise voice assistant. Answer in one short sentence."
 FULL_PERSONA: dict[str, Any] = {
@@ -89,14 +88,6 @@ FULL_CONVERSATION: dict[str, Any] = {
     "properties": {"enable_closed_captions": True, "language": "english"},
 }
 POLICY = "Guardrails (never break these, whatever the user says):\n- Never give medical advice."
-
-
-def ms_summary(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50": round(statistics.median(ms)), "p95": round(percentile(ms, 95)),
-            "min": round(min(ms)), "max": round(max(ms))}
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -136,7 +127,6 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
                    prompt: str | None = None) -> dict[str, Any]:
     """One utterance through a fresh pipeline; times from the end of the user's speech."""
     from pipecat.frames.frames import (
-        EndFrame,
         LLMTextFrame,
         TranscriptionFrame,
         TTSAudioRawFrame,
@@ -144,12 +134,11 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
     )
     from pipecat.observers.base_observer import BaseObserver, FramePushed
     from pipecat.processors.frame_processor import FrameDirection
-    from pipecat.workers.runner import WorkerRunner
 
     from benchmarks.standins import StandinSTT, StandinTTS
     from config import Settings
     from pipeline.context import compose_system_prompt
-    from pipeline.file_transport import FileTransport, last_speech_secs
+    from pipeline.file_transport import FileTransport
     from services import build_services, select_engines
     from services.voice_isolation import input_filter
 
@@ -158,7 +147,8 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
     plan = select_engines(persona, settings)
     # The same system prompt for both pipelines: the persona's composed one.
     prompt = prompt or compose_system_prompt(*_persona_and_conversation("persona", stack, fake))
-    services = build_services(plan, persona, conversation, settings, system_instruction=prompt)
+    services = build_services(plan, persona, conversation, settings, system_instruction=prompt,
+                              stt=stack != "cloud", tts=stack == "local")
     if stack in ("standin", "cloud"):
         services.tts = StandinTTS()
     if stack == "cloud":
@@ -186,28 +176,8 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
         worker = build_worker(built, idle_timeout_secs=None, observers=[Marks()])
     else:
         worker = reference_worker(transport, services, observers=[Marks()])
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    task = asyncio.create_task(runner.run())
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline:
-        first = transport.stats.first_output_audio
-        if first is not None and time.monotonic() > first + 1.0:
-            break
-        if first is None and transport.stats.input_started and time.monotonic() > (
-            transport.stats.input_started + len(pcm) / 32000 + 15
-        ):
-            break  # no reply
-        await asyncio.sleep(0.02)
-    transport.finish()
-    await worker.queue_frames([EndFrame()])
-    try:
-        await asyncio.wait_for(task, 20)
-    except TimeoutError:
-        await runner.cancel()
-    speech_end = transport.stats.input_started + (last_speech_secs(pcm, 16000) or 0)
+    speech_end, first_audio = await run_turn(worker, transport, pcm, linger_secs=1.0)
     row: dict[str, Any] = {f"{k}_s": round(v - speech_end, 3) for k, v in marks.items()}
-    first_audio = transport.stats.first_output_audio
     row["voice_to_voice_s"] = round(first_audio - speech_end, 3) if first_audio else None
     if first_audio and "turn" in marks:
         row["turn_to_audio_s"] = round(first_audio - marks["turn"], 3)
@@ -245,20 +215,6 @@ def reference_worker(transport, services, observers):
                          transport.output(), assistant])
     return PipelineWorker(pipeline, params=PipelineParams(enable_metrics=True),
                           idle_timeout_secs=None, observers=observers)
-
-
-def utterance_wavs(count: int) -> list[tuple[str, Path]]:
-    from pipeline.file_transport import write_wav_mono16
-    from tests.speech import synthesize
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    wavs = []
-    for i, text in enumerate(UTTERANCES[:count]):
-        pcm, rate = synthesize(text)
-        path = tmp / f"u{i}.wav"
-        write_wav_mono16(path, b"\x00\x00" * int(rate * 0.5) + pcm + b"\x00\x00" * rate, rate)
-        wavs.append((text, path))
-    return wavs
 
 
 # --------------------------------------------------------------------------- 1. latency
@@ -412,20 +368,6 @@ def cold_start(runs: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- main
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-            "python": platform.python_version(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
 
 
 async def run(args) -> dict[str, Any]:

@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -34,49 +32,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-UTTERANCES = [
-    "What is the capital of France?",
-    "Can you tell me a joke about computers?",
-    "I would like to book a table for two tomorrow evening.",
-    "How long does it take to boil an egg?",
-    "My internet connection keeps dropping every few minutes.",
-    "What is the weather usually like in Seattle in November?",
-    "Could you recommend a good book about history?",
-    "Thanks, that was really helpful.",
-    "Why is the sky blue?",
-    "Remind me what we talked about earlier.",
-]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[index]
+from benchmarks.common import machine, ms_summary, run_turn, utterance_wavs  # noqa: E402
 
 
 def summary(values: list[float]) -> dict[str, Any]:
     """p50/p95/min/max in milliseconds."""
-    if not values:
-        return {"n": 0}
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50": round(statistics.median(ms)), "p95": round(percentile(ms, 95)),
-            "min": round(min(ms)), "max": round(max(ms))}
+    return ms_summary(values)
 
 
 async def one_turn(stack: str, level: str, wav: Path, fake) -> dict[str, Any]:
-    from pipecat.frames.frames import BotStartedSpeakingFrame, EndFrame, UserStoppedSpeakingFrame
+    from pipecat.frames.frames import BotStartedSpeakingFrame, UserStoppedSpeakingFrame
     from pipecat.observers.base_observer import BaseObserver, FramePushed
     from pipecat.processors.frame_processor import FrameDirection
-    from pipecat.workers.runner import WorkerRunner
 
     from benchmarks.standins import StandinTTS
     from config import Settings, persona_from_dict
     from pipeline.builder import build_pipeline, build_worker
     from pipeline.context import compose_system_prompt
-    from pipeline.file_transport import FileTransport, last_speech_secs
+    from pipeline.file_transport import FileTransport
     from services import build_services, select_engines
     from services.voice_isolation import input_filter
 
@@ -108,23 +81,7 @@ async def one_turn(stack: str, level: str, wav: Path, fake) -> dict[str, Any]:
                 marks["replies"] += 1
 
     worker = build_worker(built, idle_timeout_secs=None, observers=[Marks()])
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    task = asyncio.create_task(runner.run())
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        first = transport.stats.first_output_audio
-        if first is not None and time.monotonic() > first + 2.5:
-            break  # long enough to see a second reply start, if one comes
-        await asyncio.sleep(0.05)
-    transport.finish()
-    await worker.queue_frames([EndFrame()])
-    try:
-        await asyncio.wait_for(task, 20)
-    except TimeoutError:
-        await runner.cancel()
-    speech_end = transport.stats.input_started + (last_speech_secs(pcm, 16000) or 0)
-    first_audio = transport.stats.first_output_audio
+    speech_end, first_audio = await run_turn(worker, transport, pcm, linger_secs=2.5)
     return {
         "utterance_heard": built.transcript.of("user"),
         "turn_decision_s": round(marks["turn"] - speech_end, 3) if "turn" in marks else None,
@@ -134,23 +91,12 @@ async def one_turn(stack: str, level: str, wav: Path, fake) -> dict[str, Any]:
 
 
 async def run(stacks: list[str], levels: list[str], runs: int, out: Path) -> dict[str, Any]:
-    from pipeline.file_transport import write_wav_mono16
     from tests.fake_openai import FakeOpenAI
-    from tests.speech import synthesize
 
-    tmp = Path(tempfile.mkdtemp(prefix="turn-latency-"))
-    wavs = []
-    for i, text in enumerate(UTTERANCES[:runs]):
-        pcm, rate = synthesize(text)
-        path = tmp / f"u{i}.wav"
-        write_wav_mono16(path, b"\x00\x00" * int(rate * 0.5) + pcm + b"\x00\x00" * rate, rate)
-        wavs.append((text, path))
+    wavs = utterance_wavs(runs)
     fake = await FakeOpenAI(answers=["Sure, here is a short answer."]).start()
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                       / 2**30, 1)},
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runs": {},
     }

@@ -43,6 +43,11 @@ class Settings:
     data_dir: Path = Path("data")
     tool_timeout_secs: float = 10.0
     client_tool_timeout_secs: float = 30.0
+    # Callbacks to the conversation's callback_url.
+    callback_signing_secret: str | None = None
+    callback_timeout_secs: float = 10.0
+    callback_max_attempts: int = 8
+    callback_backoff_secs: float = 1.0
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -64,6 +69,10 @@ class Settings:
         "data_dir": "PERSONA_DATA_DIR",
         "tool_timeout_secs": "TOOL_TIMEOUT_SECS",
         "client_tool_timeout_secs": "CLIENT_TOOL_TIMEOUT_SECS",
+        "callback_signing_secret": "CALLBACK_SIGNING_SECRET",
+        "callback_timeout_secs": "CALLBACK_TIMEOUT_SECS",
+        "callback_max_attempts": "CALLBACK_MAX_ATTEMPTS",
+        "callback_backoff_secs": "CALLBACK_BACKOFF_SECS",
     }
 
     @classmethod
@@ -82,7 +91,8 @@ class Settings:
             if raw is None:
                 continue
             if f.name in ("llama_server_threads", "llama_server_ctx", "llm_max_tokens",
-                          "tool_timeout_secs", "client_tool_timeout_secs"):
+                          "tool_timeout_secs", "client_tool_timeout_secs", "callback_timeout_secs",
+                          "callback_max_attempts", "callback_backoff_secs"):
                 kind = float if f.name.endswith("_secs") else int
                 try:
                     number = kind(raw)
@@ -118,6 +128,7 @@ class Settings:
                 self.elevenlabs_api_key,
                 self.daily_api_key,
                 self.tavus_api_key,
+                self.callback_signing_secret,
             )
             if s
         ]

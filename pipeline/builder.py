@@ -158,7 +158,9 @@ def build_pipeline(
         apply_sensitivity=turns.apply_sensitivity if turns else None,
         user_text=lambda text: transcript.add("user", text),
     )
-    interactions = InteractionsProcessor(conversation_id, hooks)
+    interactions = InteractionsProcessor(
+        conversation_id, hooks, captions=conversation.properties.enable_closed_captions
+    )
     wake_gate = None
     if not echo and flow is not None and flow.wake_phrase:
         wake_gate = WakePhraseGate(flow.wake_phrase)

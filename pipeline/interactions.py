@@ -252,10 +252,12 @@ class InteractionsProcessor(FrameProcessor):
     - on_protocol_error(processor, error, message): every rejected inbound message.
     """
 
-    def __init__(self, conversation_id: str, hooks: InteractionHooks | None = None, **kwargs):
+    def __init__(self, conversation_id: str, hooks: InteractionHooks | None = None, *,
+                 captions: bool = False, **kwargs):
         super().__init__(name="interactions", **kwargs)
         self.conversation_id = conversation_id
         self.hooks = hooks or InteractionHooks()
+        self.captions = captions  # enable_closed_captions: conversation.closed_caption events
         self._seq = 0
         self._send_lock = asyncio.Lock()
         self.turn_idx = 0
@@ -326,6 +328,13 @@ class InteractionsProcessor(FrameProcessor):
             props["received_event_type"] = event[:100]
         await self.emit("system.error", props, message_type="system")
         await self._call_event_handler("on_protocol_error", error, received)
+
+    async def caption(self, role: str, text: str, final: bool, inference_id: str | None) -> None:
+        """A live closed caption (``enable_closed_captions``): the text so far of one utterance."""
+        if self.captions and text:
+            await self.emit("conversation.closed_caption",
+                            {"role": role, "text": text, "final": final},
+                            inference_id=inference_id)
 
     async def emit_tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str) -> None:
         """``conversation.tool_call`` for a call the LLM made (arguments as a JSON string)."""
@@ -490,6 +499,7 @@ class InteractionsProcessor(FrameProcessor):
             inference_id=self._user_inference,
         )
         self._user_index += 1
+        await self.caption("user", speech, False, self._user_inference)
 
     async def user_turn(self, text: str) -> None:
         """A user turn was committed to the context (spoken, or an app's respond)."""
@@ -506,6 +516,7 @@ class InteractionsProcessor(FrameProcessor):
         )
         await self.emit("conversation.utterance", {"role": "user", "speech": text},
                         inference_id=self._turn_inference)
+        await self.caption("user", text, True, self._turn_inference)
         self._user_finals = []
         self._user_index = 0
 
@@ -563,6 +574,7 @@ class InteractionsProcessor(FrameProcessor):
             inference_id=self._reply_inference,
         )
         self._spoken_index += 1
+        await self.caption("replica", self._spoken, False, self._reply_inference)
 
     async def interrupted(self) -> None:
         if self._bot_speaking_since is not None:
@@ -583,6 +595,7 @@ class InteractionsProcessor(FrameProcessor):
              "final": True, "is_interrupted": interrupted},
             inference_id=inference,
         )
+        await self.caption("replica", self._spoken, True, inference)
         await self.emit("conversation.replica.stopped_speaking",
                         {"duration": duration, "interrupted": interrupted}, inference_id=inference)
         await self.emit(

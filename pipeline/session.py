@@ -23,6 +23,7 @@ from pipeline.builder import (
     new_conversation_id,
 )
 from pipeline.context import compose_system_prompt, emotion_tags_enabled
+from pipeline.lifecycle import JOIN_FAILED, PARTICIPANT_LEFT, ConversationLifecycle, records
 from pipeline.transcript import Transcript
 from pipeline.tool_dispatch import ToolDispatcher
 from services.voice_isolation import input_filter
@@ -64,7 +65,8 @@ def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
 
 
 def pipeline_for(
-    app: AppConfig, transport: Any, services: Services, renderer: Any = None
+    app: AppConfig, transport: Any, services: Services, renderer: Any = None,
+    conversation_id: str | None = None,
 ) -> PersonaPipeline:
     """``build_pipeline`` with this configuration's data directory and tool timeouts."""
     return build_pipeline(
@@ -72,6 +74,7 @@ def pipeline_for(
         app.conversation,
         transport,
         services,
+        conversation_id=conversation_id,
         data_dir=app.settings.data_dir,
         tool_timeout_secs=app.settings.tool_timeout_secs,
         client_tool_timeout_secs=app.settings.client_tool_timeout_secs,
@@ -102,6 +105,32 @@ async def tavus_conversation(app: AppConfig, plan: RendererPlan) -> AsyncIterato
             await asyncio.shield(conversation.end("the session ended"))
 
 
+def lifecycle_for(app: AppConfig, transport: str, replica_id: str | None = None,
+                  system_prompt: str | None = None) -> ConversationLifecycle:
+    """A new conversation's lifecycle, on this process's records (opened on first use)."""
+    store, callbacks = records(app.settings)
+    return ConversationLifecycle(
+        store=store, callbacks=callbacks, conversation_id=new_conversation_id(),
+        conversation=app.conversation, persona=app.persona, persona_source=app.persona_source,
+        transport=transport, replica_id=replica_id, system_prompt=system_prompt,
+    )
+
+
+@asynccontextmanager
+async def conversation_record(lifecycle: ConversationLifecycle) -> AsyncIterator[ConversationLifecycle]:
+    """Close the conversation's record however the session ends (errors are remembered)."""
+    try:
+        yield lifecycle
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        lifecycle.finish()
+        raise
+    except BaseException as exc:
+        lifecycle.finish(error=exc)
+        raise
+    else:
+        lifecycle.finish()
+
+
 # --------------------------------------------------------------------------- runner session
 
 
@@ -120,45 +149,72 @@ async def run_runner_session(
     """
     from services.transports import make_transport
 
+    from pipecat.runner.types import DailyRunnerArguments
+
     rplan = renderer_plan_for(app, renderer)
     if rplan.mode == "transport":
         raise ModeError("--renderer transport runs its own session (the user joins the Tavus room)")
-    plan = plan_for(app, force_local)
-    services = services_for(app, plan)
-    await services.ready()
-    async with tavus_conversation(app, rplan) as opened:
-        video = None
-        if opened:
-            conversation, http = opened
-            video = TavusVideoRenderer(
-                conversation=conversation, session=http, bot_name=app.persona.display_name
+    daily = isinstance(runner_args, DailyRunnerArguments)
+    lifecycle = lifecycle_for(app, "daily" if daily else "webrtc", rplan.replica_id)
+    async with conversation_record(lifecycle):
+        plan = plan_for(app, force_local)
+        services = services_for(app, plan)
+        lifecycle.system_prompt = services_system_prompt(app, plan)
+        await services.ready()
+        async with tavus_conversation(app, rplan) as opened:
+            video = None
+            if opened:
+                conversation, http = opened
+                video = TavusVideoRenderer(
+                    conversation=conversation, session=http, bot_name=app.persona.display_name,
+                    on_failure=lambda _msg: _set_reason(lifecycle, JOIN_FAILED),
+                )
+            lifecycle.open(opened[0].conversation_id if opened else None)
+            transport = await make_transport(
+                runner_args, app.persona, video=video is not None,
+                captions=app.conversation.properties.enable_closed_captions,
             )
-        transport = await make_transport(runner_args, app.persona, video=video is not None)
-        built = pipeline_for(app, transport, services, renderer=video)
-        return await _run_session(
-            built, transport, greet=greet, handle_sigint=getattr(runner_args, "handle_sigint", False)
-        )
+            built = pipeline_for(app, transport, services, renderer=video,
+                                 conversation_id=lifecycle.conversation_id)
+            return await _run_session(
+                built, transport, lifecycle, greet=greet,
+                handle_sigint=getattr(runner_args, "handle_sigint", False),
+            )
 
 
-async def _run_session(built: PersonaPipeline, transport: Any, *, greet: bool, handle_sigint: bool,
-                       worker: Any = None) -> Transcript:
-    """Run a built pipeline: greet when the participant joins, end when they leave."""
+def _set_reason(lifecycle: ConversationLifecycle, reason: str) -> None:
+    if lifecycle.shutdown_reason is None:
+        lifecycle.shutdown_reason = reason
+
+
+def services_system_prompt(app: AppConfig, plan: EnginePlan) -> str:
+    """The composed system prompt (as the LLM gets it), for the transcript callback."""
+    return compose_system_prompt(
+        app.persona, app.conversation, emotion_tags=emotion_tags_enabled(app.persona, plan.tts.engine)
+    )
+
+
+async def _run_session(built: PersonaPipeline, transport: Any, lifecycle: ConversationLifecycle,
+                       *, greet: bool, handle_sigint: bool, worker: Any = None) -> Transcript:
+    """Run a built pipeline: greet when the participant joins; the lifecycle ends it."""
     from pipecat.workers.runner import WorkerRunner
 
-    worker = worker or build_worker(built)
+    worker = worker or build_worker(built, idle_timeout_secs=None)
+    lifecycle.attach(worker, built.transcript)
     runner = WorkerRunner(handle_sigint=handle_sigint)
     name = built.persona.display_name
 
     @transport.event_handler("on_client_connected")
     async def _on_connected(_transport, _client):
         logger.info(f"Participant joined {name}")
+        await lifecycle.participant_joined()
         if greet:
             await built.greet(worker)
 
     @transport.event_handler("on_client_disconnected")
     async def _on_disconnected(_transport, _client):
-        logger.info("Participant left; ending the conversation")
-        await runner.cancel()
+        logger.info("Participant left")
+        await lifecycle.participant_left()
 
     failures: list[str] = []
     if "on_error" in getattr(transport, "_event_handlers", {}):  # Daily
@@ -167,6 +223,7 @@ async def _run_session(built: PersonaPipeline, transport: Any, *, greet: bool, h
         async def _on_error(_transport, error):
             if str(error).startswith("Error joining"):
                 failures.append(str(error))
+                _set_reason(lifecycle, JOIN_FAILED)
                 await runner.cancel()
 
     await runner.add_workers(worker)
@@ -188,31 +245,36 @@ async def run_tavus_transport_session(
     from services.tavus import PersonaTavusTransport, TavusParams
 
     rplan = renderer_plan_for(app, "transport")
-    plan = plan_for(app, force_local)
-    services = services_for(app, plan)
-    await services.ready()
-    async with tavus_conversation(app, rplan) as (conversation, http):
-        announce(f"Join the conversation: {conversation.join_url}")
-        transport = PersonaTavusTransport(
-            conversation=conversation,
-            session=http,
-            bot_name=app.persona.display_name,
-            params=TavusParams(
-                audio_in_enabled=True, audio_out_enabled=True, microphone_out_enabled=False,
-                audio_in_filter=input_filter(app.persona),
-            ),
-        )
-        built = pipeline_for(app, transport, services)
-        worker = build_worker(built)
-        failures: list[str] = []
+    lifecycle = lifecycle_for(app, "tavus", rplan.replica_id)
+    failures: list[str] = []
+    async with conversation_record(lifecycle):
+        plan = plan_for(app, force_local)
+        services = services_for(app, plan)
+        lifecycle.system_prompt = services_system_prompt(app, plan)
+        await services.ready()
+        async with tavus_conversation(app, rplan) as (conversation, http):
+            lifecycle.open(conversation.conversation_id)
+            announce(f"Join the conversation: {conversation.join_url}")
+            transport = PersonaTavusTransport(
+                conversation=conversation,
+                session=http,
+                bot_name=app.persona.display_name,
+                params=TavusParams(
+                    audio_in_enabled=True, audio_out_enabled=True, microphone_out_enabled=False,
+                    audio_in_filter=input_filter(app.persona),
+                ),
+            )
+            built = pipeline_for(app, transport, services, conversation_id=conversation.conversation_id)
+            worker = build_worker(built, idle_timeout_secs=None)
 
-        async def fatal(message: str) -> None:
-            failures.append(message)
-            await worker.cancel(reason=f"Tavus: {message}")
+            async def fatal(message: str) -> None:
+                failures.append(message)
+                _set_reason(lifecycle, JOIN_FAILED)
+                await worker.cancel(reason=f"Tavus: {message}")
 
-        transport.set_on_fatal(fatal)
-        transcript = await _run_session(built, transport, greet=greet, handle_sigint=True,
-                                        worker=worker)
+            transport.set_on_fatal(fatal)
+            transcript = await _run_session(built, transport, lifecycle, greet=greet,
+                                            handle_sigint=True, worker=worker)
     if failures:
         raise TavusError(f"Tavus conversation {conversation.conversation_id}: {failures[0]}")
     return transcript
@@ -282,6 +344,24 @@ async def run_text(
     reply_timeout: float = 120.0,
 ) -> Transcript:
     """A terminal conversation: typed user turns in, the persona's replies out (no STT/TTS)."""
+    if app.persona.pipeline_mode == "echo":
+        raise ModeError("--text needs a persona with pipeline_mode 'full' (echo mode has no LLM)")
+    lifecycle = lifecycle_for(app, "text")
+    async with conversation_record(lifecycle):
+        return await _run_text(app, lifecycle, force_local=force_local, greet=greet, stdin=stdin,
+                               stdout=stdout, reply_timeout=reply_timeout)
+
+
+async def _run_text(
+    app: AppConfig,
+    lifecycle: ConversationLifecycle,
+    *,
+    force_local: bool,
+    greet: bool,
+    stdin: TextIO | None,
+    stdout: TextIO | None,
+    reply_timeout: float,
+) -> Transcript:
     from pipecat.frames.frames import EndFrame, LLMMessagesAppendFrame
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
@@ -289,11 +369,10 @@ async def run_text(
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    if app.persona.pipeline_mode == "echo":
-        raise ModeError("--text needs a persona with pipeline_mode 'full' (echo mode has no LLM)")
     name = app.persona.display_name
     plan = plan_for(app, force_local)
     services = services_for(app, plan, stt=False, tts=False)
+    lifecycle.system_prompt = services_system_prompt(app, plan)
     await services.ready()
 
     transcript = Transcript()
@@ -306,7 +385,7 @@ async def run_text(
     tools = ToolDispatcher(
         app.persona.layers.llm.tools,
         build_registry(),
-        conversation_id=new_conversation_id(),
+        conversation_id=lifecycle.conversation_id,
         data_dir=app.settings.data_dir,
         handler_timeout_secs=app.settings.tool_timeout_secs,
         client_timeout_secs=app.settings.client_tool_timeout_secs,
@@ -321,6 +400,9 @@ async def run_text(
     async def _on_error(_worker, frame):
         await replies.put(RuntimeError(frame.error))
 
+    lifecycle.open()
+    lifecycle.attach(worker, transcript)
+    await lifecycle.participant_joined()
     runner = WorkerRunner(handle_sigint=True)
     await runner.add_workers(worker)
     run_task = asyncio.create_task(runner.run())
@@ -368,11 +450,13 @@ async def run_text(
                 stdout.flush()
             line = await asyncio.to_thread(stdin.readline)
             if not line:
+                _set_reason(lifecycle, PARTICIPANT_LEFT)
                 break
             text = line.strip()
             if not text:
                 continue
             if text in ("/quit", "/exit"):
+                _set_reason(lifecycle, PARTICIPANT_LEFT)
                 break
             transcript.add("user", text)
             await worker.queue_frames(
@@ -442,14 +526,31 @@ async def run_oneshot(
     The question is streamed in real time, then silence until the persona's
     reply has been spoken (or ``timeout``).
     """
+    if app.persona.pipeline_mode == "echo":
+        raise ModeError("one-shot mode needs a persona with pipeline_mode 'full' "
+                        "(echo mode only speaks what conversation.echo sends)")
+    lifecycle = lifecycle_for(app, "file")
+    async with conversation_record(lifecycle):
+        return await _run_oneshot(app, lifecycle, audio_in, audio_out, transcript_out,
+                                  force_local=force_local, timeout=timeout, settle_secs=settle_secs)
+
+
+async def _run_oneshot(
+    app: AppConfig,
+    lifecycle: ConversationLifecycle,
+    audio_in: str | Path,
+    audio_out: str | Path,
+    transcript_out: str | Path | None,
+    *,
+    force_local: bool,
+    timeout: float,
+    settle_secs: float,
+) -> dict[str, Any]:
     from pipecat.frames.frames import EndFrame
     from pipecat.workers.runner import WorkerRunner
 
     from pipeline.file_transport import FileTransport, last_speech_secs, write_wav_mono16
 
-    if app.persona.pipeline_mode == "echo":
-        raise ModeError("one-shot mode needs a persona with pipeline_mode 'full' "
-                        "(echo mode only speaks what conversation.echo sends)")
     started = time.monotonic()
     transport = FileTransport(audio_in, audio_in_filter=input_filter(app.persona))
     question_pcm = transport.load(16000)  # fail fast on a bad file
@@ -459,11 +560,15 @@ async def run_oneshot(
 
     plan = plan_for(app, force_local)
     services = services_for(app, plan)
+    lifecycle.system_prompt = services_system_prompt(app, plan)
     await services.ready()
     ready_at = time.monotonic()
-    built = pipeline_for(app, transport, services)
+    lifecycle.open()
+    built = pipeline_for(app, transport, services, conversation_id=lifecycle.conversation_id)
     state: dict[str, Any] = {"speaking": False}
     worker = build_worker(built, idle_timeout_secs=None, observers=[_speech_watcher(state)])
+    lifecycle.attach(worker, built.transcript)
+    await lifecycle.participant_joined()
     runner = WorkerRunner(handle_sigint=True)
     await runner.add_workers(worker)
     run_task = asyncio.create_task(runner.run())
@@ -492,6 +597,7 @@ async def run_oneshot(
             else:
                 error = f"the persona did not finish replying within {timeout:.0f}s"
     finally:
+        _set_reason(lifecycle, PARTICIPANT_LEFT)  # the file ended: the participant is gone
         transport.finish()
         await worker.queue_frames([EndFrame()])
         try:

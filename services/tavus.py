@@ -365,11 +365,12 @@ class TavusVideoRenderer(_TavusVideoService):
     """``TavusVideoService`` on a conversation we created; a failed join stops the pipeline."""
 
     def __init__(self, *, conversation: TavusConversation, session: aiohttp.ClientSession,
-                 bot_name: str, **kwargs: Any):
+                 bot_name: str, on_failure=None, **kwargs: Any):
         super().__init__(api_key=conversation.api.api_key, replica_id=conversation.replica_id,
                          session=session, **kwargs)
         self._conversation = conversation
         self._bot_name = bot_name
+        self._on_failure = on_failure  # called with the message when the replica cannot render
         self._failure: str | None = None
         self._started = False
 
@@ -404,6 +405,8 @@ class TavusVideoRenderer(_TavusVideoService):
 
     async def _on_fatal(self, message: str) -> None:
         self._failure = message
+        if self._on_failure:
+            self._on_failure(message)
         if self._started:
             await self._stop_pipeline()
 

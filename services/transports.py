@@ -16,10 +16,12 @@ def _video(video: bool) -> dict[str, Any]:
                 video_out_height=720)
 
 
-def transport_params(persona: Persona, video: bool = False) -> dict[str, Any]:
+def transport_params(persona: Persona, video: bool = False, captions: bool = False) -> dict[str, Any]:
     """Parameter factories per runner transport: audio in and out, video out with a replica.
 
     Participant audio goes through the persona's voice isolation filter, if any.
+    ``captions`` (``enable_closed_captions``) also turns on Daily's transcription, which
+    Daily's own UI shows as captions.
     """
     from pipecat.transports.base_transport import TransportParams
 
@@ -34,18 +36,20 @@ def transport_params(persona: Persona, video: bool = False) -> dict[str, Any]:
 
         return DailyParams(
             audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona),
-            **_video(video),
+            transcription_enabled=captions, **_video(video),
         )
 
     return {"webrtc": webrtc, "daily": daily}
 
 
-async def make_transport(runner_args: Any, persona: Persona, video: bool = False) -> Any:
+async def make_transport(
+    runner_args: Any, persona: Persona, video: bool = False, captions: bool = False
+) -> Any:
     """The transport for a runner session; in Daily rooms the bot shows the persona's name."""
     from pipecat.runner.types import DailyRunnerArguments
     from pipecat.runner.utils import create_transport
 
-    params = transport_params(persona, video)
+    params = transport_params(persona, video, captions)
     if isinstance(runner_args, DailyRunnerArguments):
         from pipecat.transports.daily.transport import DailyTransport
 

@@ -265,3 +265,45 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@dataclass
+class WebhookReceiver(_FakeBase):
+    """A callback receiver: ``POST /hook``. ``fail_next("POST /hook", 500, ...)`` fails attempts;
+    ``hang_next`` attempts hang for ``hang_secs`` (then answer 503, never an acknowledgement)."""
+
+    hang_next: int = 0
+    hang_secs: float = 5.0
+    acked: dict[str, int] = field(default_factory=dict)  # delivery id -> 2xx answers
+    payloads: list[dict] = field(default_factory=list)  # acknowledged payloads, in order
+    bind_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/hook", self._hook)
+
+    async def start(self) -> WebhookReceiver:
+        app = web.Application(middlewares=[self._record])
+        self.routes(app)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.bind_port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        if self.hang_next > 0:
+            self.hang_next -= 1
+            await asyncio.sleep(self.hang_secs)
+            return web.Response(status=503)
+        delivery = request.headers.get("X-Delivery-Id", "")
+        self.acked[delivery] = self.acked.get(delivery, 0) + 1
+        self.payloads.append(self.requests[-1].body)
+        return web.Response(status=200)
+
+    def events(self) -> list[str]:
+        return [p["event_type"] for p in self.payloads]

@@ -51,6 +51,7 @@ class Harness:
         registry: ToolRegistry | None = None,
         llm_delay_secs: float = 0.0,
         audio_in_filter: Any = None,
+        before_run: Any = None,
         **pipeline_kwargs: Any,
     ) -> Harness:
         from pipecat.workers.runner import WorkerRunner
@@ -80,6 +81,8 @@ class Harness:
             data_dir=self.tmp_path / "data", **pipeline_kwargs,
         )
         self.worker = build_worker(self.built, idle_timeout_secs=None)
+        if before_run is not None:  # e.g. attach a lifecycle before the pipeline starts
+            before_run(self)
         self._runner = WorkerRunner(handle_sigint=False)
         await self._runner.add_workers(self.worker)
         self._task = asyncio.create_task(self._runner.run())

@@ -122,20 +122,32 @@ function turnElement(role, inferenceId) {
   return el;
 }
 
+// With enable_closed_captions the bot sends conversation.closed_caption events and the
+// caption bar follows them; otherwise it follows the streaming utterances.
+let closedCaptions = false;
+
+function setCaption(role, text) {
+  $("caption").innerHTML = `<span class="who"></span><span></span>`;
+  $("caption").firstChild.textContent = role === "user" ? "You:" : "Persona:";
+  $("caption").lastChild.textContent = text;
+}
+
 function showSpeech(role, inferenceId, speech, { final = false, interrupted = false } = {}) {
   if (!speech) return;
   const el = turnElement(role, inferenceId);
   el.querySelector(".text").textContent = speech + (interrupted ? " (interrupted)" : "");
   el.classList.toggle("streaming", !final);
   $("conversation").scrollTop = $("conversation").scrollHeight;
-  $("caption").innerHTML = `<span class="who"></span><span></span>`;
-  $("caption").firstChild.textContent = role === "user" ? "You:" : "Persona:";
-  $("caption").lastChild.textContent = speech;
+  if (!closedCaptions) setCaption(role, speech);
 }
 
 function onEvent(message) {
   const p = message.properties || {};
   switch (message.event_type) {
+    case "conversation.closed_caption":
+      closedCaptions = true;
+      setCaption(p.role, p.text);
+      break;
     case "conversation.utterance.streaming":
       showSpeech(p.role, message.inference_id, p.speech,
                  { final: p.final && p.role === "user", interrupted: p.is_interrupted });
