@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import socket
 import statistics
@@ -131,6 +132,7 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
         TranscriptionFrame,
         TTSAudioRawFrame,
         UserStoppedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
     )
     from pipecat.observers.base_observer import BaseObserver, FramePushed
     from pipecat.processors.frame_processor import FrameDirection
@@ -163,7 +165,8 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
             if not data.first_push or data.direction != FrameDirection.DOWNSTREAM:
                 return
             frame = data.frame
-            for name, cls in (("stt", TranscriptionFrame), ("turn", UserStoppedSpeakingFrame),
+            for name, cls in (("vad", VADUserStoppedSpeakingFrame), ("stt", TranscriptionFrame),
+                              ("turn", UserStoppedSpeakingFrame),
                               ("llm", LLMTextFrame), ("tts", TTSAudioRawFrame)):
                 if isinstance(frame, cls) and name not in marks:
                     marks[name] = time.monotonic()
@@ -242,7 +245,7 @@ async def latency(stacks: list[str], wavs, fake) -> dict[str, Any]:
         for kind, kind_rows in rows.items():
             result[kind] = {
                 metric: ms_summary([r[f"{metric}_s"] for r in kind_rows if r.get(f"{metric}_s") is not None])
-                for metric in ("voice_to_voice", "stt", "turn", "llm", "tts", "turn_to_audio")
+                for metric in ("voice_to_voice", "vad", "stt", "turn", "llm", "tts", "turn_to_audio")
             }
             result[kind]["no_reply"] = sum(1 for r in kind_rows if r["voice_to_voice_s"] is None)
             result[kind]["turns"] = kind_rows
@@ -339,12 +342,13 @@ def cold_start(runs: int) -> dict[str, Any]:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-        env["PERSONA_DOTENV"] = "0"
+        env.update(PERSONA_DOTENV="0", LOG_LEVEL="INFO")  # we read its "LLM server ready" line
         log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py"), "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         http = llm = None
+        llm_url = None
         try:
             while time.monotonic() - started < 120 and (http is None or llm is None):
                 if http is None:
@@ -353,8 +357,16 @@ def cold_start(runs: int) -> dict[str, Any]:
                             http = time.monotonic() - started
                     except OSError:
                         pass
-                if llm is None and "Local LLM server ready" in Path(log.name).read_text():
-                    llm = time.monotonic() - started
+                if llm_url is None:
+                    match = re.search(r"Starting local LLM server .* on (http://\S+/v1)",
+                                      Path(log.name).read_text())
+                    llm_url = match.group(1) if match else None
+                if llm is None and llm_url:
+                    try:  # the embedded LLM answers: ready to talk
+                        with urllib.request.urlopen(f"{llm_url}/models", timeout=1):
+                            llm = time.monotonic() - started
+                    except OSError:
+                        pass
                 time.sleep(0.05)
         finally:
             proc.terminate()
@@ -382,7 +394,15 @@ async def run(args) -> dict[str, Any]:
             print("latency", flush=True)
             stacks = ["local", "standin"] if args.stack == "both" else [args.stack]
             results["latency"] = await latency(stacks, wavs, fake)
-        if "concurrency" in only:
+        if "concurrency" in only and "latency" in only:
+            # Memory figures need a process that has not loaded the local models: a fresh one.
+            print("concurrency and memory (cloud-style stand-ins, in a fresh process)", flush=True)
+            out = Path(tempfile.mkdtemp()) / "concurrency.json"
+            subprocess.run([sys.executable, "-m", "benchmarks.run", "--only", "concurrency",
+                            "--levels", args.levels, "--samples", str(args.samples),
+                            "--runs", str(args.runs), "--out", str(out)], cwd=ROOT, check=True)
+            results["concurrency"] = json.loads(out.read_text())["concurrency"]
+        elif "concurrency" in only:
             print("concurrency and memory (cloud-style stand-ins)", flush=True)
             levels = [int(x) for x in args.levels.split(",")]
             results["concurrency"] = await concurrency(wavs, fake, levels, args.samples)
