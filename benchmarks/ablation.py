@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import run as suite  # noqa: E402
-from benchmarks.common import machine, ms_summary, utterance_wavs  # noqa: E402
+from benchmarks.common import machine, ms_summary, quiet_logging, utterance_wavs, write_results  # noqa: E402
 
 FULL = copy.deepcopy(suite.FULL_PERSONA)
 
@@ -79,14 +77,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         f"ablation-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level=os.environ["LOG_LEVEL"])
+    quiet_logging()
     result = asyncio.run(main_async(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     ref = result["variants"]["reference"]["voice_to_voice"]["p50"]
     print("| variant | v2v p50 / p95 | VAD stop p50 | STT final p50 | turn -> audio p50 / p95 "
           "| ratio to reference |")

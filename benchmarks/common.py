@@ -104,3 +104,23 @@ async def run_turn(worker: Any, transport: Any, pcm: bytes, *, linger_secs: floa
         await runner.cancel()
     speech_end = transport.stats.input_started + (last_speech_secs(pcm, 16000) or 0)
     return speech_end, transport.stats.first_output_audio
+
+
+def quiet_logging() -> None:
+    """Benchmarks log at ``LOG_LEVEL`` (default WARNING) and never read a developer's .env."""
+    import sys
+
+    from loguru import logger
+
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("PERSONA_DOTENV", "0")
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ["LOG_LEVEL"])
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    """The JSON file of one run."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")

@@ -56,7 +56,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, ms_summary, run_turn, utterance_wavs  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine,
+    ms_summary,
+    quiet_logging,
+    run_turn,
+    utterance_wavs,
+    write_results,
+)
 
 SYSTEM_PROMPT = "You are Bench, a concise voice assistant. Answer in one short sentence."
 FULL_PERSONA: dict[str, Any] = {
@@ -453,15 +460,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         f"run-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("PERSONA_DOTENV", "0")
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level=os.environ["LOG_LEVEL"])
+    quiet_logging()
     results = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     print(tables(results))
     print(f"\nresults: {args.out}")
     return 0

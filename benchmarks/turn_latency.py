@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, ms_summary, run_turn, utterance_wavs  # noqa: E402
+from benchmarks.common import machine, ms_summary, quiet_logging, run_turn, utterance_wavs  # noqa: E402
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -146,11 +145,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         f"turn_latency-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level=os.environ["LOG_LEVEL"])
+    quiet_logging()
     stacks = ["local", "standin"] if args.stack == "both" else [args.stack]
     results = asyncio.run(run(stacks, args.levels.split(","), min(args.runs, 10), args.out))
     print()

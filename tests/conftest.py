@@ -40,6 +40,16 @@ def output_dir() -> Path:
     return OUTPUT
 
 
+def wait_until(predicate, timeout: float = 15.0) -> bool:
+    """Poll ``predicate`` every 50 ms until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -30,19 +30,10 @@ from pipeline.lifecycle import (
     recover,
 )
 from pipeline.records import ABANDONED_REASON, ConversationStore
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until
 from tests.fake_openai import FakeOpenAI
 from tests.fake_rest import WebhookReceiver
 from tests.harness import Harness
-
-
-def _until(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 async def _until_async(predicate, timeout: float = 15.0) -> bool:
@@ -120,7 +111,7 @@ def test_callback_retried_after_failures_arrives_once_with_a_valid_signature(tmp
         store = ConversationStore(tmp_path)
         dispatcher = _dispatcher(store, secret="s3cret")
         payload = dispatcher.emit("c1", hook.url, "system.replica_joined", "system", {"replica_id": "r1"})
-        assert _until(lambda: hook.acked)
+        assert wait_until(lambda: hook.acked)
         dispatcher.drain(5)
     assert list(hook.acked.values()) == [1]
     attempts = [r for r in hook.requests if r.path == "/hook"]
@@ -144,7 +135,7 @@ def test_a_hanging_receiver_is_timed_out_and_retried(tmp_path):
         dispatcher = _dispatcher(store, timeout_secs=0.5)
         dispatcher.emit("c1", hook.url, "system.shutdown", "system", {"shutdown_reason": "x"})
         dispatcher.emit("c1", hook.url, "application.transcription_ready", "application", {"transcript": []})
-        assert _until(lambda: len(hook.acked) == 2)
+        assert wait_until(lambda: len(hook.acked) == 2)
         dispatcher.drain(5)
     assert sorted(hook.acked.values()) == [1, 1]
     assert sorted(hook.events()) == ["application.transcription_ready", "system.shutdown"]
@@ -162,7 +153,7 @@ def test_a_receiver_down_until_after_a_restart_gets_everything_once(tmp_path):
     for event in ("system.replica_joined", "system.shutdown", "application.transcription_ready"):
         dispatcher.emit("c1", url, event, "system", {})
     # In order: the first is retried, the others wait behind it.
-    assert _until(lambda: store._run(store.deliveries, "c1").result()[0]["attempts"] >= 2)
+    assert wait_until(lambda: store._run(store.deliveries, "c1").result()[0]["attempts"] >= 2)
     assert dispatcher.drain(0.2) == 3  # still pending at "exit"
     dispatcher.stop()
     store.close()
@@ -170,7 +161,7 @@ def test_a_receiver_down_until_after_a_restart_gets_everything_once(tmp_path):
     with WebhookReceiver(bind_port=port) as hook:
         store = ConversationStore(tmp_path)
         dispatcher = _dispatcher(store)
-        assert _until(lambda: len(hook.acked) == 3)
+        assert wait_until(lambda: len(hook.acked) == 3)
         time.sleep(0.3)
         dispatcher.stop()
     assert list(hook.acked.values()) == [1, 1, 1]
@@ -184,7 +175,7 @@ def test_gives_up_after_max_attempts(tmp_path):
         store = ConversationStore(tmp_path)
         dispatcher = _dispatcher(store, max_attempts=3)
         dispatcher.emit("c1", hook.url, "system.shutdown", "system", {})
-        assert _until(lambda: store._run(store.deliveries, "c1").result()[0]["status"] == "failed")
+        assert wait_until(lambda: store._run(store.deliveries, "c1").result()[0]["status"] == "failed")
     (row,) = store._run(store.deliveries, "c1").result()
     assert row["attempts"] == 3 and row["last_error"] == "HTTP 500" and not hook.acked
     store.close()
@@ -400,7 +391,7 @@ def test_sigkill_mid_conversation_keeps_the_transcript_and_the_next_start_closes
         with sqlite3.connect(db) as conn:
             return conn.execute(sql).fetchall()
 
-    assert _until(lambda: len(rows("SELECT * FROM transcript")) == 2)
+    assert wait_until(lambda: len(rows("SELECT * FROM transcript")) == 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     llm.stop()
@@ -415,7 +406,7 @@ def test_sigkill_mid_conversation_keeps_the_transcript_and_the_next_start_closes
             [sys.executable, str(ROOT / "bot.py"), "--show-conversation", cid, "--json"],
             capture_output=True, text=True, cwd=ROOT, env=_bot_env(data), timeout=60)
         assert shown.returncode == 0, shown.stderr[-2000:]
-        assert _until(lambda: len(hook.acked) == 3)
+        assert wait_until(lambda: len(hook.acked) == 3)
     record = json.loads(shown.stdout)
     assert record["status"] == "ended" and record["shutdown_reason"] == ABANDONED_REASON
     assert hook.events() == ["system.replica_joined", "system.shutdown", "application.transcription_ready"]

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 from tests.fake_rest import FakeDaily, FakeTavus
 
 
@@ -67,15 +67,6 @@ class Bot:
         return code
 
 
-def _until(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 # --------------------------------------------------------------------------- TavusTransport
 
 
@@ -89,7 +80,7 @@ def test_tavus_transport_prints_the_url_and_ctrl_c_ends_the_conversation():
         assert line.strip().endswith(f"https://tavus.daily.co/{cid}")
         bot.wait_for("Joining https://tavus.daily.co/")
         bot.proc.send_signal(signal.SIGINT)
-        assert _until(lambda: fake.ended() == [cid]), bot.output[-3000:]
+        assert wait_until(lambda: fake.ended() == [cid]), bot.output[-3000:]
         bot.finish()
     create = fake.calls("POST", "/v2/conversations")[0]
     assert create.body["replica_id"] == "r-test" and create.body["persona_id"] == "pipecat0"
