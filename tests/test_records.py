@@ -444,3 +444,13 @@ async def test_closed_captions_for_user_and_replica(tmp_path, enabled):
     finals = [c["text"] for c in replica if c["final"]]
     assert finals[0] == "Sure, I can help with that."
     assert any(not c["final"] for c in replica)  # live, word by word as spoken
+
+
+def test_closed_captions_turn_on_dailys_transcription():
+    from services.transports import transport_params
+
+    persona = _persona()
+    assert transport_params(persona, captions=True)["daily"]().transcription_enabled is True
+    assert transport_params(persona)["daily"]().transcription_enabled is False
+    video = transport_params(persona, video=True)["webrtc"]()
+    assert video.video_out_enabled and (video.video_out_width, video.video_out_height) == (1280, 720)
