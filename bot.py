@@ -33,7 +33,7 @@ from config.logging import register_secrets, setup_logging
 from config.redact import redact_text
 from services.rest import ApiError
 from services.selection import EngineSelectionError
-from services.tavus import TavusError
+from services.tavus import RENDERERS, TavusError
 
 EXIT_USAGE = 2
 
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     group.add_argument("--no-greeting", action="store_true", help="do not greet on join")
     group.add_argument(
-        "--renderer", default="auto", choices=["auto", "video", "transport", "none"],
+        "--renderer", default="auto", choices=RENDERERS,
         help="the replica: auto (Tavus video when TAVUS_API_KEY and a replica are known), "
         "video (TavusVideoService), transport (TavusTransport: join the Tavus room's URL), "
         "none (audio only)",
@@ -231,11 +231,10 @@ def run_records(args: argparse.Namespace) -> int:
 
 def _drain_callbacks(app: AppConfig | None) -> None:
     """Give queued callbacks a moment to go out before the process exits (the rest: next start)."""
-    from pipeline import lifecycle
+    from pipeline.lifecycle import drain_callbacks
 
-    if app is not None and str(app.settings.data_dir) in lifecycle._RECORDS:
-        _store, callbacks = lifecycle._RECORDS[str(app.settings.data_dir)]
-        callbacks.drain(timeout=app.settings.callback_timeout_secs)
+    if app is not None:
+        drain_callbacks(app.settings, app.settings.callback_timeout_secs)
 
 
 def run_headless(args: argparse.Namespace) -> int:
@@ -428,11 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         runner_main(parser)
     finally:
         from config.settings import Settings
-        from pipeline import lifecycle
+        from pipeline.lifecycle import drain_callbacks
 
-        data_dir = str(Settings.from_env().data_dir)
-        if data_dir in lifecycle._RECORDS:
-            lifecycle._RECORDS[data_dir][1].drain(timeout=3)
+        drain_callbacks(Settings.from_env(), timeout=3)
     return 0
 
 

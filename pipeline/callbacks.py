@@ -141,14 +141,14 @@ class CallbackDispatcher:
         async with aiohttp.ClientSession() as http:
             while not self._stopping:
                 try:
-                    due = await self._call(self.store.due_deliveries, time.time())
+                    due = await self.store.call(self.store.due_deliveries, time.time())
                 except RuntimeError:  # the store was closed
                     return
                 fresh = [d for d in due if d["delivery_id"] not in self._in_flight]
                 for item in fresh:
                     self._in_flight.add(item["delivery_id"])
                     asyncio.create_task(self._deliver(http, semaphore, item))
-                next_due = await self._call(self.store.next_due)
+                next_due = await self.store.call(self.store.next_due)
                 if next_due is None or (due and not fresh) or next_due <= time.time():
                     wait = 30.0  # nothing scheduled, or all due ones in flight: a finish wakes us
                 else:
@@ -158,9 +158,6 @@ class CallbackDispatcher:
                 except TimeoutError:
                     pass
                 self._wake.clear()
-
-    async def _call(self, fn, *args, **kwargs):
-        return await asyncio.wrap_future(self.store._run(fn, *args, **kwargs))
 
     async def _deliver(self, http, semaphore: asyncio.Semaphore, item: dict[str, Any]) -> None:
         import aiohttp
@@ -185,17 +182,17 @@ class CallbackDispatcher:
             error = f"{type(exc).__name__}: {exc}"
         try:
             if error is None:
-                await self._call(self.store.delivery_attempted, delivery_id, ok=True)
+                await self.store.call(self.store.delivery_attempted, delivery_id, ok=True)
                 logger.info(f"Callback {item['event_type']} delivered ({delivery_id}, attempt {attempt})")
                 return
             if attempt >= self.max_attempts:
-                await self._call(self.store.delivery_attempted, delivery_id, ok=False, error=error)
+                await self.store.call(self.store.delivery_attempted, delivery_id, ok=False, error=error)
                 logger.error(f"Callback {item['event_type']} to {item['url']} failed {attempt} times "
                              f"({error}); giving up ({delivery_id})")
                 return
             delay = min(self.backoff_secs * 2 ** (attempt - 1), MAX_BACKOFF_SECS)
             delay *= 0.8 + random.random() * 0.4
-            await self._call(self.store.delivery_attempted, delivery_id, ok=False, error=error,
+            await self.store.call(self.store.delivery_attempted, delivery_id, ok=False, error=error,
                              next_attempt_at=time.time() + delay)
             logger.warning(f"Callback {item['event_type']} to {item['url']}: {error}; "
                            f"retry {attempt}/{self.max_attempts - 1} in {delay:.1f}s")

@@ -63,6 +63,14 @@ def records(settings: Any) -> tuple[ConversationStore, CallbackDispatcher]:
     return _RECORDS[key]
 
 
+def drain_callbacks(settings: Any, timeout: float) -> None:
+    """Before exiting: give this process's queued callbacks ``timeout`` seconds to go out
+    (what is left is retried on the next start). Nothing to do if no records were opened."""
+    opened = _RECORDS.get(str(settings.data_dir))
+    if opened is not None:
+        opened[1].drain(timeout=timeout)
+
+
 def recover(store: ConversationStore, dispatcher: CallbackDispatcher) -> list[str]:
     """Close conversations a dead process left active; queue their shutdown and transcript callbacks."""
     closed = []
@@ -119,9 +127,16 @@ class ConversationLifecycle:
         """Create the record (status active) and start the absent and duration timers."""
         if self._opened:
             return
-        self._opened = True
         self.conversation_id = conversation_id or self.conversation_id
+        self._create_record()
         props = self.conversation.properties
+        logger.info(f"Conversation {self.conversation_id} started ({self.persona.display_name})")
+        self._timer("max_call_duration", props.max_call_duration, MAX_CALL_DURATION)
+        if props.participant_absent_timeout and not self._joined:
+            self._timer("absent", props.participant_absent_timeout, PARTICIPANT_ABSENT)
+
+    def _create_record(self) -> None:
+        self._opened = True
         self.store.submit(
             self.store.create, self.conversation_id,
             conversation_name=self.conversation.conversation_name or self.persona.display_name,
@@ -131,13 +146,9 @@ class ConversationLifecycle:
             replica_id=self.replica_id,
             callback_url=self.callback_url,
             transport=self.transport,
-            language=props.language,
+            language=self.conversation.properties.language,
             properties=self.conversation.properties.model_dump(mode="json"),
         )
-        logger.info(f"Conversation {self.conversation_id} started ({self.persona.display_name})")
-        self._timer("max_call_duration", props.max_call_duration, MAX_CALL_DURATION)
-        if props.participant_absent_timeout and not self._joined:
-            self._timer("absent", props.participant_absent_timeout, PARTICIPANT_ABSENT)
 
     def attach(self, worker: Any, transcript: Any) -> None:
         """Follow the pipeline: live transcript, replica_joined when it is up, errors."""
@@ -224,15 +235,8 @@ class ConversationLifecycle:
                 self.shutdown_reason = PIPELINE_ERROR if self._worker is not None else STARTUP_ERROR
             else:
                 self.shutdown_reason = default
-        if not self._opened:
-            self._opened = True
-            self.store.submit(
-                self.store.create, self.conversation_id,
-                conversation_name=self.conversation.conversation_name or self.persona.display_name,
-                persona_name=self.persona.display_name, persona_source=self.persona_source,
-                replica_id=self.replica_id, callback_url=self.callback_url,
-                transport=self.transport, language=self.conversation.properties.language,
-            )
+        if not self._opened:  # it failed before it started: still on record
+            self._create_record()
         reason = self.shutdown_reason
         self.store.submit(self.store.end, self.conversation_id, reason)
         replica = self.replica_id or ""

@@ -144,11 +144,11 @@ class ConversationStore:
         """Run ``fn`` on the store's thread (in submission order)."""
         return self._pool.submit(fn, *args, **kwargs)
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Await ``fn`` on the store's thread."""
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Await ``fn`` on the store's thread (from any event loop)."""
         import asyncio
 
-        return await asyncio.wrap_future(self._run(fn, *args))
+        return await asyncio.wrap_future(self._run(fn, *args, **kwargs))
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Fire and forget (ordered); errors are logged."""

@@ -56,10 +56,7 @@ def services_for(app: AppConfig, plan: EnginePlan, **layers: bool) -> Services:
         app.persona,
         app.conversation,
         app.settings,
-        system_instruction=compose_system_prompt(
-            app.persona, app.conversation,
-            emotion_tags=emotion_tags_enabled(app.persona, plan.tts.engine),
-        ),
+        system_instruction=services_system_prompt(app, plan),
         **layers,
     )
 
@@ -188,7 +185,7 @@ def _set_reason(lifecycle: ConversationLifecycle, reason: str) -> None:
 
 
 def services_system_prompt(app: AppConfig, plan: EnginePlan) -> str:
-    """The composed system prompt (as the LLM gets it), for the transcript callback."""
+    """The composed system prompt as the LLM gets it (also sent with the transcript callback)."""
     return compose_system_prompt(
         app.persona, app.conversation, emotion_tags=emotion_tags_enabled(app.persona, plan.tts.engine)
     )

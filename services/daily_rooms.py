@@ -25,9 +25,6 @@ from loguru import logger
 
 from services.rest import RestClient
 
-DEFAULT_DAILY_API_URL = "https://api.daily.co/v1"
-
-
 @dataclass
 class DailyRoom:
     """A room we created, the bot's token and the URL the user opens."""

@@ -32,10 +32,17 @@ from typing import Any
 import aiohttp
 from loguru import logger
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.tavus.video import TavusVideoService
+from pipecat.transports.tavus.transport import (
+    TavusApi,
+    TavusCallbacks,
+    TavusParams,
+    TavusTransport,
+    TavusTransportClient,
+)
 
 from services.rest import ApiError, RestClient
 
-DEFAULT_TAVUS_API_URL = "https://tavusapi.com/v2"
 # Tavus's persona for Pipecat: render the audio we send, run no pipeline of its own.
 PIPECAT_PERSONA_ID = "pipecat0"
 RENDERERS = ("auto", "video", "transport", "none")
@@ -128,9 +135,7 @@ class TavusConversation:
     conversation_id: str
     conversation_url: str
     replica_id: str
-    mode: str
     meeting_token: str | None = None
-    response: dict = field(default_factory=dict)
     ended: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -264,9 +269,7 @@ async def open_conversation(
         conversation_id=response["conversation_id"],
         conversation_url=response["conversation_url"],
         replica_id=plan.replica_id or "",
-        mode=plan.mode,
         meeting_token=response.get("meeting_token"),
-        response=response,
     )
     with _OPEN_LOCK:
         _OPEN[conv.conversation_id] = (api.base_url, api.api_key)
@@ -277,24 +280,7 @@ async def open_conversation(
 # --------------------------------------------------------------------------- Pipecat integration
 
 
-def _pipecat_classes():
-    from pipecat.services.tavus.video import TavusVideoService
-    from pipecat.transports.tavus.transport import (
-        TavusApi,
-        TavusCallbacks,
-        TavusParams,
-        TavusTransport,
-        TavusTransportClient,
-    )
-
-    return TavusApi, TavusCallbacks, TavusParams, TavusTransport, TavusTransportClient, TavusVideoService
-
-
-(_TavusApi, _TavusCallbacks, TavusParams, _TavusTransport, _TavusTransportClient,
- _TavusVideoService) = _pipecat_classes()
-
-
-class _ConversationApi(_TavusApi):
+class _ConversationApi(TavusApi):
     """What Pipecat's Tavus client calls, bound to the conversation we already created.
 
     Creating it up front turns a bad key or replica into a clear error at start
@@ -328,7 +314,7 @@ class _ConversationApi(_TavusApi):
         return self._persona_names[persona_id]
 
 
-class PersonaTavusClient(_TavusTransportClient):
+class PersonaTavusClient(TavusTransportClient):
     """Pipecat's ``TavusTransportClient`` on our conversation: joins with its meeting token,
     and reports a failed join instead of carrying on without a replica."""
 
@@ -361,7 +347,7 @@ class PersonaTavusClient(_TavusTransportClient):
         await super()._on_handle_callback(event_name, *args, **kwargs)
 
 
-class TavusVideoRenderer(_TavusVideoService):
+class TavusVideoRenderer(TavusVideoService):
     """``TavusVideoService`` on a conversation we created; a failed join stops the pipeline."""
 
     def __init__(self, *, conversation: TavusConversation, session: aiohttp.ClientSession,
@@ -382,7 +368,7 @@ class TavusVideoRenderer(_TavusVideoService):
         from pipecat.services.ai_service import AIService
 
         await AIService.setup(self, setup)  # TavusVideoService.setup, with our client
-        callbacks = _TavusCallbacks(
+        callbacks = TavusCallbacks(
             on_joined=self._on_joined,
             on_participant_joined=self._on_participant_joined,
             on_participant_left=self._on_participant_left,
@@ -431,7 +417,7 @@ class TavusVideoRenderer(_TavusVideoService):
         logger.info(f"The replica left the Tavus room ({reason})")
 
 
-class PersonaTavusTransport(_TavusTransport):
+class PersonaTavusTransport(TavusTransport):
     """``TavusTransport`` on a conversation we created; the user joins its URL."""
 
     def __init__(self, *, conversation: TavusConversation, session: aiohttp.ClientSession,

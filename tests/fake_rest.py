@@ -28,6 +28,7 @@ class Recorded:
 @dataclass
 class _FakeBase:
     port: int = 0
+    bind_port: int = 0  # 0: any free port
     requests: list[Recorded] = field(default_factory=list)
     _failures: dict[str, list[int]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -75,7 +76,7 @@ class _FakeBase:
         self.routes(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.bind_port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         return self
@@ -240,14 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 2 or args[0] not in ("tavus", "daily"):
         raise SystemExit("usage: python -m tests.fake_rest tavus|daily PORT")
-    fake = FakeTavus() if args[0] == "tavus" else FakeDaily()
+    fake = FakeTavus(bind_port=int(args[1])) if args[0] == "tavus" else FakeDaily(bind_port=int(args[1]))
 
     async def serve() -> None:
-        app = web.Application(middlewares=[fake._record])
-        fake.routes(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", int(args[1])).start()
+        await fake.start()
         print(f"fake {args[0]} API on http://127.0.0.1:{args[1]}/{'v2' if args[0] == 'tavus' else 'v1'} "
               f"(key {fake.api_key!r}); Ctrl-C to stop", flush=True)
         seen = 0
@@ -276,7 +273,6 @@ class WebhookReceiver(_FakeBase):
     hang_secs: float = 5.0
     acked: dict[str, int] = field(default_factory=dict)  # delivery id -> 2xx answers
     payloads: list[dict] = field(default_factory=list)  # acknowledged payloads, in order
-    bind_port: int = 0
 
     @property
     def url(self) -> str:
@@ -284,16 +280,6 @@ class WebhookReceiver(_FakeBase):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/hook", self._hook)
-
-    async def start(self) -> WebhookReceiver:
-        app = web.Application(middlewares=[self._record])
-        self.routes(app)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.bind_port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        return self
 
     async def _hook(self, request: web.Request) -> web.Response:
         if self.hang_next > 0:

@@ -103,7 +103,7 @@ async def test_tavus_replica_conversation_create_and_end():
     replica = LIVE_ENV.get("TAVUS_REPLICA_ID")
     if not replica:
         pytest.skip("TAVUS_REPLICA_ID is not set")
-    url = LIVE_ENV.get("TAVUS_API_URL") or "https://tavusapi.com/v2"
+    url = LIVE_ENV.get("TAVUS_API_URL") or Settings().tavus_api_url
     async with aiohttp.ClientSession() as http:
         api = TavusAPI(LIVE_ENV["TAVUS_API_KEY"], url, http)
         await api.get_replica(replica)
@@ -120,7 +120,7 @@ async def test_daily_room_create_and_delete():
     from config import conversation_from_dict
     from services.daily_rooms import DailyRooms
 
-    url = LIVE_ENV.get("DAILY_API_URL") or "https://api.daily.co/v1"
+    url = LIVE_ENV.get("DAILY_API_URL") or Settings().daily_api_url
     conversation = conversation_from_dict({"require_auth": True, "max_participants": 2,
                                            "properties": {"max_call_duration": 120}}).value
     async with aiohttp.ClientSession() as http:
