@@ -60,7 +60,7 @@ def machine() -> dict[str, Any]:
 
 def utterance_wavs(count: int) -> list[tuple[str, Path]]:
     """The first ``count`` utterances spoken by the bundled Piper voice (0.5 s lead, 1 s tail)."""
-    from pipeline.file_transport import write_wav_mono16
+    from transports.file import write_wav_mono16
     from tests.speech import synthesize
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -82,7 +82,7 @@ async def run_turn(worker: Any, transport: Any, pcm: bytes, *, linger_secs: floa
     from pipecat.frames.frames import EndFrame
     from pipecat.workers.runner import WorkerRunner
 
-    from pipeline.file_transport import last_speech_secs
+    from transports.file import last_speech_secs
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)

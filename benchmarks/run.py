@@ -112,14 +112,20 @@ def rss_mb(pid: int | str = "self") -> float:
 # --------------------------------------------------------------------------- one turn
 
 
-def _persona_and_conversation(kind: str, stack: str, fake):
-    from config import conversation_from_dict, persona_from_dict
+def _app(kind: str, stack: str, fake):
+    """The configuration of one kind of pipeline; both kinds get the persona's system prompt."""
+    from config import Settings, conversation_from_dict, persona_from_dict
+    from config.app import AppConfig
+    from config.prompt import system_prompt_for
 
+    settings = Settings.from_env({"PERSONA_DATA_DIR": str(Path(tempfile.gettempdir()) / "bench-data")})
     if kind == "persona":
         data = json.loads(json.dumps(FULL_PERSONA))
         conversation = conversation_from_dict(FULL_CONVERSATION).value
     else:
-        data = {"persona_name": "Reference", "system_prompt": SYSTEM_PROMPT,
+        persona = _app("persona", stack, fake).persona
+        prompt = system_prompt_for(persona, conversation_from_dict(FULL_CONVERSATION).value, None)
+        data = {"persona_name": "Reference", "system_prompt": prompt,
                 "layers": {"conversational_flow": {"voice_isolation": "off"}}}
         conversation = conversation_from_dict({}).value
     if stack in ("standin", "cloud"):
@@ -128,11 +134,10 @@ def _persona_and_conversation(kind: str, stack: str, fake):
     persona = persona_from_dict(data).value
     if kind == "persona":
         persona.set_policy_prompt(POLICY)
-    return persona, conversation
+    return AppConfig.of(persona, conversation, settings)
 
 
-async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
-                   prompt: str | None = None) -> dict[str, Any]:
+async def one_turn(kind: str, stack: str, wav: Path, text: str, fake) -> dict[str, Any]:
     """One utterance through a fresh pipeline; times from the end of the user's speech."""
     from pipecat.frames.frames import (
         LLMTextFrame,
@@ -145,25 +150,19 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
     from pipecat.processors.frame_processor import FrameDirection
 
     from benchmarks.standins import StandinSTT, StandinTTS
-    from config import Settings
-    from pipeline.context import compose_system_prompt
-    from pipeline.file_transport import FileTransport
-    from services import build_services, select_engines
     from services.voice_isolation import input_filter
+    from session.owner import ConversationSession
+    from transports.file import FileTransport
 
-    persona, conversation = _persona_and_conversation(kind, stack, fake)
-    settings = Settings.from_env({})
-    plan = select_engines(persona, settings)
-    # The same system prompt for both pipelines: the persona's composed one.
-    prompt = prompt or compose_system_prompt(*_persona_and_conversation("persona", stack, fake))
-    services = build_services(plan, persona, conversation, settings, system_instruction=prompt,
-                              stt=stack != "cloud", tts=stack == "local")
-    if stack in ("standin", "cloud"):
-        services.tts = StandinTTS()
-    if stack == "cloud":
-        services.stt = StandinSTT(text)
-    await services.ready()
-    transport = FileTransport(wav, audio_in_filter=input_filter(persona))
+    app = _app(kind, stack, fake)
+
+    def standins(services) -> None:
+        if stack in ("standin", "cloud"):
+            services.tts = StandinTTS()
+        if stack == "cloud":
+            services.stt = StandinSTT(text)
+
+    transport = FileTransport(wav, audio_in_filter=input_filter(app.options.flow))
     pcm = transport.load(16000)
     marks: dict[str, float] = {}
 
@@ -178,15 +177,14 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
                 if isinstance(frame, cls) and name not in marks:
                     marks[name] = time.monotonic()
 
-    if kind == "persona":
-        from pipeline.builder import build_pipeline, build_worker
-
-        built = build_pipeline(persona, conversation, transport, services,
-                               data_dir=Path(tempfile.gettempdir()) / "bench-data")
-        worker = build_worker(built, idle_timeout_secs=None, observers=[Marks()])
-    else:
-        worker = reference_worker(transport, services, observers=[Marks()])
-    speech_end, first_audio = await run_turn(worker, transport, pcm, linger_secs=1.0)
+    async with ConversationSession(app, transport="file", stt=stack != "cloud", tts=stack == "local",
+                                   replace_services=standins) as session:
+        if kind == "persona":
+            session.build(transport, observers=[Marks()])
+            worker = session.worker
+        else:  # the same services, in a pipeline of Pipecat parts only
+            worker = reference_worker(transport, session.services, observers=[Marks()])
+        speech_end, first_audio = await run_turn(worker, transport, pcm, linger_secs=1.0)
     row: dict[str, Any] = {f"{k}_s": round(v - speech_end, 3) for k, v in marks.items()}
     row["voice_to_voice_s"] = round(first_audio - speech_end, 3) if first_audio else None
     if first_audio and "turn" in marks:

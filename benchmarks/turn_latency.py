@@ -46,28 +46,25 @@ async def one_turn(stack: str, level: str, wav: Path, fake) -> dict[str, Any]:
 
     from benchmarks.standins import StandinTTS
     from config import Settings, persona_from_dict
-    from pipeline.builder import build_pipeline, build_worker
-    from pipeline.context import compose_system_prompt
-    from pipeline.file_transport import FileTransport
-    from services import build_services, select_engines
+    from config.app import AppConfig
     from services.voice_isolation import input_filter
+    from session.owner import ConversationSession
+    from transports.file import FileTransport
 
     layers: dict[str, Any] = {"conversational_flow": {"turn_taking_patience": level}}
     if stack == "standin":
         layers["llm"] = {"model": "standin", "base_url": fake.base_url, "api_key": "test-key"}
     persona = persona_from_dict({"persona_name": "Bench", "layers": layers,
                                  "system_prompt": "Answer in one short sentence."}).value
-    settings = Settings.from_env({})
-    plan = select_engines(persona, settings)
-    services = build_services(plan, persona, None, settings,
-                              system_instruction=compose_system_prompt(persona, None))
-    if stack == "standin":
-        services.tts = StandinTTS()
-    await services.ready()
-    transport = FileTransport(wav, audio_in_filter=input_filter(persona))
+    app = AppConfig.of(persona, settings=Settings.from_env(
+        {"PERSONA_DATA_DIR": str(Path(tempfile.gettempdir()) / "bench-data")}))
+
+    def standins(services) -> None:
+        if stack == "standin":
+            services.tts = StandinTTS()
+
+    transport = FileTransport(wav, audio_in_filter=input_filter(app.options.flow))
     pcm = transport.load(16000)
-    built = build_pipeline(persona, None, transport, services,
-                           data_dir=Path(tempfile.gettempdir()) / "bench-data")
     marks: dict[str, Any] = {"replies": 0}
 
     class Marks(BaseObserver):
@@ -79,8 +76,9 @@ async def one_turn(stack: str, level: str, wav: Path, fake) -> dict[str, Any]:
             elif isinstance(data.frame, BotStartedSpeakingFrame):
                 marks["replies"] += 1
 
-    worker = build_worker(built, idle_timeout_secs=None, observers=[Marks()])
-    speech_end, first_audio = await run_turn(worker, transport, pcm, linger_secs=2.5)
+    async with ConversationSession(app, transport="file", replace_services=standins) as session:
+        built = session.build(transport, observers=[Marks()])
+        speech_end, first_audio = await run_turn(session.worker, transport, pcm, linger_secs=2.5)
     return {
         "utterance_heard": built.transcript.of("user"),
         "turn_decision_s": round(marks["turn"] - speech_end, 3) if "turn" in marks else None,

@@ -9,6 +9,7 @@ from typing import Any
 
 from config.conversation import ConversationRequest
 from config.loader import load_conversation, load_persona, persona_from_dict
+from config.options import ConversationOptions
 from config.persona import Persona
 from config.redact import is_secret_key, redact
 from config.settings import Settings
@@ -26,6 +27,20 @@ class AppConfig:
     persona_source: str
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    greet: bool = True
+    #: The persona's effective behaviour, every default applied (resolved once, here).
+    options: ConversationOptions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.options = ConversationOptions.resolve(self.persona, self.conversation, greet=self.greet)
+
+    @classmethod
+    def of(cls, persona: Persona, conversation: ConversationRequest | None = None,
+           settings: Settings | None = None, *, source: str = "persona",
+           greet: bool = True) -> AppConfig:
+        """An ``AppConfig`` from models already validated (tests, benchmarks)."""
+        return cls(persona=persona, conversation=conversation or ConversationRequest(),
+                   settings=settings or Settings.from_env({}), persona_source=source, greet=greet)
 
     @classmethod
     def load(
@@ -36,6 +51,7 @@ class AppConfig:
         *,
         persona_data: dict | None = None,
         persona_source: str | None = None,
+        greet: bool = True,
     ) -> AppConfig:
         """Load and validate; raises :class:`~config.errors.ConfigError` on bad input.
 
@@ -63,6 +79,7 @@ class AppConfig:
             persona_source=str(persona_path),
             warnings=warnings,
             notes=notes,
+            greet=greet,
         )
 
     def secrets(self) -> list[str]:

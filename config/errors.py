@@ -1,8 +1,25 @@
-"""Configuration errors that list every problem at once.
+"""The error tree, and configuration errors that list every problem at once.
 
-A bad persona or conversation request is a user error, not a crash: the CLI
-prints one line per problem (JSON path, the bad value, what is allowed) and
-exits non-zero without a traceback.
+:class:`AgentError` is the base of everything a user can cause or fix: a bad
+persona or conversation request, a missing key, an unreachable service, a
+missing local model, a server that will not start, a bad audio file, a mode
+the persona cannot run in. ``bot.py`` has one handler for it: the message
+(one line; a bad persona lists one line per problem: JSON path, the bad
+value, what is allowed), exit code 2, no traceback.
+
+| error | module | raised when |
+| --- | --- | --- |
+| ``ConfigError`` | ``config.errors`` | a persona / conversation / setting fails validation |
+| ``EngineSelectionError`` | ``services.selection`` | an engine's key is missing, or an engine is unknown |
+| ``ApiError`` | ``services.rest`` | Tavus or Daily rejects a request or cannot be reached |
+| ``TavusError`` | ``services.tavus.api`` | Tavus cannot be used as configured (no key, no replica) |
+| ``LocalModelError`` | ``services.local.models`` | an embedded model's files are missing |
+| ``LlamaServerError`` | ``services.local.llama_server`` | the embedded LLM server will not start |
+| ``AudioFileError`` | ``transports.file`` | a WAV cannot be read |
+| ``SessionError`` and its ``ModeError``, ``OneShotError`` | ``session.errors`` | a conversation cannot run |
+
+Errors inside a running conversation (a bad app message, a failing tool) are
+not here: they are answered in the conversation and the pipeline keeps going.
 """
 
 from __future__ import annotations
@@ -43,7 +60,15 @@ class FieldProblem(ValueError):
         self.value = value
 
 
-class ConfigError(Exception):
+class AgentError(Exception):
+    """Something the user can fix; ``str(error)`` is the message to show (one line)."""
+
+    def render(self) -> str:
+        """What to print for the user."""
+        return f"error: {self}"
+
+
+class ConfigError(AgentError):
     """A configuration document failed validation; carries every problem."""
 
     def __init__(self, source: str, problems: list[Problem]):

@@ -38,3 +38,10 @@ def setup_logging(level: str | None = None) -> None:
     logger.remove()
     logger.add(sys.stderr, level=level)
     logger.configure(patcher=_scrub)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced (for what is printed, not logged)."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -34,15 +34,6 @@ from config.errors import FieldProblem, Problem
 
 Level = Literal["low", "medium", "high"]
 
-TAVUS_STT_ENGINES = (
-    "tavus-auto",
-    "tavus-parakeet",
-    "tavus-soniox",
-    "tavus-whisper",
-    "tavus-deepgram-medical",
-    "tavus-advanced",
-    "tavus-turbo",
-)
 STTEngine = Literal[
     "tavus-auto",
     "tavus-parakeet",

@@ -29,9 +29,9 @@ INSTRUCTION = (
 )
 
 
-def idle_timeout(level: str | None) -> float:
+def idle_timeout(level: str) -> float:
     """Seconds of silence before re-engaging (0 = off)."""
-    return IDLE_SECS.get(level or "off", 0.0)
+    return IDLE_SECS.get(level, 0.0)
 
 
 class IdleEngagement:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from config.persona import ConversationalFlowLayer
+from config.options import FlowOptions
 
 # Silence before VAD reports the end of speech (and Smart Turn judges the turn). Longer for
 # patient personas: a comma pause (0.3-0.4 s in Piper's and most people's speech) must not
@@ -58,10 +58,9 @@ class TurnPlan:
         return f"{self.model} (patience {self.patience}): {how}"
 
 
-def turn_plan(flow: ConversationalFlowLayer | None) -> TurnPlan:
-    """Resolve the persona's flow layer (absent: sparrow-1, medium patience)."""
-    model = (flow.turn_detection_model if flow else None) or "sparrow-1"
-    patience = (flow.turn_taking_patience if flow else None) or "medium"
+def turn_plan(flow: FlowOptions) -> TurnPlan:
+    """The turn-taking plan of the persona's resolved flow options."""
+    model, patience = flow.turn_detection_model, flow.turn_taking_patience
     if model == "sparrow-1":
         return TurnPlan(model, patience, SMART_TURN_INCOMPLETE_SECS[patience])
     return TurnPlan(model, patience, SPEECH_TIMEOUT_SECS[patience])

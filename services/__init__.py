@@ -54,7 +54,7 @@ def build_services(
 ) -> Services:
     """Build the requested layers' services for ``plan``.
 
-    ``system_instruction`` is the composed system prompt (see ``pipeline.context``).
+    ``system_instruction`` is the composed system prompt (see ``config.prompt``).
     """
     from services.llm import build_llm
     from services.stt import build_stt

@@ -7,6 +7,7 @@ the status and what to do; they never contain the API key.
 
 from __future__ import annotations
 
+from config.errors import AgentError
 import asyncio
 import random
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from loguru import logger
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
-class ApiError(RuntimeError):
+class ApiError(AgentError):
     """A REST call failed; ``status`` is the HTTP status (None: no response)."""
 
     def __init__(self, message: str, status: int | None = None):

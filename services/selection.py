@@ -1,6 +1,6 @@
 """Engine selection: which STT, LLM and TTS engine each persona layer runs on, and why.
 
-Rules (ARCHITECTURE.md), per layer, in order:
+Rules, per layer, in order:
 
 1. ``--local`` forces the embedded engine on every layer.
 2. An engine the persona names explicitly; its key missing is a start-up
@@ -15,6 +15,7 @@ README's engine table).
 
 from __future__ import annotations
 
+from config.errors import AgentError
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +25,7 @@ from config.settings import Settings
 Layer = Literal["stt", "llm", "tts"]
 
 
-class EngineSelectionError(RuntimeError):
+class EngineSelectionError(AgentError):
     """A persona asks for an engine that cannot run here (usually a missing key)."""
 
 

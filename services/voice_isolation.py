@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.persona import Persona
+from config.options import FlowOptions
 
 
-def voice_isolation(persona: Persona) -> str:
-    """``near`` or ``off`` (absent layer or field: ``near``, as on Tavus)."""
-    flow = persona.layers.conversational_flow
-    return (flow.voice_isolation if flow else None) or "near"
-
-
-def input_filter(persona: Persona) -> Any | None:
-    """A fresh audio filter for one transport input, or None."""
-    if voice_isolation(persona) != "near":
+def input_filter(flow: FlowOptions) -> Any | None:
+    """A fresh audio filter for one transport input, or None (``voice_isolation: off``)."""
+    if flow.voice_isolation != "near":
         return None
     from pipecat.audio.filters.rnnoise_filter import RNNoiseFilter
 

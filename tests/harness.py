@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings, conversation_from_dict, persona_from_dict
-from pipeline.builder import PersonaPipeline, build_pipeline, build_worker
-from pipeline.context import compose_system_prompt
-from pipeline.file_transport import FileTransport, write_wav_mono16
-from services import build_services, select_engines
+from config.app import AppConfig
+from conversation.lifecycle import ConversationLifecycle, close_records
+from services.tavus.plan import plan_renderer
+from session.builder import PersonaPipeline
+from session.owner import NO_RENDERER, ConversationSession
 from tests.fake_openai import FakeOpenAI
 from tools import ToolRegistry, build_registry
+from transports.file import FileTransport, write_wav_mono16
 
 BASE_PERSONA = {
     "persona_name": "Ava",
@@ -30,16 +32,16 @@ BASE_PERSONA = {
 
 
 class Harness:
-    """One running conversation."""
+    """One running conversation, assembled by the same owner as every run mode."""
 
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
         self.fake: FakeOpenAI | None = None
         self.transport: FileTransport | None = None
+        self.session: ConversationSession | None = None
         self.built: PersonaPipeline | None = None
         self.worker = None
-        self._runner = None
-        self._task: asyncio.Task | None = None
+        self._settings: Settings | None = None
 
     async def start(
         self,
@@ -51,11 +53,12 @@ class Harness:
         registry: ToolRegistry | None = None,
         llm_delay_secs: float = 0.0,
         audio_in_filter: Any = None,
-        before_run: Any = None,
-        **pipeline_kwargs: Any,
+        lifecycle: ConversationLifecycle | None = None,
+        env: dict[str, str] | None = None,
+        renderer: str = "none",
     ) -> Harness:
-        from pipecat.workers.runner import WorkerRunner
-
+        """Start the conversation. ``env``: settings (e.g. a fake Tavus); ``renderer``: the
+        ``--renderer`` choice; ``lifecycle``: the test's own (records, callbacks)."""
         self.fake = await FakeOpenAI(answers=answers or ["Hello there."],
                                      delay_secs=llm_delay_secs).start()
         data = copy.deepcopy(persona or BASE_PERSONA)
@@ -66,42 +69,40 @@ class Harness:
             llm["base_url"] = self.fake.base_url
         p = persona_from_dict(data).value
         conv = conversation_from_dict(conversation or {}).value
-        settings = Settings.from_env({})
-        plan = select_engines(p, settings)
-        echo = p.pipeline_mode == "echo"
-        services = build_services(plan, p, conv, settings, stt=not echo, llm=not echo,
-                                  system_instruction=compose_system_prompt(p, conv))
-        await services.ready()
+        self._settings = Settings.from_env(
+            {"PERSONA_DATA_DIR": str(self.tmp_path / "data"), **(env or {})})
+        app = AppConfig.of(p, conv, self._settings)
+        plan = NO_RENDERER if renderer == "none" else plan_renderer(renderer, conv, p, self._settings)
+        self.session = ConversationSession(app, transport="file", renderer=plan,
+                                           registry=registry or build_registry(),
+                                           lifecycle=lifecycle)
+        await self.session.__aenter__()
         if audio_in is None:
             audio_in = self.tmp_path / "silence.wav"
             write_wav_mono16(audio_in, b"\x00\x00" * 8000, 16000)
         self.transport = FileTransport(audio_in, audio_in_filter=audio_in_filter)
-        self.built = build_pipeline(
-            p, conv, self.transport, services, registry=registry or build_registry(),
-            data_dir=self.tmp_path / "data", **pipeline_kwargs,
-        )
-        self.worker = build_worker(self.built, idle_timeout_secs=None)
-        if before_run is not None:  # e.g. attach a lifecycle before the pipeline starts
-            before_run(self)
-        self._runner = WorkerRunner(handle_sigint=False)
-        await self._runner.add_workers(self.worker)
-        self._task = asyncio.create_task(self._runner.run())
+        self.built = self.session.build(self.transport)
+        self.worker = self.session.worker
+        await self.session.start()
         await asyncio.sleep(0.3)  # StartFrame through the pipeline
         return self
 
-    async def stop(self) -> None:
-        from pipecat.frames.frames import EndFrame
+    @property
+    def task(self) -> asyncio.Task:
+        """The running pipeline (done when it has stopped)."""
+        return self.session.task
 
+    async def stop(self) -> None:
         if self.transport:
             self.transport.finish()
-        if self.worker and self._task and not self._task.done():
-            await self.worker.queue_frames([EndFrame()])
-            try:
-                await asyncio.wait_for(self._task, 20)
-            except TimeoutError:
-                await self._runner.cancel()
+        if self.session is not None:
+            await self.session.stop(timeout=20)
+            await self.session.__aexit__(None, None, None)
+            self.session = None
         if self.fake:
             await self.fake.stop()
+        if self._settings is not None:
+            close_records(self._settings)
 
     async def send(self, message: dict) -> None:
         message = {"message_type": "conversation", **message}

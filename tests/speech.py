@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.file_transport import write_wav_mono16
+from transports.file import write_wav_mono16
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """System prompt composition."""
 
 from config import conversation_from_dict, persona_from_dict
-from pipeline.context import compose_system_prompt
+from config.prompt import compose_system_prompt
 
 
 def test_prompt_order_and_conversational_context():
@@ -25,7 +25,7 @@ def test_echo_persona_without_prompt_composes_empty():
 
 
 def test_tts_emotion_control_prompts_for_emotion_tags_with_cartesia_only():
-    from pipeline.context import EMOTION_TAGS_INSTRUCTION, emotion_tags_enabled
+    from config.prompt import EMOTION_TAGS_INSTRUCTION, emotion_tags_enabled
 
     on = persona_from_dict({"system_prompt": "You are Ava.",
                             "layers": {"tts": {"tts_engine": "cartesia", "tts_emotion_control": True}}}).value

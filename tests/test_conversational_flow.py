@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from config import persona_from_dict
+from config.options import ConversationOptions, FlowOptions
 from pipeline.turn_taking import (
     SMART_TURN_INCOMPLETE_SECS,
     SPEECH_TIMEOUT_SECS,
@@ -19,8 +20,8 @@ from tests.speech import write_speech_wav
 
 
 def flow(**fields):
-    return persona_from_dict({"system_prompt": "x", "layers": {
-        "conversational_flow": fields}}).value.layers.conversational_flow
+    return ConversationOptions.resolve(persona_from_dict({"system_prompt": "x", "layers": {
+        "conversational_flow": fields}}).value).flow
 
 
 # --------------------------------------------------------------------------- mapping
@@ -41,13 +42,13 @@ def test_turn_detection_and_patience_mapping(model, patience):
 
 
 def test_absent_layer_defaults_to_sparrow_1_medium():
-    plan = turn_plan(None)
+    plan = turn_plan(FlowOptions())
     assert (plan.model, plan.patience) == ("sparrow-1", "medium")
 
 
 @pytest.mark.parametrize("level", ["verylow", "low", "medium", "high"])
 def test_interruptibility_mapping_and_runtime_change(level):
-    controller = TurnController(turn_plan(None), level)
+    controller = TurnController(turn_plan(FlowOptions()), level)
     start = controller.strategies.start[0]
     assert start.interruptibility == level
     controller.apply_sensitivity("medium", "high")  # high sensitivity = hard to interrupt
@@ -187,8 +188,8 @@ def test_voice_isolation_filter_selection():
     from services.voice_isolation import input_filter
 
     def persona(**fields):
-        return persona_from_dict({"system_prompt": "x", "layers": {
-            "conversational_flow": fields} if fields else {}}).value
+        return ConversationOptions.resolve(persona_from_dict({"system_prompt": "x", "layers": {
+            "conversational_flow": fields} if fields else {}}).value).flow
 
     assert type(input_filter(persona())).__name__ == "RNNoiseFilter"  # Tavus default: near
     assert type(input_filter(persona(voice_isolation="near"))).__name__ == "RNNoiseFilter"
@@ -203,7 +204,7 @@ async def test_rnnoise_removes_noise_and_keeps_speech(harness, tmp_path):
     """
     import numpy as np
 
-    from pipeline.file_transport import read_wav_mono16, write_wav_mono16
+    from transports.file import read_wav_mono16, write_wav_mono16
     from services.voice_isolation import input_filter
     from tests.speech import write_question_wav
 
@@ -214,7 +215,7 @@ async def test_rnnoise_removes_noise_and_keeps_speech(harness, tmp_path):
     noisy = np.clip(speech + noise, -32768, 32767).astype(np.int16).tobytes()
     write_wav_mono16(tmp_path / "noisy.wav", noisy, 16000)
 
-    persona = persona_from_dict({"system_prompt": "x"}).value
+    persona = ConversationOptions.resolve(persona_from_dict({"system_prompt": "x"}).value).flow
     filt = input_filter(persona)
     await filt.start(16000)
     loud = np.random.default_rng(8).normal(0, 2000, 16000).astype(np.int16).tobytes()

@@ -13,7 +13,7 @@ import wave
 import pytest
 
 from config.app import AppConfig
-from pipeline.session import run_oneshot
+from session.modes import run_oneshot
 from tests.conftest import PERSONAS
 from tests.speech import rms, write_question_wav
 
@@ -54,7 +54,7 @@ async def test_spoken_question_gets_a_spoken_answer(output_dir):
 
 
 async def test_silent_file_is_a_clear_error(tmp_path):
-    from pipeline.session import OneShotError
+    from session.modes import OneShotError
 
     path = tmp_path / "silence.wav"
     with wave.open(str(path), "wb") as wav:

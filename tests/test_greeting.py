@@ -9,10 +9,9 @@ import pytest
 
 from config import conversation_from_dict
 from config.app import AppConfig
-from pipeline.builder import build_pipeline, build_worker
-from pipeline.file_transport import FileTransport
-from pipeline.session import plan_for, services_for
+from session.owner import ConversationSession
 from tests.conftest import PERSONAS
+from transports.file import FileTransport
 from tests.speech import rms, write_question_wav
 
 pytestmark = pytest.mark.e2e
@@ -21,32 +20,24 @@ GREETING = "Hello, I am Ava. How can I help?"
 
 
 async def run_session(tmp_path, conversation: dict, question: str, secs: float):
-    from pipecat.frames.frames import EndFrame
-    from pipecat.workers.runner import WorkerRunner
-
-    app = AppConfig.load(PERSONAS / "default.json", environ={})
-    app.conversation = conversation_from_dict(conversation).value
+    loaded = AppConfig.load(PERSONAS / "default.json", environ={"PERSONA_DATA_DIR": str(tmp_path)})
+    app = AppConfig.of(loaded.persona, conversation_from_dict(conversation).value, loaded.settings)
     wav = write_question_wav(tmp_path / "q.wav", question, lead_secs=6.0, tail_secs=0.5)
     transport = FileTransport(wav)
-    services = services_for(app, plan_for(app, False))
-    await services.ready()
-    built = build_pipeline(app.persona, app.conversation, transport, services)
-    worker = build_worker(built, idle_timeout_secs=None)
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    task = asyncio.create_task(runner.run())
-    await asyncio.sleep(0.3)
-    await built.greet(worker)
-    await built.greet(worker)  # a second join event must not greet twice
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        roles = [e.role for e in built.transcript.entries]
-        if "user" in roles and roles[-1] == "assistant" and roles.count("assistant") >= 2:
-            break
-        await asyncio.sleep(0.2)
-    transport.finish()
-    await worker.queue_frames([EndFrame()])
-    await asyncio.wait_for(task, 20)
+    async with ConversationSession(app, transport="file") as session:
+        built = session.build(transport)
+        await session.start()
+        await asyncio.sleep(0.3)
+        await session.participant_joined()
+        await session.participant_joined()  # a second join event must not greet twice
+        deadline = time.monotonic() + secs
+        while time.monotonic() < deadline:
+            roles = [e.role for e in built.transcript.entries]
+            if "user" in roles and roles[-1] == "assistant" and roles.count("assistant") >= 2:
+                break
+            await asyncio.sleep(0.2)
+        transport.finish()
+        await session.stop(timeout=20)
     return built, transport
 
 

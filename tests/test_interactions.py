@@ -314,7 +314,7 @@ async def test_fuzz_200_random_messages(harness):
     await harness.send({"event_type": "conversation.respond", "properties": {"text": "Alive?"}})
     await harness.wait_for("conversation.utterance", timeout=40,
                            where=lambda e: e["properties"]["speech"] == "Alive?")
-    assert not harness._task.done()
+    assert not harness.task.done()
 
 
 async def test_spoken_turn_events(harness, tmp_path):

@@ -74,7 +74,7 @@ async def _stt_transcribes(engine: str, env: dict, tmp_path) -> None:
     )
     from pipecat.tests.utils import run_test
 
-    from pipeline.file_transport import read_wav_mono16
+    from transports.file import read_wav_mono16
     from tests.speech import write_question_wav
 
     wav = write_question_wav(tmp_path / "q.wav", "What is the capital of France?",
@@ -98,7 +98,7 @@ async def test_tavus_replica_conversation_create_and_end():
     rendered) and ends it."""
     import aiohttp
 
-    from services.tavus import TavusAPI
+    from services.tavus.api import TavusAPI
 
     replica = LIVE_ENV.get("TAVUS_REPLICA_ID")
     if not replica:
@@ -118,7 +118,7 @@ async def test_daily_room_create_and_delete():
     import aiohttp
 
     from config import conversation_from_dict
-    from services.daily_rooms import DailyRooms
+    from transports.daily_rooms import DailyRooms
 
     url = LIVE_ENV.get("DAILY_API_URL") or Settings().daily_api_url
     conversation = conversation_from_dict({"require_auth": True, "max_participants": 2,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from config import Settings, persona_from_dict
-from pipeline.context import compose_system_prompt
-from services import build_services, select_engines
+from config.app import AppConfig
+from session.owner import ConversationSession
 from tests.fake_openai import FakeOpenAI
 
 
@@ -17,7 +17,7 @@ async def fake():
     await server.stop()
 
 
-async def test_one_turn_streams_the_scripted_answer(fake):
+async def test_one_turn_streams_the_scripted_answer(fake, tmp_path):
     from pipecat.frames.frames import (
         LLMContextFrame,
         LLMFullResponseEndFrame,
@@ -36,20 +36,17 @@ async def test_one_turn_streams_the_scripted_answer(fake):
             "extra_body": {"temperature": 0.3, "repetition_penalty": 1.2},
         }},
     }).value
-    settings = Settings.from_env({})
-    plan = select_engines(persona, settings)
-    assert plan.llm.engine == "openai-compatible"
-    llm = build_services(
-        plan, persona, None, settings, stt=False, tts=False,
-        system_instruction=compose_system_prompt(persona, None),
-    ).llm
+    app = AppConfig.of(persona, settings=Settings.from_env({"PERSONA_DATA_DIR": str(tmp_path)}))
+    async with ConversationSession(app, transport="text", stt=False, tts=False) as session:
+        assert session.plan.llm.engine == "openai-compatible"
+        llm = session.services.llm
 
-    context = LLMContext()
-    context.add_message({"role": "user", "content": "What is the capital of France?"})
-    down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context)])
+        context = LLMContext()
+        context.add_message({"role": "user", "content": "What is the capital of France?"})
+        down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context)])
 
-    types = [type(f) for f in down]
-    assert LLMFullResponseStartFrame in types and LLMFullResponseEndFrame in types
+        types = [type(f) for f in down]
+        assert LLMFullResponseStartFrame in types and LLMFullResponseEndFrame in types
     text = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
     assert text.strip() == "Paris is the capital of France."
 

@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 
 from config import conversation_from_dict, persona_from_dict
-from pipeline.callbacks import CallbackDispatcher, sign, verify
-from pipeline.lifecycle import (
+from conversation.callbacks import CallbackDispatcher, sign, verify
+from conversation.lifecycle import (
     MAX_CALL_DURATION,
     PARTICIPANT_ABSENT,
     PARTICIPANT_LEFT,
     ConversationLifecycle,
     recover,
 )
-from pipeline.records import ABANDONED_REASON, ConversationStore
+from conversation.records import ABANDONED_REASON, ConversationStore
 from tests.conftest import ROOT, free_port, wait_until
 from tests.fake_openai import FakeOpenAI
 from tests.fake_rest import WebhookReceiver
@@ -68,13 +68,13 @@ def test_store_records_a_conversation_and_its_transcript(tmp_path):
                                                   "interrupted": True})
     store.submit(store.end, "c1", "participant_left_timeout reached")
     store.flush()
-    record = store._run(store.verbose, "c1").result()
+    record = store.run(store.verbose, "c1")
     assert record["status"] == "ended" and record["shutdown_reason"] == "participant_left_timeout reached"
     assert record["replica_id"] == "r1" and record["created_at"].endswith("Z")
     assert [(t["role"], t["content"]) for t in record["transcript"]] == [("user", "Hi"), ("assistant", "Hello!")]
     assert record["transcript"][1]["interrupted"] is True
-    assert store._run(store.list).result()["total_count"] == 1
-    assert store._run(store.end, "c1", "again").result() is False  # ended once
+    assert store.run(store.list)["total_count"] == 1
+    assert store.run(store.end, "c1", "again") is False  # ended once
     store.close()
 
 
@@ -90,9 +90,9 @@ def test_recovery_closes_what_a_dead_process_left_active(tmp_path):
     store.submit(store.append_transcript, "c-dead", {"role": "user", "content": "Hi"})
     dispatcher = CallbackDispatcher(store)  # not started: only queue
     assert recover(store, dispatcher) == ["c-dead"]
-    dead_row = store._run(store.get, "c-dead").result()
+    dead_row = store.run(store.get, "c-dead")
     assert dead_row["status"] == "ended" and dead_row["shutdown_reason"] == ABANDONED_REASON
-    assert store._run(store.get, "c-alive").result()["status"] == "active"  # this process: alive
+    assert store.run(store.get, "c-alive")["status"] == "active"  # this process: alive
     with sqlite3.connect(store.path) as db:
         pending = db.execute("SELECT event_type, status, payload FROM deliveries ORDER BY rowid").fetchall()
     assert [(e, s) for e, s, _ in pending] == [("system.shutdown", "pending"),
@@ -124,7 +124,7 @@ def test_callback_retried_after_failures_arrives_once_with_a_valid_signature(tmp
     assert not verify("wrong", attempts[-1].headers["X-Signature"], body)
     assert set(payload) == {"properties", "conversation_id", "webhook_url", "event_type",
                             "message_type", "timestamp"}
-    (row,) = store._run(store.deliveries, "c1").result()
+    (row,) = store.run(store.deliveries, "c1")
     assert row["status"] == "delivered" and row["attempts"] == 3
     store.close()
 
@@ -139,7 +139,7 @@ def test_a_hanging_receiver_is_timed_out_and_retried(tmp_path):
         dispatcher.drain(5)
     assert sorted(hook.acked.values()) == [1, 1]
     assert sorted(hook.events()) == ["application.transcription_ready", "system.shutdown"]
-    rows = store._run(store.deliveries, "c1").result()
+    rows = store.run(store.deliveries, "c1")
     assert {r["status"] for r in rows} == {"delivered"}
     assert any("Timeout" in (r["last_error"] or "") or r["attempts"] == 2 for r in rows)
     store.close()
@@ -153,7 +153,7 @@ def test_a_receiver_down_until_after_a_restart_gets_everything_once(tmp_path):
     for event in ("system.replica_joined", "system.shutdown", "application.transcription_ready"):
         dispatcher.emit("c1", url, event, "system", {})
     # In order: the first is retried, the others wait behind it.
-    assert wait_until(lambda: store._run(store.deliveries, "c1").result()[0]["attempts"] >= 2)
+    assert wait_until(lambda: store.run(store.deliveries, "c1")[0]["attempts"] >= 2)
     assert dispatcher.drain(0.2) == 3  # still pending at "exit"
     dispatcher.stop()
     store.close()
@@ -175,8 +175,8 @@ def test_gives_up_after_max_attempts(tmp_path):
         store = ConversationStore(tmp_path)
         dispatcher = _dispatcher(store, max_attempts=3)
         dispatcher.emit("c1", hook.url, "system.shutdown", "system", {})
-        assert wait_until(lambda: store._run(store.deliveries, "c1").result()[0]["status"] == "failed")
-    (row,) = store._run(store.deliveries, "c1").result()
+        assert wait_until(lambda: store.run(store.deliveries, "c1")[0]["status"] == "failed")
+    (row,) = store.run(store.deliveries, "c1")
     assert row["attempts"] == 3 and row["last_error"] == "HTTP 500" and not hook.acked
     store.close()
 
@@ -200,20 +200,16 @@ async def _conversation(tmp_path, hook_url: str, properties: dict, *, join: bool
                                       conversation=conversation, persona=_persona(),
                                       replica_id="r1", system_prompt="You are Ava.")
 
-    def before_run(harness):
-        lifecycle.open()
-        lifecycle.attach(harness.worker, harness.built.transcript)
-
     harness = await Harness(tmp_path).start(conversation={"callback_url": hook_url,
                                                           "properties": properties},
-                                            before_run=before_run)
+                                            lifecycle=lifecycle)
     if join:
         await lifecycle.participant_joined()
     return harness, lifecycle, store, dispatcher
 
 
 async def _ended(harness, lifecycle) -> None:
-    await asyncio.wait_for(harness._task, 30)
+    await asyncio.wait_for(harness.task, 30)
     lifecycle.finish()
     await harness.stop()
 
@@ -236,7 +232,7 @@ async def test_max_call_duration_ends_gracefully_with_its_reason_and_callbacks(t
     assert transcript[0] == {"role": "system", "content": "You are Ava."}
     # Graceful: what the replica was saying was finished and recorded.
     assert transcript[1]["role"] == "assistant" and "nice to meet you" in transcript[1]["content"]
-    record = store._run(store.verbose, "c-test").result()
+    record = store.run(store.verbose, "c-test")
     assert record["status"] == "ended" and record["shutdown_reason"] == MAX_CALL_DURATION
     assert [e["event_type"] for e in record["events"]] == hook.events()
     store.close()
@@ -263,7 +259,7 @@ async def test_participant_left_timeout_waits_and_a_rejoin_cancels_it(tmp_path):
         await asyncio.sleep(0.5)
         await lifecycle.participant_joined()  # back within the timeout
         await asyncio.sleep(1.0)
-        assert not harness._task.done() and lifecycle.shutdown_reason is None
+        assert not harness.task.done() and lifecycle.shutdown_reason is None
         left_at = time.monotonic()
         await lifecycle.participant_left()
         await _ended(harness, lifecycle)
@@ -447,10 +443,14 @@ async def test_closed_captions_for_user_and_replica(tmp_path, enabled):
 
 
 def test_closed_captions_turn_on_dailys_transcription():
-    from services.transports import transport_params
+    from transports.runner import transport_params
 
-    persona = _persona()
-    assert transport_params(persona, captions=True)["daily"]().transcription_enabled is True
-    assert transport_params(persona)["daily"]().transcription_enabled is False
-    video = transport_params(persona, video=True)["webrtc"]()
+    from config.options import ConversationOptions
+
+    captions = ConversationOptions.resolve(_persona(), conversation_from_dict(
+        {"properties": {"enable_closed_captions": True}}).value)
+    plain = ConversationOptions.resolve(_persona())
+    assert transport_params(captions)["daily"]().transcription_enabled is True
+    assert transport_params(plain)["daily"]().transcription_enabled is False
+    video = transport_params(plain, video=True)["webrtc"]()
     assert video.video_out_enabled and (video.video_out_width, video.video_out_height) == (1280, 720)

@@ -197,14 +197,14 @@ def test_persona_fetched_from_tavus_runs_on_our_pipeline():
 def test_fetched_objectives_and_guardrails_reach_the_system_prompt(monkeypatch):
     import argparse
 
-    import bot as bot_module
-    from pipeline.context import compose_system_prompt
+    from config.prompt import compose_system_prompt
+    from session import launch
 
     with _remote_fake() as fake:
         monkeypatch.setenv("TAVUS_API_KEY", fake.api_key)
         monkeypatch.setenv("TAVUS_API_URL", fake.base_url)
-        bot_module._FETCHED.clear()
-        app = bot_module.load_app(argparse.Namespace(persona="p-remote", conversation=None))
+        launch.clear_fetched()
+        app = launch.load_app(argparse.Namespace(persona="p-remote", conversation=None))
     prompt = compose_system_prompt(app.persona, app.conversation)
     assert prompt.startswith("You are Rita, a travel agent.")
     assert "- ask_destination: Ask where they want to go" in prompt

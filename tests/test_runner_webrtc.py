@@ -154,7 +154,7 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.contrib.media import MediaPlayer
 
-    from pipeline.file_transport import write_wav_mono16
+    from transports.file import write_wav_mono16
 
     base, log = bot_server
     silence = tmp_path / "silence.wav"

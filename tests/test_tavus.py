@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from types import SimpleNamespace
 
 import aiohttp
@@ -12,16 +13,10 @@ import pytest
 
 from config import Settings, conversation_from_dict, persona_from_dict
 from services.rest import ApiError
-from services.tavus import (
-    PIPECAT_PERSONA_ID,
-    TavusAPI,
-    TavusError,
-    TavusVideoRenderer,
-    conversation_body,
-    open_conversation,
-    open_conversations,
-    plan_renderer,
-)
+from services.tavus.api import PIPECAT_PERSONA_ID, TavusAPI, TavusError
+from services.tavus.conversations import conversation_body, open_conversation, open_conversations
+from services.tavus.plan import plan_renderer
+from services.tavus.renderers import TavusVideoRenderer
 from tests.fake_rest import FakeTavus
 from tests.harness import Harness
 
@@ -209,13 +204,13 @@ def daily_room(monkeypatch):
 
 
 async def _video_session(tmp_path, fake: FakeTavus, http, **start):
-    api = TavusAPI(fake.api_key, fake.base_url, http, **FAST)
-    conv = _conv(replica_id="r-test")
-    plan = plan_renderer("video", conv, _persona(), _settings(TAVUS_API_KEY="k"))
-    opened = await open_conversation(api, plan, conv, "Ava")
-    renderer = TavusVideoRenderer(conversation=opened, session=http, bot_name="Ava")
-    harness = await Harness(tmp_path).start(renderer=renderer, **start)
-    return harness, opened, renderer
+    """A conversation with the video renderer, opened by the conversation owner on the fake Tavus."""
+    harness = await Harness(tmp_path).start(
+        renderer="video", conversation={"replica_id": "r-test"},
+        env={"TAVUS_API_KEY": fake.api_key, "TAVUS_API_URL": fake.base_url}, **start)
+    renderer = harness.session.video
+    assert isinstance(renderer, TavusVideoRenderer)
+    return harness, harness.session.tavus, renderer
 
 
 async def _wait(predicate, timeout=20.0):
@@ -264,8 +259,8 @@ async def test_cancel_ends_the_conversation(tmp_path, daily_room):
     fake = await FakeTavus().start()
     async with aiohttp.ClientSession() as http:
         harness, opened, _ = await _video_session(tmp_path, fake, http)
-        await harness._runner.cancel()  # what Ctrl-C does to a runner
-        await asyncio.wait_for(harness._task, 20)
+        await harness.session.cancel()  # what Ctrl-C does to a runner
+        await asyncio.wait_for(harness.task, 20)
         await harness.stop()
     await fake.stop()
     assert fake.ended() == [opened.conversation_id]
@@ -294,7 +289,7 @@ async def test_a_crashed_pipeline_ends_the_conversation(tmp_path, daily_room):
 
         tts.process_frame = crash
         await harness.worker.queue_frames([TextFrame("crash")])
-        await asyncio.wait_for(harness._task, 20)
+        await asyncio.wait_for(harness.task, 20)
         await harness.stop()
     await fake.stop()
     assert fake.ended() == [opened.conversation_id]
@@ -305,7 +300,7 @@ async def test_a_failed_join_stops_the_pipeline_and_ends_the_conversation(tmp_pa
     fake = await FakeTavus().start()
     async with aiohttp.ClientSession() as http:
         harness, opened, _ = await _video_session(tmp_path, fake, http)
-        await asyncio.wait_for(harness._task, 20)  # the fatal error stops it on its own
+        await asyncio.wait_for(harness.task, 20)  # the fatal error stops it on its own
         await harness.stop()
     await fake.stop()
     assert fake.ended() == [opened.conversation_id]
@@ -313,14 +308,19 @@ async def test_a_failed_join_stops_the_pipeline_and_ends_the_conversation(tmp_pa
 
 async def test_an_error_before_the_pipeline_runs_still_ends_the_conversation(tmp_path):
     from config.app import AppConfig
-    from pipeline.session import renderer_plan_for, tavus_conversation
+    from session.modes import renderer_plan_for
+    from session.owner import ConversationSession
 
     fake = await FakeTavus().start()
     persona = tmp_path / "p.json"
-    persona.write_text('{"persona_name": "Ava", "system_prompt": "x", "default_replica_id": "r-test"}')
-    app = AppConfig.load(persona, environ={"TAVUS_API_KEY": fake.api_key, "TAVUS_API_URL": fake.base_url})
+    persona.write_text(json.dumps({
+        "persona_name": "Ava", "system_prompt": "x", "default_replica_id": "r-test",
+        "layers": {"llm": {"model": "m", "api_key": "k", "base_url": "http://127.0.0.1:9/v1"}}}))
+    app = AppConfig.load(persona, environ={"TAVUS_API_KEY": fake.api_key, "TAVUS_API_URL": fake.base_url,
+                                           "PERSONA_DATA_DIR": str(tmp_path / "data")})
     with pytest.raises(RuntimeError, match="building failed"):
-        async with tavus_conversation(app, renderer_plan_for(app)) as (conversation, _http):
+        async with ConversationSession(app, transport="file", renderer=renderer_plan_for(app)) as session:
+            conversation = session.tavus
             assert conversation.conversation_id in fake.conversations
             raise RuntimeError("building failed")
     await fake.stop()
@@ -329,7 +329,7 @@ async def test_an_error_before_the_pipeline_runs_still_ends_the_conversation(tmp
 
 
 async def test_end_that_fails_is_left_to_the_exit_hook(tmp_path):
-    from services import tavus
+    from services.tavus import conversations
 
     fake = await FakeTavus().start()
     fake.fail_next("POST /v2/conversations/{id}/end", 500, 500, 500, 500)
@@ -342,7 +342,7 @@ async def test_end_that_fails_is_left_to_the_exit_hook(tmp_path):
     await fake.stop()
     with FakeTavus(api_key=fake.api_key) as later:  # Tavus is back: the atexit hook ends it
         later.conversations[opened.conversation_id] = {"status": "active"}
-        tavus._OPEN[opened.conversation_id] = (later.base_url, later.api_key)
-        await asyncio.to_thread(tavus._end_leftovers)
+        conversations.track(opened.conversation_id, later.base_url, later.api_key)
+        await asyncio.to_thread(conversations.end_leftovers)
         assert later.ended() == [opened.conversation_id]
     assert open_conversations() == []

@@ -11,6 +11,7 @@ health-checks it before first use, and stops it on every exit path:
 
 from __future__ import annotations
 
+from config.errors import AgentError
 import asyncio
 import atexit
 import contextlib
@@ -31,7 +32,7 @@ from loguru import logger
 _PR_SET_PDEATHSIG = 1
 
 
-class LlamaServerError(RuntimeError):
+class LlamaServerError(AgentError):
     """The local LLM server could not be started or did not become healthy."""
 
 

@@ -6,6 +6,7 @@ Nothing here downloads anything: a model that is not on disk is a clear
 
 from __future__ import annotations
 
+from config.errors import AgentError
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 PIPER_VOICE_ID = "en_US-joe-medium"
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(AgentError):
     """A bundled or configured local model is missing."""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from services.tavus import TavusAPI
+from services.tavus.api import TavusAPI
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from loguru import logger
 
-from pipeline.records import ConversationStore, iso_now
+from conversation.records import ConversationStore, iso_now
 
 MAX_BACKOFF_SECS = 300.0
 
@@ -210,14 +210,14 @@ class CallbackDispatcher:
             self._thread.join(timeout)
 
     def pending(self) -> int:
-        return self.store._run(self.store.pending_count).result(10)
+        return self.store.run(self.store.pending_count, timeout=10)
 
     def drain(self, timeout: float) -> int:
         """Wait (blocking) until nothing due is pending, or ``timeout``; returns what is left."""
         self.store.flush()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            due = self.store._run(self.store.due_deliveries, time.time() + 0.5).result(10)
+            due = self.store.run(self.store.due_deliveries, time.time() + 0.5, timeout=10)
             if not due and not self._in_flight:
                 break
             time.sleep(0.05)
@@ -225,9 +225,6 @@ class CallbackDispatcher:
         if left:
             logger.info(f"{left} callback(s) still pending; they are retried on the next start")
         return left
-
-    async def drain_async(self, timeout: float) -> int:
-        return await asyncio.to_thread(self.drain, timeout)
 
 
 def transcript_properties(replica_id: str | None, system_prompt: str | None,

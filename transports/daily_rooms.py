@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import aiohttp
 from loguru import logger
 
-from services.rest import RestClient
+from services.rest import ApiError, RestClient
 
 @dataclass
 class DailyRoom:
@@ -75,7 +75,7 @@ class DailyRooms:
             "POST", "rooms", json=params.model_dump(exclude_none=True), what="create room"
         )
         if not isinstance(room, dict) or not room.get("url"):
-            raise RuntimeError("Daily: create room answered without a room url")
+            raise ApiError("Daily: create room answered without a room url")
         url = room["url"]
         name = room.get("name") or urlparse(url).path.lstrip("/")
 
@@ -86,7 +86,7 @@ class DailyRooms:
                 what="create meeting token",
             )
             if not isinstance(data, dict) or not data.get("token"):
-                raise RuntimeError("Daily: create meeting token answered without a token")
+                raise ApiError("Daily: create meeting token answered without a token")
             return data["token"]
 
         bot_token = await token(is_owner=True, user_name=bot_name, exp=expires_at)

@@ -144,6 +144,10 @@ class ConversationStore:
         """Run ``fn`` on the store's thread (in submission order)."""
         return self._pool.submit(fn, *args, **kwargs)
 
+    def run(self, fn: Callable[..., T], *args: Any, timeout: float = 30.0, **kwargs: Any) -> T:
+        """Run ``fn`` on the store's thread and wait for its result (from synchronous code)."""
+        return self._run(fn, *args, **kwargs).result(timeout)
+
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Await ``fn`` on the store's thread (from any event loop)."""
         import asyncio
@@ -185,12 +189,6 @@ class ConversationStore:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         self._conn().execute(f"INSERT INTO conversations ({cols}) VALUES ({marks})", list(row.values()))
-
-    def update(self, conversation_id: str, **fields: Any) -> None:
-        fields["updated_at"] = iso_now()
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        self._conn().execute(f"UPDATE conversations SET {sets} WHERE conversation_id = ?",
-                             [*fields.values(), conversation_id])
 
     def end(self, conversation_id: str, shutdown_reason: str) -> bool:
         """Mark ended (once); returns whether this call ended it."""

@@ -12,6 +12,7 @@ consume it, so turn-taking and interruptions behave as in a live call.
 
 from __future__ import annotations
 
+from config.errors import AgentError
 import asyncio
 import time
 import wave
@@ -33,7 +34,7 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 FRAME_SECS = 0.02
 
 
-class AudioFileError(ValueError):
+class AudioFileError(AgentError):
     """The input audio file cannot be used."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.persona import Persona
+from config.options import ConversationOptions
 from services.voice_isolation import input_filter
 
 
@@ -16,18 +16,18 @@ def _video(video: bool) -> dict[str, Any]:
                 video_out_height=720)
 
 
-def transport_params(persona: Persona, video: bool = False, captions: bool = False) -> dict[str, Any]:
+def transport_params(options: ConversationOptions, video: bool = False) -> dict[str, Any]:
     """Parameter factories per runner transport: audio in and out, video out with a replica.
 
     Participant audio goes through the persona's voice isolation filter, if any.
-    ``captions`` (``enable_closed_captions``) also turns on Daily's transcription, which
-    Daily's own UI shows as captions.
+    ``enable_closed_captions`` also turns on Daily's transcription, which Daily's own UI
+    shows as captions.
     """
     from pipecat.transports.base_transport import TransportParams
 
     def webrtc():
         return TransportParams(
-            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona),
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(options.flow),
             **_video(video),
         )
 
@@ -35,25 +35,23 @@ def transport_params(persona: Persona, video: bool = False, captions: bool = Fal
         from pipecat.transports.daily.transport import DailyParams
 
         return DailyParams(
-            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(persona),
-            transcription_enabled=captions, **_video(video),
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(options.flow),
+            transcription_enabled=options.closed_captions, **_video(video),
         )
 
     return {"webrtc": webrtc, "daily": daily}
 
 
-async def make_transport(
-    runner_args: Any, persona: Persona, video: bool = False, captions: bool = False
-) -> Any:
+async def make_transport(runner_args: Any, options: ConversationOptions, video: bool = False) -> Any:
     """The transport for a runner session; in Daily rooms the bot shows the persona's name."""
     from pipecat.runner.types import DailyRunnerArguments
     from pipecat.runner.utils import create_transport
 
-    params = transport_params(persona, video, captions)
+    params = transport_params(options, video)
     if isinstance(runner_args, DailyRunnerArguments):
         from pipecat.transports.daily.transport import DailyTransport
 
         return DailyTransport(
-            runner_args.room_url, runner_args.token, persona.display_name, params=params["daily"]()
+            runner_args.room_url, runner_args.token, options.persona_name, params=params["daily"]()
         )
     return await create_transport(runner_args, params)

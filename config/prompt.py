@@ -46,3 +46,11 @@ def compose_system_prompt(
         elif language != "english":
             parts.append(f"Always reply in {language.capitalize()}.")
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
+
+
+def system_prompt_for(persona: Persona, conversation: ConversationRequest | None,
+                      tts_engine: str | None) -> str:
+    """The system prompt as the LLM gets it, with the TTS engine chosen for this conversation."""
+    return compose_system_prompt(
+        persona, conversation, emotion_tags=emotion_tags_enabled(persona, tts_engine)
+    )

@@ -26,8 +26,8 @@ from typing import Any
 
 from loguru import logger
 
-from pipeline.callbacks import CallbackDispatcher, transcript_properties
-from pipeline.records import ABANDONED_REASON, ConversationStore
+from conversation.callbacks import CallbackDispatcher, transcript_properties
+from conversation.records import ABANDONED_REASON, ConversationStore
 
 END_GRACE_SECS = 10.0
 
@@ -63,6 +63,16 @@ def records(settings: Any) -> tuple[ConversationStore, CallbackDispatcher]:
     return _RECORDS[key]
 
 
+def close_records(settings: Any) -> None:
+    """Stop this process's dispatcher and close the store of ``settings.data_dir`` (if opened);
+    queued callbacks stay in the database for the next start."""
+    opened = _RECORDS.pop(str(settings.data_dir), None)
+    if opened is not None:
+        store, dispatcher = opened
+        dispatcher.stop()
+        store.close()
+
+
 def drain_callbacks(settings: Any, timeout: float) -> None:
     """Before exiting: give this process's queued callbacks ``timeout`` seconds to go out
     (what is left is retried on the next start). Nothing to do if no records were opened."""
@@ -74,11 +84,11 @@ def drain_callbacks(settings: Any, timeout: float) -> None:
 def recover(store: ConversationStore, dispatcher: CallbackDispatcher) -> list[str]:
     """Close conversations a dead process left active; queue their shutdown and transcript callbacks."""
     closed = []
-    for row in store._run(store.abandoned).result(30):
+    for row in store.run(store.abandoned):
         cid = row["conversation_id"]
-        if not store._run(store.end, cid, ABANDONED_REASON).result(30):
+        if not store.run(store.end, cid, ABANDONED_REASON):
             continue
-        transcript = store._run(store.transcript, cid).result(30)
+        transcript = store.run(store.transcript, cid)
         replica = row.get("replica_id") or ""
         url = row.get("callback_url")
         dispatcher.emit(cid, url, "system.shutdown", "system",
@@ -123,11 +133,16 @@ class ConversationLifecycle:
 
     # ------------------------------------------------------------------ start
 
-    def open(self, conversation_id: str | None = None) -> None:
-        """Create the record (status active) and start the absent and duration timers."""
+    def open(self, conversation_id: str | None = None, *, system_prompt: str | None = None) -> None:
+        """Create the record (status active) and start the absent and duration timers.
+
+        ``conversation_id``: the Tavus conversation's, when there is one (so the protocol and
+        the records agree); ``system_prompt``: sent with the transcript at the end.
+        """
         if self._opened:
             return
         self.conversation_id = conversation_id or self.conversation_id
+        self.system_prompt = system_prompt or self.system_prompt
         self._create_record()
         props = self.conversation.properties
         logger.info(f"Conversation {self.conversation_id} started ({self.persona.display_name})")
@@ -166,8 +181,8 @@ class ConversationLifecycle:
 
         @worker.event_handler("on_pipeline_error")
         async def _error(_worker, frame):
-            if getattr(frame, "fatal", False) and self.shutdown_reason is None:
-                self.shutdown_reason = PIPELINE_ERROR
+            if getattr(frame, "fatal", False):
+                self.ending_because(PIPELINE_ERROR)
 
     # ------------------------------------------------------------------ participants
 
@@ -188,6 +203,12 @@ class ConversationLifecycle:
 
     # ------------------------------------------------------------------ ending
 
+    def ending_because(self, reason: str) -> None:
+        """The session knows why it is about to end (the first reason wins): e.g. the
+        participant closed the terminal or the file ended, or the bot could not join."""
+        if self.shutdown_reason is None:
+            self.shutdown_reason = reason
+
     def _timer(self, name: str, secs: float, reason: str) -> None:
         self._cancel(name)
 
@@ -205,8 +226,7 @@ class ConversationLifecycle:
 
     async def end(self, reason: str) -> None:
         """End gracefully for ``reason`` (the first reason wins)."""
-        if self.shutdown_reason is None:
-            self.shutdown_reason = reason
+        self.ending_because(reason)
         worker = self._worker
         if worker is None:
             return

@@ -25,13 +25,15 @@ from typing import Any
 
 from loguru import logger
 
+from config.app import AppConfig
 from config.conversation import ConversationRequest
+from config.options import ConversationOptions
 from config.persona import Persona
-from pipeline.context import compose_system_prompt, emotion_tags_enabled
+from config.prompt import system_prompt_for
+from conversation.transcript import Transcript
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.tool_dispatch import ToolDispatcher
-from pipeline.transcript import Transcript
 from pipeline.turn_taking import TurnController, turn_plan
 from pipeline.wake_phrase import WakePhraseGate
 from services import Services
@@ -60,6 +62,7 @@ class PersonaPipeline:
     turns: TurnController | None
     persona: Persona
     conversation: ConversationRequest
+    options: ConversationOptions
     conversation_id: str
     interactions: InteractionsProcessor
     tools: ToolDispatcher | None
@@ -80,11 +83,13 @@ class PersonaPipeline:
         """Frames that greet the participant: the custom greeting verbatim, else an in-character LLM greeting."""
         from pipecat.frames.frames import LLMMessagesAppendFrame, TTSSpeakFrame
 
-        greeting = self.conversation.custom_greeting
+        if not self.options.greet:
+            return []
+        greeting = self.options.custom_greeting
         if greeting:
             # Spoken verbatim; the assistant aggregator records it in context and transcript.
             return [TTSSpeakFrame(greeting, append_to_context=True)]
-        if self.persona.pipeline_mode == "echo" or self.wake_gate is not None:
+        if self.options.echo or self.wake_gate is not None:
             return []  # echo mode says only what the app sends; a wake phrase means silence
         return [
             LLMMessagesAppendFrame(
@@ -103,22 +108,21 @@ class PersonaPipeline:
 
 
 def build_pipeline(
-    persona: Persona,
-    conversation: ConversationRequest | None,
+    app: AppConfig,
     transport: Any,
     services: Services,
     *,
     conversation_id: str | None = None,
     registry: ToolRegistry | None = None,
-    data_dir: Path | str = "data",
-    tool_timeout_secs: float = 10.0,
-    client_tool_timeout_secs: float = 30.0,
     renderer: Any = None,
+    output: Any = None,
 ) -> PersonaPipeline:
     """Assemble the persona's pipeline on ``transport``.
 
     ``renderer`` (e.g. Tavus's video service) goes between TTS and the output:
     it takes the TTS audio and emits the replica's audio and video instead.
+    Without a transport (text mode) ``output`` (a processor that shows the
+    replies) takes the place of TTS and the transport's output.
     """
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -127,9 +131,9 @@ def build_pipeline(
         LLMUserAggregatorParams,
     )
 
-    conversation = conversation or ConversationRequest()
+    persona, conversation, options, settings = app.persona, app.conversation, app.options, app.settings
     conversation_id = conversation_id or new_conversation_id()
-    echo = persona.pipeline_mode == "echo"
+    echo = options.echo
     transcript = Transcript()
     live = {"conversation": conversation}
 
@@ -138,31 +142,27 @@ def build_pipeline(
         current = live["conversation"].conversational_context
         new = text if mode == "overwrite" or not current else f"{current}\n\n{text}"
         live["conversation"] = live["conversation"].model_copy(update={"conversational_context": new})
-        return compose_system_prompt(
-            persona, live["conversation"],
-            emotion_tags=emotion_tags_enabled(persona, services.plan.tts.engine),
-        )
+        return system_prompt_for(persona, live["conversation"], services.plan.tts.engine)
 
     turns = None
     tools = None
-    flow = persona.layers.conversational_flow
-    if not echo:
+    flow = options.flow
+    voice = transport is not None
+    if not echo and voice:
         turns = TurnController(
-            turn_plan(flow),
-            (flow.replica_interruptibility if flow else None) or "medium",
-            speculative=persona.layers.llm.speculative_inference,
+            turn_plan(flow), flow.replica_interruptibility, speculative=options.speculative_inference
         )
     hooks = InteractionHooks(
-        pipeline_mode=persona.pipeline_mode,
+        pipeline_mode=options.pipeline_mode,
         update_context=update_context,
         apply_sensitivity=turns.apply_sensitivity if turns else None,
         user_text=lambda text: transcript.add("user", text),
     )
     interactions = InteractionsProcessor(
-        conversation_id, hooks, captions=conversation.properties.enable_closed_captions
+        conversation_id, hooks, captions=options.closed_captions
     )
     wake_gate = None
-    if not echo and flow is not None and flow.wake_phrase:
+    if not echo and voice and flow.wake_phrase:
         wake_gate = WakePhraseGate(flow.wake_phrase)
         hooks.allow_reply = wake_gate.allow_next
 
@@ -172,13 +172,13 @@ def build_pipeline(
 
     if not echo:
         tools = ToolDispatcher(
-            persona.layers.llm.tools,
+            list(options.tools),
             registry or build_registry(),
             conversation_id=conversation_id,
-            data_dir=Path(data_dir),
+            data_dir=Path(settings.data_dir),
             announce=interactions.emit_tool_call,
-            handler_timeout_secs=tool_timeout_secs,
-            client_timeout_secs=client_tool_timeout_secs,
+            handler_timeout_secs=settings.tool_timeout_secs,
+            client_timeout_secs=settings.client_tool_timeout_secs,
         )
         hooks.tool_result = tools.resolve
         tools.register(services.llm)
@@ -186,9 +186,11 @@ def build_pipeline(
     context = tools.new_context() if tools else LLMContext()
     user_aggregator = assistant_aggregator = None
     idle = None
-    if not echo:
+    if not echo and not voice:  # text mode: typed turns, no VAD or turn detection
+        user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
+    elif not echo:
         mute = []
-        if conversation.custom_greeting:
+        if options.custom_greeting:
             # Tavus: the custom greeting is not interruptible.
             from pipecat.turns.user_mute import FirstSpeechUserMuteStrategy
 
@@ -199,11 +201,11 @@ def build_pipeline(
                 vad_analyzer=turns.vad,
                 user_turn_strategies=turns.strategies,
                 user_mute_strategies=mute,
-                user_idle_timeout=idle_timeout(flow.idle_engagement if flow else None),
+                user_idle_timeout=idle_timeout(flow.idle_engagement),
             ),
         )
         transcript.attach(user_aggregator, assistant_aggregator)
-        if flow is not None and idle_timeout(flow.idle_engagement):
+        if idle_timeout(flow.idle_engagement):
             idle = IdleEngagement(
                 flow.idle_engagement,
                 allowed=lambda: wake_gate is None or wake_gate.awake,
@@ -215,7 +217,7 @@ def build_pipeline(
             await interactions.user_turn(message.content)
 
     processors = [
-        transport.input(),
+        transport.input() if voice else None,
         interactions,
         services.stt,
         user_aggregator,
@@ -223,7 +225,7 @@ def build_pipeline(
         services.llm,
         services.tts,
         renderer,
-        transport.output(),
+        transport.output() if voice else output,
         assistant_aggregator,
     ]
     pipeline = Pipeline([p for p in processors if p is not None])
@@ -241,6 +243,7 @@ def build_pipeline(
         turns=turns,
         persona=persona,
         conversation=conversation,
+        options=options,
         conversation_id=conversation_id,
         interactions=interactions,
         tools=tools,

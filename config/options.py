@@ -1,0 +1,109 @@
+"""The persona's effective behaviour, resolved once: :class:`ConversationOptions`.
+
+A persona leaves most fields out, and a conversation request adds its own.
+Every default is applied here, once, at load; the rest of the code reads the
+resolved value and never re-derives a default. Where each option is realised:
+
+| option | persona / conversation field | realised in |
+| --- | --- | --- |
+| ``pipeline_mode`` | ``pipeline_mode`` | ``session/builder.py`` (full chain or echo) |
+| ``flow.turn_detection_model`` | ``layers.conversational_flow.turn_detection_model`` (sparrow-1) | ``pipeline/turn_taking.py`` |
+| ``flow.turn_taking_patience`` | ``...turn_taking_patience`` (medium) | ``pipeline/turn_taking.py`` |
+| ``flow.replica_interruptibility`` | ``...replica_interruptibility`` (medium) | ``pipeline/turn_taking.py`` |
+| ``flow.turn_commitment`` | ``...turn_commitment`` (medium) | shown by ``--check``; no effect of its own |
+| ``flow.wake_phrase`` | ``...wake_phrase`` (none) | ``pipeline/wake_phrase.py`` |
+| ``flow.idle_engagement`` | ``...idle_engagement`` (off) | ``pipeline/idle_engagement.py`` |
+| ``flow.voice_isolation`` | ``...voice_isolation`` (near) | ``services/voice_isolation.py`` |
+| ``speculative_inference`` | ``layers.llm.speculative_inference`` (false) | ``pipeline/turn_taking.py`` |
+| ``tools`` | ``layers.llm.tools`` | ``pipeline/tool_dispatch.py`` |
+| ``custom_greeting`` / ``greet`` | conversation ``custom_greeting``; ``--no-greeting`` | ``session/builder.py`` (``greeting_frames``) |
+| ``language`` | conversation ``properties.language`` (english) | ``services/language.py`` and the STT/TTS factories |
+| ``closed_captions`` | conversation ``properties.enable_closed_captions`` | ``pipeline/interactions/`` |
+| ``max_call_duration``, ``participant_*_timeout`` | conversation ``properties`` | ``conversation/lifecycle.py`` |
+| ``audio_only`` | conversation ``audio_only`` | ``services/tavus/plan.py`` (no renderer) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from config.conversation import ConversationRequest
+from config.persona import Persona, Tool
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """``layers.conversational_flow`` with Tavus's defaults (spec 003, Conversational Flow)."""
+
+    turn_detection_model: str = "sparrow-1"
+    turn_taking_patience: str = "medium"
+    turn_commitment: str = "medium"
+    replica_interruptibility: str = "medium"
+    wake_phrase: str | None = None
+    idle_engagement: str = "off"
+    voice_isolation: str = "near"
+
+    def describe(self) -> str:
+        """One line for ``--check``."""
+        isolation = self.voice_isolation + (" (RNNoise)" if self.voice_isolation == "near" else "")
+        return (
+            f"interruptibility {self.replica_interruptibility}, "
+            f"wake phrase {self.wake_phrase or 'none'}, "
+            f"idle engagement {self.idle_engagement}, voice isolation {isolation}"
+        )
+
+
+@dataclass(frozen=True)
+class ConversationOptions:
+    """Everything a conversation does differently because of its persona and request."""
+
+    persona_name: str = "Persona"
+    pipeline_mode: str = "full"
+    flow: FlowOptions = field(default_factory=FlowOptions)
+    speculative_inference: bool = False
+    tools: tuple[Tool, ...] = ()
+    custom_greeting: str | None = None
+    greet: bool = True
+    language: str = "english"
+    language_code: str | None = "en"
+    closed_captions: bool = False
+    audio_only: bool = False
+    max_call_duration: int = 3600
+    participant_left_timeout: int = 0
+    participant_absent_timeout: int = 300
+    callback_url: str | None = None
+
+    @property
+    def echo(self) -> bool:
+        """Echo mode: no STT and no LLM; the app says what the replica speaks."""
+        return self.pipeline_mode == "echo"
+
+    @classmethod
+    def resolve(
+        cls, persona: Persona, conversation: ConversationRequest | None = None, *, greet: bool = True
+    ) -> ConversationOptions:
+        """Apply every default once (``greet`` is the ``--no-greeting`` flag inverted)."""
+        conversation = conversation or ConversationRequest()
+        layer = persona.layers.conversational_flow
+        flow = FlowOptions()
+        if layer is not None:
+            given = {k: v for k, v in layer.model_dump().items() if v is not None}
+            flow = FlowOptions(**{k: v for k, v in given.items() if k in FlowOptions.__dataclass_fields__})
+        props = conversation.properties
+        return cls(
+            persona_name=persona.display_name,
+            pipeline_mode=persona.pipeline_mode,
+            flow=flow,
+            speculative_inference=bool(persona.layers.llm.speculative_inference),
+            tools=tuple(persona.layers.llm.tools),
+            custom_greeting=conversation.custom_greeting or None,
+            greet=greet,
+            language=props.language,
+            language_code=props.language_code,
+            closed_captions=props.enable_closed_captions,
+            audio_only=conversation.audio_only,
+            max_call_duration=props.max_call_duration,
+            participant_left_timeout=props.participant_left_timeout,
+            participant_absent_timeout=props.participant_absent_timeout,
+            callback_url=conversation.callback_url,
+        )

@@ -1,0 +1,281 @@
+"""``ConversationSession``: the one owner of one conversation, from start to end.
+
+Every run mode (local page, Daily, Tavus transport, text, one-shot), the test
+harness and the benchmarks assemble a conversation here, so what is tested and
+measured is what runs::
+
+    async with ConversationSession(app, transport="webrtc", renderer=plan) as session:
+        transport = await make_transport(runner_args, session.options, video=session.video is not None)
+        session.build(transport)
+        await session.run()
+
+Entering the session resolves what the conversation needs, in order: the
+engine plan, the system prompt, the services (waiting for embedded servers),
+the Tavus conversation of a replica (video renderer or Tavus transport) and the
+conversation's record. :meth:`build` assembles the pipeline and worker on the
+transport the run mode supplies and follows the transport's participant events
+(join: the lifecycle is told and the persona greets; leave: the left timeout).
+Leaving the session tears everything down on every exit path: the Tavus
+conversation is ended, the record closed with its shutdown reason, and the
+shutdown and transcript callbacks queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from loguru import logger
+
+from config.app import AppConfig
+from config.prompt import system_prompt_for
+from conversation.lifecycle import JOIN_FAILED, ConversationLifecycle, records
+from conversation.transcript import Transcript
+from services import EnginePlan, Services, build_services, select_engines
+from services.pipecat_seam import has_event_handler
+from services.tavus.plan import RendererPlan
+from session.builder import PersonaPipeline, build_pipeline, build_worker, new_conversation_id
+from session.errors import SessionError
+from tools import ToolRegistry
+
+NO_RENDERER = RendererPlan("none", reason="audio only")
+
+
+class ConversationSession:
+    """One conversation: engines, services, prompt, record, replica, pipeline, worker, lifecycle.
+
+    Args:
+        app: the loaded persona, conversation request and settings.
+        transport: what the record calls the transport (``webrtc``, ``daily``, ``tavus``,
+            ``text``, ``file``).
+        force_local: run every layer on the embedded models (``--local``).
+        renderer: the replica (see :func:`services.tavus.plan.plan_renderer`); none by default.
+        stt, tts: build these layers (text mode has neither; echo mode never has STT or LLM).
+        registry: local tool handlers (default: the built-ins and ``tools/*.py``).
+        lifecycle: a lifecycle of the caller's (tests); by default one on this process's records.
+        replace_services: called with the built services before they are used
+            (the benchmarks swap in stand-ins).
+    """
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        transport: str,
+        force_local: bool = False,
+        renderer: RendererPlan = NO_RENDERER,
+        stt: bool = True,
+        tts: bool = True,
+        registry: ToolRegistry | None = None,
+        lifecycle: ConversationLifecycle | None = None,
+        replace_services: Callable[[Services], None] | None = None,
+    ):
+        self.app = app
+        self.options = app.options
+        self.renderer = renderer
+        self._force_local = force_local
+        self._layers = {"stt": stt and not self.options.echo, "llm": not self.options.echo,
+                        "tts": tts}
+        self._registry = registry
+        self._replace_services = replace_services
+        if lifecycle is None:
+            store, callbacks = records(app.settings)
+            lifecycle = ConversationLifecycle(
+                store=store, callbacks=callbacks, conversation_id=new_conversation_id(),
+                conversation=app.conversation, persona=app.persona,
+                persona_source=app.persona_source, transport=transport,
+                replica_id=renderer.replica_id,
+            )
+        self.lifecycle = lifecycle
+        self.plan: EnginePlan | None = None
+        self.system_prompt = ""
+        self.services: Services | None = None
+        self.tavus: Any = None  # the Tavus conversation of a replica
+        self.http: Any = None  # the aiohttp session the Tavus classes share
+        self.video: Any = None  # the video renderer (TavusVideoRenderer), if any
+        self.built: PersonaPipeline | None = None
+        self.worker: Any = None
+        self._runner: Any = None
+        self._task: asyncio.Task | None = None
+        self._failure: tuple[type[Exception], str] | None = None
+        self._stack = AsyncExitStack()
+
+    @property
+    def conversation_id(self) -> str:
+        return self.lifecycle.conversation_id
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.built.transcript
+
+    # ------------------------------------------------------------------ start
+
+    async def __aenter__(self) -> ConversationSession:
+        try:
+            await self._prepare()
+        except BaseException as exc:
+            await self._teardown(exc)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        await self._teardown(exc)
+        return False
+
+    async def _prepare(self) -> None:
+        app = self.app
+        self.plan = select_engines(app.persona, app.settings, force_local=self._force_local)
+        self.system_prompt = system_prompt_for(app.persona, app.conversation, self.plan.tts.engine)
+        self.services = build_services(self.plan, app.persona, app.conversation, app.settings,
+                                       system_instruction=self.system_prompt, **self._layers)
+        if self._replace_services is not None:
+            self._replace_services(self.services)
+        await self.services.ready()
+        if self.renderer.mode != "none":
+            await self._open_replica()
+        self.lifecycle.open(self.tavus.conversation_id if self.tavus else None,
+                            system_prompt=self.system_prompt)
+
+    async def _open_replica(self) -> None:
+        """Create the replica's Tavus conversation; it is ended however the session ends."""
+        import aiohttp
+
+        from services.tavus.api import TavusAPI
+        from services.tavus.conversations import open_conversation
+
+        settings = self.app.settings
+        self.http = await self._stack.enter_async_context(aiohttp.ClientSession())
+        api = TavusAPI(settings.tavus_api_key or "", settings.tavus_api_url, self.http)
+        self.tavus = await open_conversation(api, self.renderer, self.app.conversation,
+                                             self.options.persona_name)
+        tavus = self.tavus
+        self._stack.push_async_callback(lambda: asyncio.shield(tavus.end("the session ended")))
+        if self.renderer.mode == "video":
+            from services.tavus.renderers import TavusVideoRenderer
+
+            self.video = TavusVideoRenderer(
+                conversation=tavus, session=self.http, bot_name=self.options.persona_name,
+                on_failure=lambda _message: self.lifecycle.ending_because(JOIN_FAILED),
+            )
+
+    # ------------------------------------------------------------------ assembly
+
+    def build(self, transport: Any, *, observers: Sequence[Any] = (), output: Any = None
+              ) -> PersonaPipeline:
+        """The pipeline and worker on ``transport`` (None in text mode, with ``output``)."""
+        self.built = build_pipeline(
+            self.app, transport, self.services, conversation_id=self.conversation_id,
+            registry=self._registry, renderer=self.video, output=output,
+        )
+        self.worker = build_worker(self.built, observers=list(observers))
+        self.lifecycle.attach(self.worker, self.built.transcript)
+        if transport is not None:
+            self._follow(transport)
+        return self.built
+
+    def _follow(self, transport: Any) -> None:
+        """Participants joining and leaving, and a room the bot cannot join."""
+        if has_event_handler(transport, "on_client_connected"):
+
+            @transport.event_handler("on_client_connected")
+            async def _on_connected(_transport, _client):
+                logger.info(f"Participant joined {self.options.persona_name}")
+                await self.participant_joined()
+
+            @transport.event_handler("on_client_disconnected")
+            async def _on_disconnected(_transport, _client):
+                logger.info("Participant left")
+                await self.lifecycle.participant_left()
+
+        if has_event_handler(transport, "on_error"):  # Daily
+
+            @transport.event_handler("on_error")
+            async def _on_error(_transport, error):
+                if str(error).startswith("Error joining"):
+                    await self.fail(f"could not join the room: {error}")
+
+        if hasattr(transport, "set_on_fatal"):  # the Tavus transport
+
+            async def fatal(message: str) -> None:
+                from services.tavus.api import TavusError
+
+                await self.fail(f"Tavus conversation {self.conversation_id}: {message}", TavusError)
+
+            transport.set_on_fatal(fatal)
+
+    async def participant_joined(self) -> None:
+        """Someone joined: the absent timer stops, and the persona greets (once)."""
+        await self.lifecycle.participant_joined()
+        await self.built.greet(self.worker)
+
+    async def fail(self, message: str, error: type[Exception] = SessionError) -> None:
+        """The bot cannot be in the room: stop now; :meth:`run` raises ``error(message)``."""
+        if self._failure is None:
+            self._failure = (error, message)
+        self.lifecycle.ending_because(JOIN_FAILED)
+        await self.worker.cancel(reason=message)
+
+    # ------------------------------------------------------------------ running
+
+    async def start(self, *, handle_sigint: bool = False) -> None:
+        """Run the worker in the background (see :meth:`wait` and :meth:`stop`)."""
+        from pipecat.workers.runner import WorkerRunner
+
+        self._runner = WorkerRunner(handle_sigint=handle_sigint)
+        await self._runner.add_workers(self.worker)
+        self._task = asyncio.create_task(self._runner.run())
+
+    @property
+    def task(self) -> asyncio.Task | None:
+        """The running worker (done when the pipeline has stopped); None before :meth:`start`."""
+        return self._task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def wait(self, timeout: float | None = None) -> Transcript:
+        """Until the pipeline has stopped; raises the reason the bot could not be in the room."""
+        await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        if self._failure is not None:
+            error, message = self._failure
+            raise error(message)
+        return self.built.transcript
+
+    async def run(self, *, handle_sigint: bool = False) -> Transcript:
+        """Run until the conversation ends (the lifecycle or the transport ends it)."""
+        await self.start(handle_sigint=handle_sigint)
+        return await self.wait()
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """End now: what is being said finishes (``EndFrame``), cancelled after ``timeout``."""
+        from pipecat.frames.frames import EndFrame
+
+        if not self.running:
+            return
+        await self.worker.queue_frames([EndFrame()])
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            await self._runner.cancel()
+            await self._task
+
+    async def cancel(self) -> None:
+        """What Ctrl-C does to a runner."""
+        if self._runner is not None:
+            await self._runner.cancel()
+
+    # ------------------------------------------------------------------ end
+
+    async def _teardown(self, exc: BaseException | None) -> None:
+        try:
+            if self.running:
+                await self._runner.cancel()
+            await self._stack.aclose()
+        finally:
+            if exc is None or isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+                self.lifecycle.finish()
+            else:
+                self.lifecycle.finish(error=exc)
