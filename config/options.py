@@ -14,13 +14,25 @@ resolved value and never re-derives a default. Where each option is realised:
 | ``flow.wake_phrase`` | ``...wake_phrase`` (none) | ``pipeline/wake_phrase.py`` |
 | ``flow.idle_engagement`` | ``...idle_engagement`` (off) | ``pipeline/idle_engagement.py`` |
 | ``flow.voice_isolation`` | ``...voice_isolation`` (near) | ``services/voice_isolation.py`` |
-| ``speculative_inference`` | ``layers.llm.speculative_inference`` (false) | ``pipeline/turn_taking.py`` |
+| ``speculative_inference`` | ``layers.llm.speculative_inference`` (true) | ``pipeline/turn_taking.py`` |
 | ``tools`` | ``layers.llm.tools`` | ``pipeline/tool_dispatch.py`` |
 | ``custom_greeting`` / ``greet`` | conversation ``custom_greeting``; ``--no-greeting`` | ``session/builder.py`` (``greeting_frames``) |
 | ``language`` | conversation ``properties.language`` (english) | ``services/language.py`` and the STT/TTS factories |
 | ``closed_captions`` | conversation ``properties.enable_closed_captions`` | ``pipeline/interactions/`` |
 | ``max_call_duration``, ``participant_*_timeout`` | conversation ``properties`` | ``conversation/lifecycle.py`` |
 | ``audio_only`` | conversation ``audio_only`` | ``services/tavus/plan.py`` (no renderer) |
+| ``callback_url`` | conversation ``callback_url`` | ``conversation/lifecycle.py`` -> ``conversation/callbacks.py`` |
+
+Fields that configure an engine or the prompt are read where they act, not copied here:
+
+| persona / conversation field | realised in |
+| --- | --- |
+| ``system_prompt``, ``context``, conversation ``conversational_context`` | ``config/prompt.py`` |
+| ``layers.llm`` ``model``, ``base_url``, ``api_key``, ``headers``, ``extra_body``, ``default_query`` | ``services/llm.py`` (which engine: ``services/selection.py``) |
+| ``layers.tts`` (engine, voice, model, ``voice_settings``, ``tts_emotion_control``) | ``services/tts.py``, ``services/voice_settings.py`` |
+| ``layers.stt`` ``stt_engine``, ``hotwords`` | ``services/stt.py`` |
+| ``default_replica_id``, conversation ``replica_id`` | ``services/tavus/plan.py`` |
+| ``objectives_id``, ``guardrail_ids``, ``guardrails_id`` (from Tavus, into the prompt) | ``services/tavus/personas.py`` |
 """
 
 from __future__ import annotations
@@ -60,7 +72,7 @@ class ConversationOptions:
     persona_name: str = "Persona"
     pipeline_mode: str = "full"
     flow: FlowOptions = field(default_factory=FlowOptions)
-    speculative_inference: bool = False
+    speculative_inference: bool = True
     tools: tuple[Tool, ...] = ()
     custom_greeting: str | None = None
     greet: bool = True

@@ -7,7 +7,6 @@ the status and what to do; they never contain the API key.
 
 from __future__ import annotations
 
-from config.errors import AgentError
 import asyncio
 import random
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from typing import Any
 
 import aiohttp
 from loguru import logger
+
+from config.errors import AgentError
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 

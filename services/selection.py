@@ -15,10 +15,10 @@ README's engine table).
 
 from __future__ import annotations
 
-from config.errors import AgentError
 from dataclasses import dataclass, field
 from typing import Literal
 
+from config.errors import AgentError
 from config.persona import Persona
 from config.settings import Settings
 

@@ -178,13 +178,14 @@ def prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) ->
     records(app.settings)  # recover what a dead process left; retry its pending callbacks
     if rplan.mode != "none":
         _run_async(_check_replica(app, rplan.replica_id or ""))
-    if plan.llm.engine == "llama-local":
-        local_llm_server(app.settings)  # starts now; sessions wait for its health check
-    if plan.stt.engine == "whisper":
+    server = local_llm_server(app.settings) if plan.llm.engine == "llama-local" else None
+    if plan.stt.engine == "whisper":  # loads while the LLM server starts
         from services.local.models import whisper_model_dir
         from services.stt import load_whisper_model
 
         load_whisper_model(whisper_model_dir(app.settings.local_whisper_model))
+    if server is not None:  # nobody can talk before it answers: a server that fails, fails now
+        _run_async(server.wait_ready())
 
 
 async def _check_replica(app: AppConfig, replica_id: str) -> None:

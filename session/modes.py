@@ -121,7 +121,11 @@ async def run_tavus_transport_session(
 
 
 def _reply_printer(on_reply: Callable[[str], Awaitable[None]]):
-    from pipecat.frames.frames import LLMFullResponseEndFrame, LLMFullResponseStartFrame, LLMTextFrame
+    from pipecat.frames.frames import (
+        LLMFullResponseEndFrame,
+        LLMFullResponseStartFrame,
+        LLMTextFrame,
+    )
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
     class ReplyCollector(FrameProcessor):

@@ -129,3 +129,37 @@ def test_text_mode_reports_an_unreachable_llm(tmp_path):
     assert result.returncode == 0
     assert "(Ava could not answer:" in result.stdout
     assert "sk-unreachable-SECRET" not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- the error tree
+
+
+def _one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+
+
+def test_missing_local_model_is_one_line_and_exit_2(tmp_path):
+    wav = tmp_path / "q.wav"
+    from tests.speech import write_question_wav
+
+    write_question_wav(wav, "Hello.", lead_secs=0.2, tail_secs=0.2)
+    result = run_bot("--audio-in", str(wav), "--audio-out", str(tmp_path / "o.wav"),
+                     env={"LOCAL_WHISPER_MODEL": str(tmp_path / "no-such-model"),
+                          "PERSONA_DATA_DIR": str(tmp_path / "data")})
+    _one_line_error(result, "LOCAL_WHISPER_MODEL")
+    result = run_bot("--text", "--no-greeting", stdin="Hi\n",
+                     env={"LOCAL_LLM_GGUF": str(tmp_path / "none.gguf"),
+                          "PERSONA_DATA_DIR": str(tmp_path / "data")})
+    _one_line_error(result, "LOCAL_LLM_GGUF")
+
+
+def test_llm_server_that_will_not_start_is_one_line_and_exit_2(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"this is not a GGUF model" * 100)
+    for args in (["--text", "--no-greeting"], ["--port", "0"]):  # a mode, and the runner's start-up
+        result = run_bot(*args, stdin="Hi\n", timeout=180,
+                         env={"LOCAL_LLM_GGUF": str(broken), "PERSONA_DATA_DIR": str(tmp_path / "data")})
+        _one_line_error(result, "LLM server")

@@ -12,7 +12,6 @@ consume it, so turn-taking and interruptions behave as in a live call.
 
 from __future__ import annotations
 
-from config.errors import AgentError
 import asyncio
 import time
 import wave
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from pipecat.frames.frames import (
     InputAudioRawFrame,
     InputTransportMessageFrame,
@@ -30,6 +28,8 @@ from pipecat.frames.frames import (
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+from config.errors import AgentError
 
 FRAME_SECS = 0.02
 

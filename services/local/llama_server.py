@@ -11,7 +11,6 @@ health-checks it before first use, and stops it on every exit path:
 
 from __future__ import annotations
 
-from config.errors import AgentError
 import asyncio
 import atexit
 import contextlib
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import aiohttp
 from loguru import logger
+
+from config.errors import AgentError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -142,8 +143,14 @@ class LlamaServer:
             self._log.append(raw.decode("utf-8", "replace").rstrip())
 
     def recent_output(self) -> str:
-        """The last lines the server printed (for error messages)."""
+        """The last lines the server printed."""
         return "\n".join(self._log)
+
+    def _failure(self, what: str) -> LlamaServerError:
+        """One line for the user (the server's last line says why); its full output at DEBUG."""
+        logger.debug(f"Local LLM server output:\n{self.recent_output()}")
+        last = next((line.strip() for line in reversed(self._log) if line.strip()), "")
+        return LlamaServerError(f"{what}: {last}" if last else what)
 
     async def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll ``/v1/models`` until the server answers 200."""
@@ -157,9 +164,7 @@ class LlamaServer:
             while time.monotonic() < deadline:
                 if not self.running:
                     code = self._proc.returncode if self._proc else None
-                    raise LlamaServerError(
-                        f"local LLM server exited with code {code}:\n{self.recent_output()}"
-                    )
+                    raise self._failure(f"local LLM server exited with code {code}")
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
                     async with session.get(url) as resp:
                         if resp.status == 200:
@@ -169,9 +174,7 @@ class LlamaServer:
                             return
                 await asyncio.sleep(0.1)
         self.stop()
-        raise LlamaServerError(
-            f"local LLM server not healthy after {timeout:.0f}s:\n{self.recent_output()}"
-        )
+        raise self._failure(f"local LLM server not healthy after {timeout:.0f}s")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the child (SIGTERM, then SIGKILL after ``timeout``)."""
@@ -209,12 +212,3 @@ def shared_server(
         if not _shared.running:
             _shared.start()
         return _shared
-
-
-def stop_shared_server() -> None:
-    """Stop the process-wide server, if any."""
-    global _shared
-    with _shared_lock:
-        if _shared is not None:
-            _shared.stop()
-            _shared = None

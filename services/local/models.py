@@ -6,10 +6,11 @@ Nothing here downloads anything: a model that is not on disk is a clear
 
 from __future__ import annotations
 
-from config.errors import AgentError
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from config.errors import AgentError
 
 PIPER_VOICE_ID = "en_US-joe-medium"
 
