@@ -174,7 +174,7 @@ async def test_client_tool_timeout_tells_the_llm(harness):
             {"type": "function", "function": {"name": "lookup_order", "description": "order",
              "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
                             "required": ["order_id"]}}}]}}},
-        client_tool_timeout_secs=1.0,
+        env={"CLIENT_TOOL_TIMEOUT_SECS": "1.0"},
     )
     await harness.send({"event_type": "conversation.respond", "properties": {"text": "Order 42?"}})
     await harness.wait_for("conversation.tool_call")

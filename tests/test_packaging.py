@@ -28,7 +28,8 @@ def wheel(tmp_path_factory):
 def test_the_wheel_holds_the_whole_bot(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("bot.py", "session/owner.py", "session/launch.py", "conversation/lifecycle.py",
-                     "config/options.py", "pipeline/turn_taking.py", "services/tavus/api.py",
+                     "config/options.py", "pipeline/turn_taking.py",
+                     "pipeline/interactions/processor.py", "services/tavus/api.py",
                      "services/pipecat_seam.py", "services/local/llama_server.py",
                      "transports/file.py", "tools/builtin.py", "web/index.html", "web/local.js",
                      "personas/default.json"):

@@ -1,0 +1,160 @@
+"""Inbound interactions (wire-formats.md section 2): the messages an app sends the replica.
+
+:func:`parse_interaction` validates one message into an :class:`Interaction` carrying one
+of the ``*Props`` models, or raises :class:`ProtocolError` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_MESSAGE_BYTES = 1024 * 1024  # an audio echo chunk of a few seconds fits comfortably
+MAX_TEXT_CHARS = 10_000
+
+INBOUND_EVENTS = (
+    "conversation.echo",
+    "conversation.respond",
+    "conversation.interrupt",
+    "conversation.overwrite_llm_context",
+    "conversation.append_llm_context",
+    "conversation.sensitivity",
+    "conversation.tool_result",
+)
+# Names used by Tavus's own skill file for the context events.
+INBOUND_ALIASES = {
+    "conversation.overwrite_context": "conversation.overwrite_llm_context",
+    "conversation.append_context": "conversation.append_llm_context",
+}
+Sensitivity = Literal["superlow", "verylow", "low", "medium", "high", "auto"]
+
+
+class ProtocolError(ValueError):
+    """An inbound message that cannot be accepted."""
+
+
+class _Props(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class EchoProps(_Props):
+    modality: Literal["text", "audio"] | None = None
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    audio: str | None = None
+    sample_rate: int = Field(default=16000, ge=8000, le=48000)
+    inference_id: str | None = Field(default=None, max_length=200)
+    done: bool = True
+
+    @field_validator("done", mode="before")
+    @classmethod
+    def _done(cls, value: Any) -> Any:
+        return value.lower() == "true" if isinstance(value, str) else value
+
+    def resolved_modality(self) -> str:
+        if self.modality:
+            return self.modality
+        return "audio" if self.audio is not None else "text"
+
+
+class RespondProps(_Props):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class ContextProps(_Props):
+    context: str = Field(max_length=100_000)
+
+
+class SensitivityProps(_Props):
+    participant_pause_sensitivity: Sensitivity
+    participant_interrupt_sensitivity: Sensitivity
+
+
+class ToolResultProps(_Props):
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    output: Any = None
+    status: Literal["success", "error"] = "success"
+
+
+_PROPS: dict[str, type[_Props] | None] = {
+    "conversation.echo": EchoProps,
+    "conversation.respond": RespondProps,
+    "conversation.interrupt": None,
+    "conversation.overwrite_llm_context": ContextProps,
+    "conversation.append_llm_context": ContextProps,
+    "conversation.sensitivity": SensitivityProps,
+    "conversation.tool_result": ToolResultProps,
+}
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """A validated inbound interaction."""
+
+    event_type: str
+    properties: Any  # one of the *Props models, or None
+    sender: str | None = None
+
+
+def parse_interaction(message: Any, conversation_id: str, sender: str | None = None) -> Interaction:
+    """Validate one inbound message; raise :class:`ProtocolError` saying what is wrong."""
+    if isinstance(message, (str, bytes)):
+        if len(message) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"message too large (over {MAX_MESSAGE_BYTES} bytes)")
+        try:
+            message = json.loads(message)
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError("message is not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message must be a JSON object")
+    try:
+        size = len(json.dumps(message, default=str))
+    except (TypeError, ValueError):
+        raise ProtocolError("message is not serialisable JSON") from None
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message too large ({size} bytes; limit {MAX_MESSAGE_BYTES})")
+    message_type = message.get("message_type", "conversation")
+    if message_type != "conversation":
+        raise ProtocolError(f"message_type must be 'conversation' (got {message_type!r})")
+    event_type = message.get("event_type")
+    if not isinstance(event_type, str):
+        raise ProtocolError("event_type is missing")
+    event_type = INBOUND_ALIASES.get(event_type, event_type)
+    if event_type not in _PROPS:
+        raise ProtocolError(f"unknown event_type {event_type!r}; accepted: {', '.join(INBOUND_EVENTS)}")
+    claimed = message.get("conversation_id")
+    if claimed is not None and claimed != conversation_id:
+        raise ProtocolError(f"conversation_id {claimed!r} is not this conversation")
+    model = _PROPS[event_type]
+    if model is None:
+        return Interaction(event_type, None, sender)
+    props = message.get("properties")
+    if not isinstance(props, dict):
+        raise ProtocolError(f"{event_type} needs a 'properties' object")
+    try:
+        parsed = model.model_validate(props)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ProtocolError(f"{event_type}: properties.{where}: {first.get('msg')}") from None
+    if isinstance(parsed, EchoProps):
+        if parsed.resolved_modality() == "text" and not parsed.text:
+            raise ProtocolError("conversation.echo: text modality needs properties.text")
+        if parsed.resolved_modality() == "audio" and parsed.audio is None:
+            raise ProtocolError("conversation.echo: audio modality needs properties.audio")
+    return Interaction(event_type, parsed, sender)
+
+
+def decode_pcm(b64: str) -> bytes:
+    """Base64 16-bit PCM -> bytes (raises :class:`ProtocolError`)."""
+    try:
+        audio = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("conversation.echo: properties.audio is not valid base64") from None
+    if len(audio) % 2:
+        raise ProtocolError("conversation.echo: audio must be 16-bit PCM (an even byte count)")
+    return audio

@@ -1,0 +1,248 @@
+"""The interactions processor: inbound interactions in, outbound events out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    InputTransportMessageFrame,
+    LLMMessagesAppendFrame,
+    LLMUpdateSettingsFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStoppedFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frameworks.rtvi.frames import RTVIClientMessageFrame
+from pipecat.services.settings import LLMSettings
+
+from .events import InteractionEvent, build_event
+from .models import EchoProps, Interaction, ProtocolError, decode_pcm, parse_interaction
+from .observer import InteractionsObserver
+from .tracker import InteractionTracker
+
+
+@dataclass
+class InteractionHooks:
+    """What the protocol asks of the rest of the session (set by the pipeline builder)."""
+
+    pipeline_mode: str = "full"
+    # (mode, text) -> the new system instruction for the LLM
+    update_context: Callable[[str, str], str] | None = None
+    # (pause, interrupt) legacy sensitivities -> applied to the turn-taking settings
+    apply_sensitivity: Callable[[str, str], None] | None = None
+    # (tool_call_id, output, status) -> whether a pending call took it
+    tool_result: Callable[[str, Any, str], bool] | None = None
+    # user text that did not come through STT (conversation.respond)
+    user_text: Callable[[str], None] | None = None
+    # called before an app's conversation.respond asks for a reply (opens a wake-phrase gate)
+    allow_reply: Callable[[], None] | None = None
+
+
+def _tracker_attribute(name: str, doc: str) -> property:
+    """A processor attribute that is the tracker's (the tracker owns the outbound state)."""
+    return property(lambda self: getattr(self.tracker, name),
+                    lambda self, value: setattr(self.tracker, name, value), doc=doc)
+
+
+class InteractionsProcessor(FrameProcessor):
+    """Receives interactions from app messages and broadcasts conversation events.
+
+    Place it right after ``transport.input()``. Pair it with
+    :class:`InteractionsObserver` (see :meth:`create_observer`). Its
+    :class:`InteractionTracker` (``tracker``) holds the conversation's outbound state; pass
+    one in (``tracker=``) to choose its clocks or ids, and it brings its own
+    ``conversation_id`` and ``captions``.
+
+    Event handlers available:
+
+    - on_event(processor, message): every outbound event, after it was sent.
+    - on_interaction(processor, interaction): every accepted inbound interaction.
+    - on_protocol_error(processor, error, message): every rejected inbound message.
+    """
+
+    def __init__(self, conversation_id: str, hooks: InteractionHooks | None = None, *,
+                 captions: bool = False, tracker: InteractionTracker | None = None, **kwargs):
+        super().__init__(name="interactions", **kwargs)
+        self.hooks = hooks or InteractionHooks()
+        self.tracker = tracker or InteractionTracker(conversation_id, captions=captions)
+        self._send_lock = asyncio.Lock()
+        self._register_event_handler("on_event")
+        self._register_event_handler("on_interaction")
+        self._register_event_handler("on_protocol_error")
+
+    def create_observer(self) -> InteractionsObserver:
+        """The observer that feeds this processor the frames it turns into events."""
+        return InteractionsObserver(self)
+
+    conversation_id = _tracker_attribute("conversation_id", "The conversation's id.")
+    captions = _tracker_attribute(
+        "captions", "``enable_closed_captions``: send ``conversation.closed_caption`` events.")
+    turn_idx = _tracker_attribute("turn_idx", "The number of user turns committed so far.")
+
+    @property
+    def current_inference_id(self) -> str | None:
+        """The inference id of the reply in progress (for tool calls)."""
+        return self.tracker.current_inference_id
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, *events: InteractionEvent) -> list[dict[str, Any]]:
+        """Broadcast events to the room in order (seq is strictly increasing in send order)."""
+        messages = []
+        for event in events:
+            async with self._send_lock:
+                message = self.tracker.stamp(event).to_message()
+                await self.push_frame(OutputTransportMessageUrgentFrame(message=message))
+            await self._call_event_handler("on_event", message)
+            messages.append(message)
+        return messages
+
+    async def emit(
+        self,
+        event: InteractionEvent | str,
+        properties: dict[str, Any] | None = None,
+        *,
+        inference_id: str | None = None,
+        message_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Broadcast one event, given as a model or as its type and properties."""
+        if not isinstance(event, InteractionEvent):
+            event = build_event(event, properties, inference_id=inference_id,
+                                message_type=message_type)
+        (message,) = await self.send(event)
+        return message
+
+    async def emit_error(self, error: str, received: Any = None) -> None:
+        """Tell the room (and the log) that an inbound message was rejected."""
+        event = received.get("event_type") if isinstance(received, dict) else None
+        logger.warning(f"Interactions: rejected message ({event or 'unparsed'}): {error}")
+        await self.send(*self.tracker.error(error, event))
+        await self._call_event_handler("on_protocol_error", error, received)
+
+    async def caption(self, role: str, text: str, final: bool, inference_id: str | None) -> None:
+        """A live closed caption (``enable_closed_captions``): the text so far of one utterance."""
+        await self.send(*self.tracker.caption(role, text, final, inference_id))
+
+    async def emit_tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str) -> None:
+        """``conversation.tool_call`` for a call the LLM made (arguments as a JSON string)."""
+        await self.send(*self.tracker.tool_call(name, arguments, tool_call_id))
+
+    async def wake_phrase_detected(self) -> None:
+        """``system.wake_phrase_detected`` (envelope only, as Tavus documents it)."""
+        await self.send(*self.tracker.wake_phrase_detected())
+
+    async def user_turn(self, text: str) -> None:
+        """A user turn was committed to the context (spoken, or an app's respond)."""
+        await self.send(*self.tracker.user_turn(text))
+
+    # ------------------------------------------------------------------ inbound
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputTransportMessageFrame) and direction == FrameDirection.DOWNSTREAM:
+            await self.handle_message(frame.message, getattr(frame, "participant_id", None))
+            return  # consumed
+        if isinstance(frame, RTVIClientMessageFrame):
+            data = frame.data if isinstance(frame.data, dict) else {}
+            payload = data.get("d", data) if isinstance(data, dict) else data
+            if isinstance(payload, dict) and "event_type" in payload:
+                await self.handle_message(payload, None)
+                return
+        await self.push_frame(frame, direction)
+
+    async def handle_message(self, message: Any, sender: str | None = None) -> None:
+        """Validate and act on one inbound message; errors never escape."""
+        if isinstance(message, dict) and message.get("label") == "rtvi-ai":
+            return  # RTVI's own traffic (client-ready etc.) is not ours
+        try:
+            interaction = parse_interaction(message, self.conversation_id, sender)
+            await self._dispatch(interaction)
+        except ProtocolError as exc:
+            await self.emit_error(str(exc), message)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the pipeline down
+            logger.exception(f"Interactions: failed to handle a message: {exc}")
+            await self.emit_error(f"internal error: {type(exc).__name__}", message)
+            return
+        await self._call_event_handler("on_interaction", interaction)
+
+    async def _dispatch(self, interaction: Interaction) -> None:
+        kind, props = interaction.event_type, interaction.properties
+        if kind == "conversation.interrupt":
+            await self._interrupt()
+        elif kind == "conversation.respond":
+            await self._respond(props.text)
+        elif kind == "conversation.echo":
+            await self._echo(props)
+        elif kind in ("conversation.overwrite_llm_context", "conversation.append_llm_context"):
+            mode = "overwrite" if kind.endswith("overwrite_llm_context") else "append"
+            if self.hooks.update_context is None:
+                raise ProtocolError(f"{kind} is not available in this pipeline")
+            instruction = self.hooks.update_context(mode, props.context)
+            if self.hooks.pipeline_mode == "full":
+                await self.push_frame(
+                    LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=instruction))
+                )
+        elif kind == "conversation.sensitivity":
+            if self.hooks.apply_sensitivity is None:
+                raise ProtocolError("conversation.sensitivity is not available in this pipeline")
+            self.hooks.apply_sensitivity(
+                props.participant_pause_sensitivity, props.participant_interrupt_sensitivity
+            )
+        elif kind == "conversation.tool_result":
+            taken = self.hooks.tool_result and self.hooks.tool_result(
+                props.tool_call_id, props.output, props.status
+            )
+            if not taken:
+                raise ProtocolError(
+                    f"conversation.tool_result: no pending tool call {props.tool_call_id!r}"
+                )
+
+    async def _interrupt(self) -> None:
+        self.tracker.echo_ended()
+        await self.broadcast_interruption()
+
+    async def _respond(self, text: str) -> None:
+        if self.hooks.pipeline_mode != "full":
+            raise ProtocolError("conversation.respond needs pipeline_mode 'full' (this is echo mode)")
+        if self.tracker.replica_speaking:
+            await self.broadcast_interruption()
+        self.tracker.respond_started()
+        if self.hooks.user_text:
+            self.hooks.user_text(text)
+        if self.hooks.allow_reply:
+            self.hooks.allow_reply()
+        await self.user_turn(text)
+        await self.push_frame(
+            LLMMessagesAppendFrame([{"role": "user", "content": text}], run_llm=True)
+        )
+
+    async def _echo(self, props: EchoProps) -> None:
+        tracker = self.tracker
+        continues = tracker.echo_continues(props.inference_id)
+        if not continues:
+            if tracker.replica_speaking or tracker.echo_open:
+                await self.broadcast_interruption()
+            tracker.echo_started(props.inference_id)
+        if props.resolved_modality() == "text":
+            tracker.echo_text(props.text or "", continues)
+            await self.push_frame(
+                TTSSpeakFrame(props.text, append_to_context=self.hooks.pipeline_mode == "full")
+            )
+        else:
+            audio = decode_pcm(props.audio or "")
+            if audio:
+                await self.push_frame(
+                    TTSAudioRawFrame(audio=audio, sample_rate=props.sample_rate, num_channels=1)
+                )
+            if props.done:
+                await self.push_frame(TTSStoppedFrame())
+        if props.done:
+            tracker.echo_ended()
