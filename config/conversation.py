@@ -1,4 +1,4 @@
-"""The conversation request: Tavus create-conversation fields (spec 003 l.50-135, 1996-2070)."""
+"""The conversation request: Tavus create-conversation fields (Tavus's Create Conversation API)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from config.base import ConfigModel, check_url
 
-# Full language names accepted by Tavus (spec 003, Language Support) -> ISO 639-1 code.
+# Full language names accepted by Tavus (Tavus docs, Language Support) -> ISO 639-1 code.
 LANGUAGES: dict[str, str] = {
     "english": "en",
     "french": "fr",

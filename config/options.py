@@ -45,7 +45,7 @@ from config.persona import Persona, Tool
 
 @dataclass(frozen=True)
 class FlowOptions:
-    """``layers.conversational_flow`` with Tavus's defaults (spec 003, Conversational Flow)."""
+    """``layers.conversational_flow`` with Tavus's defaults (Tavus docs, Conversational Flow)."""
 
     turn_detection_model: str = "sparrow-1"
     turn_taking_patience: str = "medium"

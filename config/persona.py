@@ -1,7 +1,7 @@
 """The Tavus persona schema as pydantic models.
 
-The newest schema (Create Persona OpenAPI, spec 002) is the model; legacy
-fields from the older API pages (spec 001, 000) are migrated to their new
+The newest schema (Tavus's Create Persona API reference) is the model; legacy
+fields from the older API pages (Tavus's earlier persona API pages) are migrated to their new
 homes at load time, each migration recorded as a note:
 
 | legacy field | new home |
@@ -168,7 +168,7 @@ class LLMLayer(ConfigModel):
 
 
 class VoiceSettings(ConfigModel):
-    """``layers.tts.voice_settings`` (spec 003, TTS layer table)."""
+    """``layers.tts.voice_settings`` (Tavus docs, TTS layer)."""
 
     speed: float | CartesiaSpeedName | None = None
     emotion: list[str] | None = None
@@ -254,7 +254,7 @@ class ConversationalFlowLayer(ConfigModel):
     """``layers.conversational_flow``.
 
     All fields are optional; when any is given the others get the documented
-    defaults (spec 003, Conversational Flow, "Default Behavior").
+    defaults (Tavus docs, Conversational Flow, "Default Behavior").
     """
 
     turn_detection_model: Literal["sparrow-1", "sparrow-0", "time-based"] | None = None

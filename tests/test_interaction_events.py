@@ -122,7 +122,7 @@ _ABSENT = object()
 
 def wire(event_type: str, properties: Any = _ABSENT, *, seq: int = 7, turn_idx: int = 2,
          inference_id: str | None = None, message_type: str = "conversation") -> dict[str, Any]:
-    """The documented wire shape (wire-formats.md section 1), keys in the order sent."""
+    """The documented wire shape (Tavus's event envelope), keys in the order sent."""
     message: dict[str, Any] = {"message_type": message_type, "event_type": event_type,
                                "conversation_id": CID, "seq": seq, "turn_idx": turn_idx,
                                "timestamp": 1746000000.123}

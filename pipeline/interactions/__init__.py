@@ -10,9 +10,9 @@ One processor implements the protocol; transports only carry it:
 - Outbound events are ``OutputTransportMessageUrgentFrame``s, which every
   transport broadcasts to the room.
 
-Inbound interactions (wire-formats.md section 2): ``conversation.echo``,
+Inbound interactions (Tavus's Interactions Protocol): ``conversation.echo``,
 ``.respond``, ``.interrupt``, ``.overwrite_llm_context``, ``.append_llm_context``,
-``.sensitivity`` and ``.tool_result``. Outbound events (section 3) are derived
+``.sensitivity`` and ``.tool_result``. Outbound events are derived
 from pipeline frames by :class:`InteractionsObserver`; every one carries
 ``conversation_id``, a monotonic ``seq``, ``turn_idx``, ``timestamp`` and,
 where it belongs to a turn, the ``inference_id`` that ties the turn's events

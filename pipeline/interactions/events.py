@@ -1,4 +1,4 @@
-"""Outbound events (wire-formats.md section 3): one pydantic model per event type.
+"""Outbound events (Tavus's conversation events): one pydantic model per event type.
 
 An event is built without its envelope (just ``event_type``, ``inference_id`` and
 ``properties``); :meth:`InteractionEvent.stamp` adds ``conversation_id``, ``seq``,

@@ -1,4 +1,4 @@
-"""Inbound interactions (wire-formats.md section 2): the messages an app sends the replica.
+"""Inbound interactions (Tavus's Interactions Protocol): the messages an app sends the replica.
 
 :func:`parse_interaction` validates one message into an :class:`Interaction` carrying one
 of the ``*Props`` models, or raises :class:`ProtocolError` saying what is wrong.
