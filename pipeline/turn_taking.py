@@ -32,6 +32,12 @@ from dataclasses import dataclass
 from loguru import logger
 
 from config.options import FlowOptions
+from services.pipecat_seam import (
+    set_smart_turn_stop_secs,
+    set_speech_timeout,
+    set_vad_params,
+    turn_analyzer_of,
+)
 
 # Silence before VAD reports the end of speech (and Smart Turn judges the turn). Longer for
 # patient personas: a comma pause (0.3-0.4 s in Piper's and most people's speech) must not
@@ -231,23 +237,20 @@ class TurnController:
                 strategy.interruptibility = level
 
     def set_patience(self, patience: str) -> None:
-        """Apply a patience level to the running stop strategy."""
+        """Apply a patience level to the VAD and the running stop strategy."""
+        from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+
         secs = (SMART_TURN_INCOMPLETE_SECS if self.plan.model == "sparrow-1" else
                 SPEECH_TIMEOUT_SECS)[patience]
         self.plan = TurnPlan(self.plan.model, patience, secs)
-        params = self.vad.params.model_copy(update={"stop_secs": VAD_STOP_SECS[patience]})
-        if self.vad.sample_rate:
-            self.vad.set_params(params)
-        else:  # not started yet: set_sample_rate() applies them at start
-            self.vad._params = params
+        set_vad_params(self.vad, self.vad.params.model_copy(
+            update={"stop_secs": VAD_STOP_SECS[patience]}))
         for strategy in self.strategies.stop or []:
-            analyzer = getattr(strategy, "_turn_analyzer", None)
-            params = getattr(analyzer, "_params", None)
-            if params is not None:
-                params.stop_secs = secs
-                analyzer._stop_ms = secs * 1000
-            if hasattr(strategy, "_user_speech_timeout"):
-                strategy._user_speech_timeout = secs
+            analyzer = turn_analyzer_of(strategy)
+            if analyzer is not None:
+                set_smart_turn_stop_secs(analyzer, secs)
+            elif isinstance(strategy, SpeechTimeoutUserTurnStopStrategy):
+                set_speech_timeout(strategy, secs)
 
     def apply_sensitivity(self, pause: str, interrupt: str) -> None:
         """``conversation.sensitivity``: legacy pause/interrupt sensitivities."""

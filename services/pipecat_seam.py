@@ -4,11 +4,65 @@ Every place where we touch a Pipecat private attribute or method is a function
 here, with why we need it. ``tests/test_pipecat_seam.py`` checks each one on a
 real Pipecat object, so an upgrade that removes one fails loudly there, not
 silently in a conversation.
+
+The functions that read or replace an attribute check that Pipecat still has it
+(:class:`PipecatSeamError` otherwise): writing a renamed attribute would only
+add a new, unused one, and the conversation would go on wrong without a word.
+
+| Pipecat member | our use | why | function |
+| --- | --- | --- | --- |
+| ``BaseObject._event_handlers`` | ask whether a transport declares an event | ``event_handler()`` raises on an undeclared event; no public query | :func:`has_event_handler` |
+| ``VADAnalyzer._params`` | patience changed before the pipeline started | ``set_params()`` divides by the sample rate, 0 until start; ``set_sample_rate()`` re-applies ``_params`` | :func:`set_vad_params` |
+| ``TurnAnalyzerUserTurnStopStrategy._turn_analyzer`` | find the Smart Turn analyzer of a stop strategy | no public accessor | :func:`turn_analyzer_of` |
+| ``BaseSmartTurn._stop_ms`` (and ``params.stop_secs``) | patience changed at run time | ``_stop_ms`` is a copy of ``stop_secs`` taken in ``__init__``; no setter | :func:`set_smart_turn_stop_secs` |
+| ``SpeechTimeoutUserTurnStopStrategy._user_speech_timeout`` | patience changed at run time | read at each VAD stop; no setter | :func:`set_speech_timeout` |
+| ``WhisperSTTService._load`` | overridden by ``LocalWhisperSTTService`` to share one loaded model | the hook ``__init__`` calls to load the model (subclassing, no function) | — (listed, tested) |
+| ``WhisperSTTService._device`` / ``_compute_type`` | load the shared model with them | init-only, no public accessor | :func:`whisper_device_and_compute_type` |
+| ``WhisperSTTService._model`` | install the shared model | what ``_load`` must set | :func:`set_whisper_model` |
+| ``WhisperSTTService._unsupported_language`` | reject a language the model lacks, as Pipecat's ``_load`` does | private check, no public one | :func:`whisper_unsupported_language` |
+| ``TavusVideoService.setup`` (skipped) | ``TavusVideoRenderer.setup`` runs ``AIService.setup`` and builds our client | Pipecat's setup builds its own client, which creates a *new* conversation | :func:`setup_tavus_video_service_base` |
+| ``TavusVideoService._initial_receive_bitrate`` | the renderer's client params | init-only, no public accessor | :func:`tavus_video_receive_bitrate` |
+| ``TavusVideoService._on_joined`` / ``_on_participant_joined`` / ``_on_participant_left`` | callbacks of the renderer's client | the hooks Pipecat's setup wires (we override two of them) | :func:`tavus_video_callbacks` |
+| ``TavusVideoService._client`` | install our client | every other method of the service uses it | :func:`set_tavus_video_client` |
+| ``TavusTransportClient._api`` | our ``TavusApi`` on the conversation we created | the client builds its own in ``__init__``; no parameter | :func:`set_tavus_client_api` |
+| ``TavusTransportClient._client`` | the Daily client after setup (``None``: setup failed) | setup logs a failure and carries on; no public accessor | :func:`tavus_daily_client` |
+| ``TavusTransportClient._on_handle_callback`` | overridden by ``PersonaTavusClient``: a failed join is fatal | the hook every Daily event (``on_error`` too) goes to (subclassing, no function) | — (listed, tested) |
+| ``DailyTransportClient._token`` | join a private Tavus room with its meeting token | ``TavusTransportClient`` builds the Daily client with no token; read at join | :func:`set_daily_client_token` |
+| ``TavusTransport._client`` (and its ``_callbacks``) | replace the transport's client with ours, same callbacks | built in ``__init__``, used lazily by ``input()`` / ``output()`` | :func:`tavus_transport_callbacks`, :func:`set_tavus_transport_client` |
+| ``BaseObject._register_event_handler`` / ``_call_event_handler`` | our processors declare and fire events | the subclassing API for events (no function) | — (listed, tested) |
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+class PipecatSeamError(RuntimeError):
+    """A Pipecat internal we rely on is gone: Pipecat was upgraded."""
+
+
+def _missing(obj: Any, name: str) -> PipecatSeamError:
+    return PipecatSeamError(
+        f"Pipecat upgrade removed/changed {type(obj).__name__}.{name}; "
+        "update services/pipecat_seam.py"
+    )
+
+
+def _get(obj: Any, name: str) -> Any:
+    """``obj.name``, which must be set on the instance."""
+    try:
+        return vars(obj)[name]
+    except (KeyError, TypeError):
+        raise _missing(obj, name) from None
+
+
+def _replace(obj: Any, name: str, value: Any) -> None:
+    """Set ``obj.name``, which must already be set on the instance (not a new attribute)."""
+    _get(obj, name)
+    setattr(obj, name, value)
+
+
+# --------------------------------------------------------------------------- events
 
 
 def has_event_handler(obj: Any, name: str) -> bool:
@@ -18,3 +72,184 @@ def has_event_handler(obj: Any, name: str) -> bool:
     different events (only Daily's has ``on_error``); Pipecat has no public way to ask.
     """
     return name in getattr(obj, "_event_handlers", {})
+
+
+# --------------------------------------------------------------------------- turn taking
+
+
+def set_vad_params(vad: Any, params: Any) -> None:
+    """Give a ``VADAnalyzer`` new params, started or not.
+
+    Why: ``set_params()`` computes frame counts from the sample rate, which is 0 until
+    the pipeline starts (a division by zero); before that we store the params where
+    ``set_sample_rate()`` picks them up at start (``VADAnalyzer._params``).
+    """
+    if vad.sample_rate:
+        vad.set_params(params)
+    else:
+        _replace(vad, "_params", params)
+
+
+def turn_analyzer_of(strategy: Any) -> Any | None:
+    """The turn analyzer of a ``TurnAnalyzerUserTurnStopStrategy``; ``None`` for other strategies.
+
+    Why: patience changes the analyzer's stop time at run time, and the strategy has no
+    public accessor for it (``_turn_analyzer``).
+    """
+    from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+
+    if not isinstance(strategy, TurnAnalyzerUserTurnStopStrategy):
+        return None
+    return _get(strategy, "_turn_analyzer")
+
+
+def set_smart_turn_stop_secs(analyzer: Any, secs: float) -> None:
+    """Set the silence after which a Smart Turn analyzer ends an "incomplete" turn.
+
+    Why: ``BaseSmartTurn`` copies ``params.stop_secs`` into ``_stop_ms`` in ``__init__``
+    and compares against the copy; changing ``params.stop_secs`` alone does nothing.
+    """
+    analyzer.params.stop_secs = secs
+    _replace(analyzer, "_stop_ms", secs * 1000)
+
+
+def set_speech_timeout(strategy: Any, secs: float) -> None:
+    """Set a ``SpeechTimeoutUserTurnStopStrategy``'s silence timeout.
+
+    Why: the timeout (``_user_speech_timeout``) is read each time VAD reports a stop,
+    but has no setter.
+    """
+    _replace(strategy, "_user_speech_timeout", secs)
+
+
+# --------------------------------------------------------------------------- local Whisper
+# ``LocalWhisperSTTService`` overrides ``WhisperSTTService._load`` (the hook its
+# ``__init__`` calls) to share one loaded model per process.
+
+
+def whisper_device_and_compute_type(service: Any) -> tuple[str, str]:
+    """The ``device`` and ``compute_type`` a ``WhisperSTTService`` was made with.
+
+    Why: ``_load`` loads the model with them; they are init-only, with no accessor.
+    """
+    return _get(service, "_device"), _get(service, "_compute_type")
+
+
+def set_whisper_model(service: Any, model: Any) -> None:
+    """Install the (shared) faster-whisper model on a ``WhisperSTTService``.
+
+    Why: that is what ``_load`` must do; transcription reads ``_model``.
+    """
+    _replace(service, "_model", model)
+
+
+def whisper_unsupported_language(service: Any) -> str | None:
+    """Pipecat's message if the loaded model lacks the service's language, else ``None``.
+
+    Why: Pipecat's ``_load`` runs this private check after loading; ours must too.
+    """
+    check = getattr(service, "_unsupported_language", None)
+    if not callable(check):
+        raise _missing(service, "_unsupported_language()")
+    return check()
+
+
+# --------------------------------------------------------------------------- Tavus video renderer
+# ``TavusVideoRenderer.setup`` replaces ``TavusVideoService.setup``: Pipecat's builds a
+# ``TavusTransportClient`` that creates a new Tavus conversation; ours joins the one
+# we created (``PersonaTavusClient``). The test compares with Pipecat's setup.
+
+
+async def setup_tavus_video_service_base(service: Any, setup: Any) -> None:
+    """What ``TavusVideoService.setup`` does before it builds its client: ``AIService.setup``.
+
+    Why: skipping the parent's setup (and its client) but not the grandparent's.
+    """
+    from pipecat.services.ai_service import AIService
+
+    await AIService.setup(service, setup)
+
+
+def tavus_video_receive_bitrate(service: Any) -> Any:
+    """The ``initial_receive_bitrate`` a ``TavusVideoService`` was made with.
+
+    Why: Pipecat's setup passes it to its client's params; ours must too. Init-only.
+    """
+    return _get(service, "_initial_receive_bitrate")
+
+
+def tavus_video_callbacks(service: Any) -> Any:
+    """The ``TavusCallbacks`` Pipecat's ``TavusVideoService.setup`` gives its client.
+
+    Why: they are the service's protected hooks (``_on_joined``, ``_on_participant_joined``
+    — which captures the replica's video and audio — and ``_on_participant_left``).
+    """
+    from pipecat.transports.tavus.transport import TavusCallbacks
+
+    hooks = {}
+    for name in ("_on_joined", "_on_participant_joined", "_on_participant_left"):
+        hook = getattr(service, name, None)
+        if not callable(hook):
+            raise _missing(service, name)
+        hooks[name[1:]] = hook
+    return TavusCallbacks(**hooks)
+
+
+def set_tavus_video_client(service: Any, client: Any) -> None:
+    """Install our ``TavusTransportClient`` on a ``TavusVideoService``.
+
+    Why: every other method of the service (start, frames, interruptions, cleanup)
+    uses ``_client``.
+    """
+    _replace(service, "_client", client)
+
+
+# --------------------------------------------------------------------------- Tavus transport client
+
+
+def set_tavus_client_api(client: Any, api: Any) -> None:
+    """Replace the ``TavusApi`` a ``TavusTransportClient`` calls.
+
+    Why: the client builds its own in ``__init__`` (no parameter), and calls it to create
+    the conversation at setup, name the persona and end the conversation; ours is bound
+    to the conversation we already created.
+    """
+    _replace(client, "_api", api)
+
+
+def tavus_daily_client(client: Any) -> Any | None:
+    """The ``DailyTransportClient`` of a ``TavusTransportClient``; ``None`` if setup failed.
+
+    Why: ``setup()`` logs a failure and carries on without one; there is no accessor.
+    """
+    return _get(client, "_client")
+
+
+def set_daily_client_token(daily_client: Any, token: str) -> None:
+    """Give a ``DailyTransportClient`` the meeting token it joins with.
+
+    Why: ``TavusTransportClient`` builds it without a token, and a private Tavus room
+    needs one; the client reads ``_token`` at join.
+    """
+    _replace(daily_client, "_token", token)
+
+
+# --------------------------------------------------------------------------- Tavus transport
+
+
+def tavus_transport_callbacks(transport: Any) -> Any:
+    """The ``TavusCallbacks`` a ``TavusTransport`` gave the client it built.
+
+    Why: our client must call the transport's hooks the same way; they live on
+    ``TavusTransport._client._callbacks``.
+    """
+    return _get(_get(transport, "_client"), "_callbacks")
+
+
+def set_tavus_transport_client(transport: Any, client: Any) -> None:
+    """Replace the ``TavusTransportClient`` a ``TavusTransport`` built in ``__init__``.
+
+    Why: no parameter for it; ``input()`` / ``output()`` hand ``_client`` to the input and
+    output transports when first called, so this must happen before them.
+    """
+    _replace(transport, "_client", client)

@@ -99,13 +99,16 @@ def load_whisper_model(path: str, device: str = "cpu", compute_type: str = "int8
 def _local_whisper_class():
     from pipecat.services.whisper.stt import WhisperSTTService
 
+    from services import pipecat_seam as seam
+
     class LocalWhisperSTTService(WhisperSTTService):
         """``WhisperSTTService`` whose model is loaded once per process and shared."""
 
-        def _load(self):
-            model_name = str(self._settings.model)
-            self._model = load_whisper_model(model_name, self._device, self._compute_type)
-            unsupported = self._unsupported_language()
+        def _load(self):  # Pipecat's hook, called by __init__ (see pipecat_seam)
+            device, compute_type = seam.whisper_device_and_compute_type(self)
+            seam.set_whisper_model(
+                self, load_whisper_model(str(self.settings.model), device, compute_type))
+            unsupported = seam.whisper_unsupported_language(self)
             if unsupported:
                 raise ValueError(unsupported)
 

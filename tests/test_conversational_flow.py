@@ -15,6 +15,7 @@ from pipeline.turn_taking import (
     TurnController,
     turn_plan,
 )
+from services.pipecat_seam import turn_analyzer_of
 from tests.harness import Harness
 from tests.speech import write_speech_wav
 
@@ -35,7 +36,7 @@ def test_turn_detection_and_patience_mapping(model, patience):
     stop = controller.strategies.stop[0]
     if model == "sparrow-1":
         assert type(stop).__name__ == "TurnAnalyzerUserTurnStopStrategy"
-        assert stop._turn_analyzer._params.stop_secs == SMART_TURN_INCOMPLETE_SECS[patience]
+        assert turn_analyzer_of(stop).params.stop_secs == SMART_TURN_INCOMPLETE_SECS[patience]
     else:
         assert type(stop).__name__ == "SpeechTimeoutUserTurnStopStrategy"
         assert stop._user_speech_timeout == SPEECH_TIMEOUT_SECS[patience]

@@ -19,12 +19,12 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.tavus.video import TavusVideoService
 from pipecat.transports.tavus.transport import (
     TavusApi,
-    TavusCallbacks,
     TavusParams,
     TavusTransport,
     TavusTransportClient,
 )
 
+from services import pipecat_seam as seam
 from services.rest import ApiError
 from services.tavus.api import PIPECAT_PERSONA_ID
 from services.tavus.conversations import TavusConversation
@@ -72,16 +72,21 @@ class PersonaTavusClient(TavusTransportClient):
                  on_fatal=None, **kwargs: Any):
         super().__init__(api_key=conversation.api.api_key, replica_id=conversation.replica_id,
                          persona_id=PIPECAT_PERSONA_ID, session=session, **kwargs)
-        self._api = _ConversationApi(conversation, session)
+        seam.set_tavus_client_api(self, _ConversationApi(conversation, session))
         self._conversation = conversation
+        self._on_fatal = on_fatal
+
+    def set_on_fatal(self, on_fatal) -> None:
+        """Called (awaited) with a message when the bot cannot join the Tavus room."""
         self._on_fatal = on_fatal
 
     async def setup(self, setup):  # not @acquires: the parent's setup holds that lock
         await super().setup(setup)
-        if self._client is None:
+        daily = seam.tavus_daily_client(self)
+        if daily is None:
             await self._fatal("could not set up the client for the Tavus room")
-        elif self._conversation.meeting_token:
-            self._client._token = self._conversation.meeting_token  # private room: join with its token
+        elif self._conversation.meeting_token:  # private room: join with its token
+            seam.set_daily_client_token(daily, self._conversation.meeting_token)
 
     async def _fatal(self, message: str) -> None:
         logger.error(f"Tavus conversation {self._conversation.conversation_id}: {message}")
@@ -89,6 +94,7 @@ class PersonaTavusClient(TavusTransportClient):
             await self._on_fatal(message)
 
     async def _on_handle_callback(self, event_name, *args, **kwargs):
+        # Pipecat's hook for every Daily event but join/leave/participants (see pipecat_seam).
         if event_name == "on_error" and args and str(args[0]).startswith("Error joining"):
             await self._fatal(f"could not join the Tavus room: {args[0]}")
             return
@@ -105,6 +111,7 @@ class TavusVideoRenderer(TavusVideoService):
         super().__init__(api_key=conversation.api.api_key, replica_id=conversation.replica_id,
                          session=session, **kwargs)
         self._conversation = conversation
+        self._http = session
         self._bot_name = bot_name
         self._on_failure = on_failure  # called with the message when the replica cannot render
         self._failure: str | None = None
@@ -115,29 +122,24 @@ class TavusVideoRenderer(TavusVideoService):
         return self._conversation
 
     async def setup(self, setup):
-        from pipecat.services.ai_service import AIService
-
-        await AIService.setup(self, setup)  # TavusVideoService.setup, with our client
-        callbacks = TavusCallbacks(
-            on_joined=self._on_joined,
-            on_participant_joined=self._on_participant_joined,
-            on_participant_left=self._on_participant_left,
-        )
-        self._client = PersonaTavusClient(
+        """``TavusVideoService.setup``, with our client (Pipecat's would create a conversation)."""
+        await seam.setup_tavus_video_service_base(self, setup)
+        client = PersonaTavusClient(
             conversation=self._conversation,
-            session=self._session,
+            session=self._http,
             on_fatal=self._on_fatal,
             bot_name=self._bot_name,
-            callbacks=callbacks,
+            callbacks=seam.tavus_video_callbacks(self),
             params=TavusParams(
                 audio_in_enabled=True,
                 video_in_enabled=True,
                 audio_out_faster_than_realtime=True,
-                initial_receive_bitrate=self._initial_receive_bitrate,
+                initial_receive_bitrate=seam.tavus_video_receive_bitrate(self),
             ),
         )
-        await self._client.setup(setup)
-        await self._client.join()
+        seam.set_tavus_video_client(self, client)
+        await client.setup(setup)
+        await client.join()
 
     async def _on_fatal(self, message: str) -> None:
         self._failure = message
@@ -160,6 +162,7 @@ class TavusVideoRenderer(TavusVideoService):
         if self._failure:
             await self._stop_pipeline()
 
+    # Overrides of TavusVideoService's hooks (wired by tavus_video_callbacks).
     async def _on_joined(self, data):
         logger.info(f"Joined the Tavus room of conversation {self._conversation.conversation_id}")
 
@@ -174,13 +177,13 @@ class PersonaTavusTransport(TavusTransport):
                  bot_name: str, params: Any, on_fatal=None):
         super().__init__(bot_name=bot_name, session=session, api_key=conversation.api.api_key,
                          replica_id=conversation.replica_id, params=params)
-        callbacks = self._client._callbacks
-        self._client = PersonaTavusClient(
+        self._persona_client = PersonaTavusClient(
             conversation=conversation, session=session, on_fatal=on_fatal,
-            bot_name=bot_name, callbacks=callbacks, params=params,
+            bot_name=bot_name, callbacks=seam.tavus_transport_callbacks(self), params=params,
         )
+        seam.set_tavus_transport_client(self, self._persona_client)
         self.conversation = conversation
 
     def set_on_fatal(self, on_fatal) -> None:
-        """Called with a message when the bot cannot join the Tavus room."""
-        self._client._on_fatal = on_fatal
+        """Called (awaited) with a message when the bot cannot join the Tavus room."""
+        self._persona_client.set_on_fatal(on_fatal)
