@@ -252,18 +252,17 @@ def build_pipeline(
     )
 
 
-def build_worker(
-    built: PersonaPipeline,
-    *,
-    idle_timeout_secs: float | None = 300.0,
-    observers: list[Any] | None = None,
-) -> Any:
-    """A ``PipelineWorker`` for the pipeline with metrics and the protocol observer."""
+def build_worker(built: PersonaPipeline, *, observers: list[Any] | None = None) -> Any:
+    """A ``PipelineWorker`` for the pipeline with metrics and the protocol observer.
+
+    Pipecat's idle timeout is off: the conversation's lifecycle decides when it ends
+    (``max_call_duration``, the participant timeouts).
+    """
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 
     return PipelineWorker(
         built.pipeline,
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
-        idle_timeout_secs=idle_timeout_secs,
+        idle_timeout_secs=None,
         observers=[*built.observers(), *(observers or [])],
     )
