@@ -19,14 +19,14 @@ resolved value and never re-derives a default. Where each option is realised:
 | ``custom_greeting`` / ``greet`` | conversation ``custom_greeting``; ``--no-greeting`` | ``session/builder.py`` (``greeting_frames``) |
 | ``language`` | conversation ``properties.language`` (english) | ``services/language.py`` and the STT/TTS factories |
 | ``closed_captions`` | conversation ``properties.enable_closed_captions`` | ``pipeline/interactions/`` |
-| ``max_call_duration``, ``participant_*_timeout`` | conversation ``properties`` | ``conversation/lifecycle.py`` |
-| ``audio_only`` | conversation ``audio_only`` | ``services/tavus/plan.py`` (no renderer) |
-| ``callback_url`` | conversation ``callback_url`` | ``conversation/lifecycle.py`` -> ``conversation/callbacks.py`` |
 
-Fields that configure an engine or the prompt are read where they act, not copied here:
+Fields with no default to resolve (the request model's own defaults are final), or that
+configure an engine or the prompt, are read where they act, not copied here:
 
 | persona / conversation field | realised in |
 | --- | --- |
+| conversation ``properties.max_call_duration``, ``participant_left_timeout``, ``participant_absent_timeout``, ``callback_url`` | ``conversation/lifecycle.py`` (callbacks: ``conversation/callbacks.py``) |
+| conversation ``audio_only`` | ``services/tavus/plan.py`` (no renderer) |
 | ``system_prompt``, ``context``, conversation ``conversational_context`` | ``config/prompt.py`` |
 | ``layers.llm`` ``model``, ``base_url``, ``api_key``, ``headers``, ``extra_body``, ``default_query`` | ``services/llm.py`` (which engine: ``services/selection.py``) |
 | ``layers.tts`` (engine, voice, model, ``voice_settings``, ``tts_emotion_control``) | ``services/tts.py``, ``services/voice_settings.py`` |
@@ -40,20 +40,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from config.conversation import ConversationRequest
-from config.persona import Persona, Tool
+from config.persona import FLOW_DEFAULTS, Persona, Tool
 
 
 @dataclass(frozen=True)
 class FlowOptions:
     """``layers.conversational_flow`` with Tavus's defaults (Tavus docs, Conversational Flow)."""
 
-    turn_detection_model: str = "sparrow-1"
-    turn_taking_patience: str = "medium"
-    turn_commitment: str = "medium"
-    replica_interruptibility: str = "medium"
+    turn_detection_model: str = FLOW_DEFAULTS["turn_detection_model"]
+    turn_taking_patience: str = FLOW_DEFAULTS["turn_taking_patience"]
+    turn_commitment: str = FLOW_DEFAULTS["turn_commitment"]
+    replica_interruptibility: str = FLOW_DEFAULTS["replica_interruptibility"]
     wake_phrase: str | None = None
-    idle_engagement: str = "off"
-    voice_isolation: str = "near"
+    idle_engagement: str = FLOW_DEFAULTS["idle_engagement"]
+    voice_isolation: str = FLOW_DEFAULTS["voice_isolation"]
 
     def describe(self) -> str:
         """One line for ``--check``."""
@@ -77,13 +77,7 @@ class ConversationOptions:
     custom_greeting: str | None = None
     greet: bool = True
     language: str = "english"
-    language_code: str | None = "en"
     closed_captions: bool = False
-    audio_only: bool = False
-    max_call_duration: int = 3600
-    participant_left_timeout: int = 0
-    participant_absent_timeout: int = 300
-    callback_url: str | None = None
 
     @property
     def echo(self) -> bool:
@@ -111,11 +105,5 @@ class ConversationOptions:
             custom_greeting=conversation.custom_greeting or None,
             greet=greet,
             language=props.language,
-            language_code=props.language_code,
             closed_captions=props.enable_closed_captions,
-            audio_only=conversation.audio_only,
-            max_call_duration=props.max_call_duration,
-            participant_left_timeout=props.participant_left_timeout,
-            participant_absent_timeout=props.participant_absent_timeout,
-            callback_url=conversation.callback_url,
         )

@@ -250,6 +250,18 @@ class STTLayer(ConfigModel):
     hotwords: str | None = None
 
 
+# Tavus's documented defaults of a conversational_flow layer (also when it is absent:
+# config.options.FlowOptions takes them from here).
+FLOW_DEFAULTS = {
+    "turn_detection_model": "sparrow-1",
+    "turn_taking_patience": "medium",
+    "turn_commitment": "medium",
+    "replica_interruptibility": "medium",
+    "voice_isolation": "near",
+    "idle_engagement": "off",
+}
+
+
 class ConversationalFlowLayer(ConfigModel):
     """``layers.conversational_flow``.
 
@@ -275,12 +287,9 @@ class ConversationalFlowLayer(ConfigModel):
     @model_validator(mode="after")
     def _defaults(self) -> ConversationalFlowLayer:
         if any(getattr(self, name) is not None for name in type(self).model_fields):
-            self.turn_detection_model = self.turn_detection_model or "sparrow-1"
-            self.turn_taking_patience = self.turn_taking_patience or "medium"
-            self.turn_commitment = self.turn_commitment or "medium"
-            self.replica_interruptibility = self.replica_interruptibility or "medium"
-            self.voice_isolation = self.voice_isolation or "near"
-            self.idle_engagement = self.idle_engagement or "off"
+            for name, default in FLOW_DEFAULTS.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, default)
         return self
 
 

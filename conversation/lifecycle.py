@@ -63,14 +63,16 @@ def records(settings: Any) -> tuple[ConversationStore, CallbackDispatcher]:
     return _RECORDS[key]
 
 
-def close_records(settings: Any) -> None:
-    """Stop this process's dispatcher and close the store of ``settings.data_dir`` (if opened);
-    queued callbacks stay in the database for the next start."""
-    opened = _RECORDS.pop(str(settings.data_dir), None)
-    if opened is not None:
-        store, dispatcher = opened
-        dispatcher.stop()
-        store.close()
+def close_records(settings: Any | None = None) -> None:
+    """Stop this process's dispatcher and close the store of ``settings.data_dir`` (all of them
+    without settings); queued callbacks stay in the database for the next start."""
+    keys = [str(settings.data_dir)] if settings is not None else list(_RECORDS)
+    for key in keys:
+        opened = _RECORDS.pop(key, None)
+        if opened is not None:
+            store, dispatcher = opened
+            dispatcher.stop()
+            store.close()
 
 
 def drain_callbacks(settings: Any, timeout: float) -> None:
@@ -243,11 +245,16 @@ class ConversationLifecycle:
 
         self._timers["force"] = asyncio.get_running_loop().create_task(force())
 
-    def finish(self, *, error: BaseException | None = None, default: str = INTERRUPTED) -> None:
-        """The session is over: close the record and send the shutdown and transcript callbacks."""
+    def finish(self, *, error: BaseException | None = None, default: str = INTERRUPTED,
+               system_prompt: str | None = None) -> None:
+        """The session is over: close the record and send the shutdown and transcript callbacks.
+
+        ``system_prompt``: the prompt, if it was composed but the conversation never opened.
+        """
         if self._finished:
             return
         self._finished = True
+        self.system_prompt = self.system_prompt or system_prompt
         for name in list(self._timers):
             self._cancel(name)
         if self.shutdown_reason is None:

@@ -71,7 +71,7 @@ def has_event_handler(obj: Any, name: str) -> bool:
     Why: ``event_handler(name)`` on an undeclared event raises, and transports declare
     different events (only Daily's has ``on_error``); Pipecat has no public way to ask.
     """
-    return name in getattr(obj, "_event_handlers", {})
+    return name in _get(obj, "_event_handlers")
 
 
 # --------------------------------------------------------------------------- turn taking

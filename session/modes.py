@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from config.app import AppConfig
+from config.errors import AgentError
 from config.redact import redact_text
 from conversation.lifecycle import PARTICIPANT_LEFT
 from conversation.transcript import Transcript
@@ -204,16 +205,15 @@ async def run_text(
         await session.lifecycle.participant_joined()
         interactive = stdin.isatty()
         try:
-            greeting = session.built.greeting_frames()
-            if session.options.custom_greeting and greeting:
+            greeting = session.options.custom_greeting
+            if session.options.greet and greeting:
                 # Shown verbatim and kept in the context, as the spoken greeting is.
-                transcript.add("assistant", session.options.custom_greeting)
+                transcript.add("assistant", greeting)
                 await session.worker.queue_frames([LLMMessagesAppendFrame(
-                    [{"role": "assistant", "content": session.options.custom_greeting}],
-                    run_llm=False)])
-                say(session.options.custom_greeting)
-            elif greeting:
-                await session.worker.queue_frames(greeting)
+                    [{"role": "assistant", "content": greeting}], run_llm=False)])
+                say(greeting)
+            elif session.options.greet:  # an in-character greeting from the LLM
+                await session.worker.queue_frames(session.built.greeting_frames())
                 reply = await wait_reply()
                 if reply is not None:
                     say(reply)
@@ -281,13 +281,17 @@ async def run_oneshot(
         raise ModeError("one-shot mode needs a persona with pipeline_mode 'full' "
                         "(echo mode only speaks what conversation.echo sends)")
     started = time.monotonic()
+    session = ConversationSession(app, transport="file", force_local=force_local)
     transport = FileTransport(audio_in, audio_in_filter=input_filter(app.options.flow))
-    question_pcm = transport.load(16000)  # fail fast on a bad file
-    speech_end = last_speech_secs(question_pcm, 16000)
-    if speech_end is None:
-        raise OneShotError(f"{audio_in}: no speech found (the file is silent)")
+    try:  # fail fast on a bad file, before any model loads (still on record)
+        speech_end = last_speech_secs(transport.load(16000), 16000)
+        if speech_end is None:
+            raise OneShotError(f"{audio_in}: no speech found (the file is silent)")
+    except AgentError as exc:
+        session.refuse(exc)
+        raise
 
-    async with ConversationSession(app, transport="file", force_local=force_local) as session:
+    async with session:
         ready_at = time.monotonic()
         state: dict[str, Any] = {"speaking": False}
         built = session.build(transport, observers=[_speech_watcher(state)])

@@ -31,7 +31,7 @@ from loguru import logger
 
 from config.app import AppConfig
 from config.prompt import system_prompt_for
-from conversation.lifecycle import JOIN_FAILED, ConversationLifecycle, records
+from conversation.lifecycle import END_GRACE_SECS, JOIN_FAILED, ConversationLifecycle, records
 from conversation.transcript import Transcript
 from services import EnginePlan, Services, build_services, select_engines
 from services.pipecat_seam import has_event_handler
@@ -215,7 +215,12 @@ class ConversationSession:
         if self._failure is None:
             self._failure = (error, message)
         self.lifecycle.ending_because(JOIN_FAILED)
-        await self.worker.cancel(reason=message)
+        if self.running:
+            await self.worker.cancel(reason=message)
+
+    def refuse(self, error: BaseException) -> None:
+        """The conversation cannot start (e.g. a bad input file): on record, with its callbacks."""
+        self.lifecycle.finish(error=error)
 
     # ------------------------------------------------------------------ running
 
@@ -223,6 +228,8 @@ class ConversationSession:
         """Run the worker in the background (see :meth:`wait` and :meth:`stop`)."""
         from pipecat.workers.runner import WorkerRunner
 
+        if self.worker is None or self._task is not None:
+            raise RuntimeError("start() needs a built conversation and runs it once")
         self._runner = WorkerRunner(handle_sigint=handle_sigint)
         await self._runner.add_workers(self.worker)
         self._task = asyncio.create_task(self._runner.run())
@@ -237,8 +244,16 @@ class ConversationSession:
         return self._task is not None and not self._task.done()
 
     async def wait(self, timeout: float | None = None) -> Transcript:
-        """Until the pipeline has stopped; raises the reason the bot could not be in the room."""
-        await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        """Until the pipeline has stopped; raises the reason the bot could not be in the room.
+
+        A ``timeout`` leaves the pipeline running; cancelling the caller stops it.
+        """
+        if self._task is None:
+            raise RuntimeError("wait() before start()")
+        if timeout is None:
+            await self._task
+        else:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
         if self._failure is not None:
             error, message = self._failure
             raise error(message)
@@ -271,11 +286,10 @@ class ConversationSession:
 
     async def _teardown(self, exc: BaseException | None) -> None:
         try:
-            if self.running:
+            if self.running:  # left early (an error, a cancelled caller): stop the pipeline first
                 await self._runner.cancel()
+                await asyncio.wait({self._task}, timeout=END_GRACE_SECS)
             await self._stack.aclose()
         finally:
-            if exc is None or isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
-                self.lifecycle.finish()
-            else:
-                self.lifecycle.finish(error=exc)
+            error = None if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else exc
+            self.lifecycle.finish(error=error, system_prompt=self.system_prompt or None)

@@ -27,6 +27,10 @@ LIVE_ENV = {var: os.environ.get(var, "") for var in _KEY_VARS}
 def _clean_env(monkeypatch):
     for var in _KEY_VARS + ["LOG_LEVEL", "DAILY_ROOM_URL"]:
         monkeypatch.delenv(var, raising=False)
+    yield
+    from conversation.lifecycle import close_records
+
+    close_records()  # each test's records (store thread, callback thread) end with it
 
 
 @pytest.fixture

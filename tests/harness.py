@@ -59,6 +59,15 @@ class Harness:
     ) -> Harness:
         """Start the conversation. ``env``: settings (e.g. a fake Tavus); ``renderer``: the
         ``--renderer`` choice; ``lifecycle``: the test's own (records, callbacks)."""
+        try:
+            return await self._start(answers, persona, conversation, audio_in, registry,
+                                     llm_delay_secs, audio_in_filter, lifecycle, env, renderer)
+        except BaseException:
+            await self.stop()  # nothing of a half-started conversation is left running
+            raise
+
+    async def _start(self, answers, persona, conversation, audio_in, registry, llm_delay_secs,
+                     audio_in_filter, lifecycle, env, renderer) -> Harness:
         self.fake = await FakeOpenAI(answers=answers or ["Hello there."],
                                      delay_secs=llm_delay_secs).start()
         data = copy.deepcopy(persona or BASE_PERSONA)
@@ -96,9 +105,9 @@ class Harness:
         if self.transport:
             self.transport.finish()
         if self.session is not None:
-            await self.session.stop(timeout=20)
-            await self.session.__aexit__(None, None, None)
-            self.session = None
+            session, self.session = self.session, None
+            await session.stop(timeout=20)
+            await session.__aexit__(None, None, None)
         if self.fake:
             await self.fake.stop()
         if self._settings is not None:
