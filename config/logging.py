@@ -18,13 +18,8 @@ _secrets: set[str] = set()
 
 
 def _scrub(record) -> None:
-    if not _secrets:
-        return
-    message = record["message"]
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in message:
-            message = message.replace(secret, REDACTED)
-    record["message"] = message
+    if _secrets:
+        record["message"] = scrub(record["message"])
 
 
 def register_secrets(secrets: Iterable[str | None]) -> None:
@@ -41,7 +36,7 @@ def setup_logging(level: str | None = None) -> None:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret replaced (for what is printed, not logged)."""
+    """``text`` with every registered secret replaced (logs, and what is printed for the user)."""
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text

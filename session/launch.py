@@ -22,7 +22,7 @@ from conversation.lifecycle import drain_callbacks, records
 from services.selection import EngineSelectionError
 from services.tavus.api import TavusError
 from session.errors import ModeError
-from session.modes import plan_for, renderer_plan_for
+from session.owner import plan_for, renderer_plan_for
 
 # Personas, objectives and guardrails fetched from Tavus, once per process.
 _FETCHED: dict[str, tuple] = {}

@@ -25,21 +25,9 @@ from config.errors import AgentError
 from config.redact import redact_text
 from conversation.lifecycle import PARTICIPANT_LEFT
 from conversation.transcript import Transcript
-from services import EnginePlan, select_engines
-from services.tavus.plan import RendererPlan, plan_renderer
 from services.voice_isolation import input_filter
 from session.errors import ModeError, OneShotError
-from session.owner import ConversationSession
-
-
-def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
-    """The engine plan of this configuration (``--check`` and start-up)."""
-    return select_engines(app.persona, app.settings, force_local=force_local)
-
-
-def renderer_plan_for(app: AppConfig, requested: str = "auto") -> RendererPlan:
-    """The renderer of this configuration (``--renderer``; see :func:`services.tavus.plan.plan_renderer`)."""
-    return plan_renderer(requested, app.conversation, app.persona, app.settings)
+from session.owner import ConversationSession, renderer_plan_for
 
 
 # --------------------------------------------------------------------------- runner session

@@ -35,12 +35,22 @@ from conversation.lifecycle import END_GRACE_SECS, JOIN_FAILED, ConversationLife
 from conversation.transcript import Transcript
 from services import EnginePlan, Services, build_services, select_engines
 from services.pipecat_seam import has_event_handler
-from services.tavus.plan import RendererPlan
+from services.tavus.plan import RendererPlan, plan_renderer
 from session.builder import PersonaPipeline, build_pipeline, build_worker, new_conversation_id
 from session.errors import SessionError
 from tools import ToolRegistry
 
 NO_RENDERER = RendererPlan("none", reason="audio only")
+
+
+def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
+    """The engine plan of this configuration (the session's, ``--check``'s and start-up's)."""
+    return select_engines(app.persona, app.settings, force_local=force_local)
+
+
+def renderer_plan_for(app: AppConfig, requested: str = "auto") -> RendererPlan:
+    """The renderer of this configuration (``--renderer``; see :func:`services.tavus.plan.plan_renderer`)."""
+    return plan_renderer(requested, app.conversation, app.persona, app.settings)
 
 
 class ConversationSession:
@@ -126,7 +136,7 @@ class ConversationSession:
 
     async def _prepare(self) -> None:
         app = self.app
-        self.plan = select_engines(app.persona, app.settings, force_local=self._force_local)
+        self.plan = plan_for(app, self._force_local)
         self.system_prompt = system_prompt_for(app.persona, app.conversation, self.plan.tts.engine)
         self.services = build_services(self.plan, app.persona, app.conversation, app.settings,
                                        system_instruction=self.system_prompt, **self._layers)

@@ -308,7 +308,7 @@ async def test_a_failed_join_stops_the_pipeline_and_ends_the_conversation(tmp_pa
 
 async def test_an_error_before_the_pipeline_runs_still_ends_the_conversation(tmp_path):
     from config.app import AppConfig
-    from session.modes import renderer_plan_for
+    from session.owner import renderer_plan_for
     from session.owner import ConversationSession
 
     fake = await FakeTavus().start()
