@@ -25,13 +25,14 @@ import sys
 
 from config.app import DEFAULT_PERSONA
 from config.errors import AgentError
-from services.tavus.plan import RENDERERS
 
 EXIT_USAGE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Our own flags (the runner adds its ``-t``, ``--host``, ``--port``, ... to the same parser)."""
+    from services.tavus.plan import RENDERERS  # imports Pipecat: after logging is set up
+
     group = parser.add_argument_group("persona")
     group.add_argument(
         "--persona", default=str(DEFAULT_PERSONA), metavar="FILE|ID",
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="run every layer on the embedded models, ignoring cloud engines and keys",
     )
     group.add_argument("--no-greeting", action="store_true", help="do not greet on join")
+    group.add_argument("--debug", action="store_true",
+                       help="log everything (DEBUG); the default is INFO, or LOG_LEVEL")
     group.add_argument(
         "--renderer", default="auto", choices=RENDERERS,
         help="the replica: auto (Tavus video when TAVUS_API_KEY and a replica are known), "
@@ -81,10 +84,42 @@ async def bot(runner_args):
                              renderer=args.renderer)
 
 
+DESCRIPTION = "A Tavus-style persona as a live Pipecat agent (offline by default)."
+
+
+def print_help() -> None:
+    """Our flags first, then the development runner's (nothing is started)."""
+    import contextlib
+    import io
+
+    from pipecat.runner.run import main as runner_main
+
+    ours = add_arguments(argparse.ArgumentParser(
+        prog="python bot.py", description=DESCRIPTION, add_help=False,
+        epilog="See README.md: the local page, -t daily, --renderer, --text, one-shot."))
+    print(ours.format_help())
+    theirs = argparse.ArgumentParser(prog="python bot.py", usage=argparse.SUPPRESS,
+                                     add_help=False)
+    out = io.StringIO()
+    saved = sys.argv
+    sys.argv = [saved[0], "--help"]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            theirs.add_argument("-h", "--help", action="help", help="show this help and exit")
+            runner_main(theirs)
+    finally:
+        sys.argv = saved
+    text = out.getvalue().replace("options:", "Pipecat development runner options:", 1)
+    print(text.strip())
+
+
 def run(argv: list[str]) -> int:
     """Dispatch the flags: a report, a headless mode, one conversation, or the runner."""
     from session import launch
 
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        return 0
     known, _ = add_arguments(argparse.ArgumentParser(add_help=False)).parse_known_args(argv)
     if known.list_conversations or known.show_conversation:
         return launch.run_records(known)
@@ -97,21 +132,45 @@ def run(argv: list[str]) -> int:
     daily = transport.transport == "daily" or transport.direct
     if daily or known.renderer == "transport":
         return launch.run_conversation(known, daily)
-    launch.prepare_server(known)
+    summary = launch.prepare_server(known)
     from pipecat.runner.run import main as runner_main
 
+    from config.logging import add_stderr_sink
+    from services.pipecat_seam import runner_banner, runner_logging
     from web import mount_local_page
 
     mount_local_page()
+    runner_logging(add_stderr_sink)  # the runner's sink at our level, not DEBUG
+
+    def print_banner(runner_args: argparse.Namespace) -> None:
+        host = "localhost" if runner_args.host in ("0.0.0.0", "::") else runner_args.host
+        url = None if runner_args.transport == "daily" else f"http://{host}:{runner_args.port}/"
+        print(launch.banner(summary, url), flush=True)
+
+    runner_banner(print_banner)
+    launch.end_conversations_on_exit_signal()
     sys.argv = [sys.argv[0], *argv]
     try:
-        runner_main(add_arguments(argparse.ArgumentParser(description="Persona-driven Pipecat agent")))
+        runner_main(add_arguments(argparse.ArgumentParser(description=DESCRIPTION)))
     finally:
         from config.settings import Settings
         from conversation.lifecycle import drain_callbacks
 
         drain_callbacks(Settings.from_env(), timeout=3)
+    fast_exit(0)
     return 0
+
+
+def fast_exit(code: int) -> None:
+    """Exit without the interpreter's slow finalization of the loaded models (seconds of
+    garbage collection in native libraries after Ctrl-C). Our atexit handlers still run:
+    the local LLM server is stopped, leftover Tavus conversations are ended."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         import dotenv
 
         dotenv.load_dotenv = lambda *args, **kwargs: False
-    setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    setup_logging(debug="--debug" in argv)
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        return run(argv)
     except AgentError as exc:
         print(scrub(exc.render()), file=sys.stderr)
         return EXIT_USAGE

@@ -39,6 +39,12 @@ JOIN_FAILED = "bot_could_not_join_meeting_it_was_probably_ended"
 PIPELINE_ERROR = "internal error occurred at step pipeline"
 INTERRUPTED = "bot process interrupted"
 
+# Tavus's reason codes (receivers match on them) with what they mean for a person.
+_GLOSS = {
+    PARTICIPANT_LEFT: "the participant left",
+    INTERRUPTED: "Ctrl-C or SIGTERM",
+}
+
 
 # --------------------------------------------------------------------------- process-wide records
 
@@ -273,4 +279,6 @@ class ConversationLifecycle:
         self.callbacks.emit(self.conversation_id, self.callback_url,
                             "application.transcription_ready", "application",
                             transcript_properties(replica, self.system_prompt, transcript))
-        logger.info(f"Conversation {self.conversation_id} ended: {reason}")
+        gloss = _GLOSS.get(reason)
+        logger.info(f"Conversation {self.conversation_id} ended: {reason}"
+                    + (f" ({gloss})" if gloss else ""))

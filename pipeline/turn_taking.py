@@ -14,14 +14,16 @@
 The VAD pause that ends speech (and triggers a Smart Turn verdict) is 0.2 / 0.4 / 0.6 s
 for low / medium / high.
 
-| replica_interruptibility | while the replica speaks, a user turn (and barge-in) starts on |
+| replica_interruptibility | while the replica speaks, the user barges in (interrupts it) after |
 | --- | --- |
 | high | any speech (VAD) |
 | medium (default) | 2 transcribed words |
 | low | 4 transcribed words |
 | verylow | nothing interrupts: the user's turn is taken, the replica finishes first |
 
-While the replica is silent every level starts a turn on speech at once.
+Nothing the user says is dropped: speech that does not barge in is a *quiet* turn, taken
+while the replica talks and answered after it. While the replica is silent every level
+starts a turn on speech at once. A custom greeting is spoken as ``verylow``.
 ``turn_commitment`` is accepted and shown, with no effect of its own.
 """
 
@@ -87,37 +89,104 @@ def _start_strategy_class():
     from pipecat.turns.user_start import BaseUserTurnStartStrategy
 
     class PersonaUserTurnStartStrategy(BaseUserTurnStartStrategy):
-        """Starts user turns on speech; while the replica talks, applies its interruptibility."""
+        """Starts user turns on speech; while the replica talks, applies its interruptibility.
 
-        def __init__(self, interruptibility: str = "medium", **kwargs):
+        No speech is ever dropped. While the replica is silent, speech starts a turn
+        at once (interrupting a reply still being generated). While it speaks:
+
+        - ``high``: speech starts a turn and interrupts it (barge-in);
+        - ``medium`` / ``low``: speech starts a *quiet* turn that does not interrupt;
+          once the turn's transcript reaches 2 / 4 words it becomes a barge-in.
+          A quiet turn that ends first (a short "okay") is answered after the
+          replica finishes, like any turn;
+        - ``verylow``: every turn is quiet, the replica always finishes first.
+
+        ``first_speech_uninterruptible`` (a custom greeting, which Tavus does not let
+        the user interrupt) makes the replica's first speech ``verylow``.
+        """
+
+        def __init__(self, interruptibility: str = "medium", *,
+                     first_speech_uninterruptible: bool = False, **kwargs):
             super().__init__(**kwargs)
             self.interruptibility = interruptibility
             self._bot_speaking = False
+            self._protected = first_speech_uninterruptible  # until the first speech ends
+            self._first_speech_done = False
+            self._turn_active = False
+            self._quiet_turn = False  # the active turn has not interrupted the replica
+            self._quiet_words = 0  # final words of the quiet turn so far
+            self._interrupt = None  # set by TurnController.attach (the user aggregator's)
+
+        def first_speech_done(self) -> None:
+            """The replica's first utterance is over (its text is in the context).
+
+            A slow TTS can leave gaps inside one utterance (the bot "stops" and
+            "starts" speaking again), so the protection of the first speech ends at
+            the first stop after this, not at the first stop.
+            """
+            self._first_speech_done = True
+            if not self._bot_speaking:
+                self._protected = False
+
+        def _level(self) -> str:
+            return "verylow" if self._protected else self.interruptibility
+
+        async def handle_user_turn_started(self):
+            await super().handle_user_turn_started()
+            self._turn_active = True
+
+        async def handle_user_turn_stopped(self):
+            await super().handle_user_turn_stopped()
+            self._turn_active = self._quiet_turn = False
+            self._quiet_words = 0
+
+        async def _start(self, *, quiet: bool) -> ProcessFrameResult:
+            if self._turn_active:  # the user resumed within the same turn
+                return ProcessFrameResult.CONTINUE
+            self._quiet_turn, self._quiet_words = quiet, 0
+            if quiet:
+                await self.trigger_user_turn_started(enable_interruptions=False)
+            else:
+                await self.trigger_user_turn_started()
+            return ProcessFrameResult.STOP
+
+        async def _count(self, frame) -> None:
+            """Words of a quiet turn; enough of them while the replica talks is a barge-in.
+
+            Final transcripts add up over the turn; an interim one (a streaming STT's
+            partial of the current segment) counts on top without being kept.
+            """
+            words = len(frame.text.split())
+            if isinstance(frame, TranscriptionFrame):
+                self._quiet_words += words
+                words = 0
+            level = self._level()
+            if (self._quiet_turn and self._bot_speaking and level in BARGE_IN_WORDS
+                    and self._quiet_words + words >= BARGE_IN_WORDS[level] and self._interrupt):
+                self._quiet_turn = False
+                logger.debug(f"Barge-in after {self._quiet_words} words ({level})")
+                await self._interrupt()
 
         async def process_frame(self, frame):
             if isinstance(frame, BotStartedSpeakingFrame):
                 self._bot_speaking = True
             elif isinstance(frame, BotStoppedSpeakingFrame):
                 self._bot_speaking = False
+                if self._first_speech_done:
+                    self._protected = False
             elif isinstance(frame, VADUserStartedSpeakingFrame):
-                if not self._bot_speaking or self.interruptibility == "high":
-                    await self.trigger_user_turn_started()
-                    return ProcessFrameResult.STOP
-                if self.interruptibility == "verylow":
-                    await self.trigger_user_turn_started(enable_interruptions=False)
-                    return ProcessFrameResult.STOP
+                if not self._bot_speaking or self._level() == "high":
+                    return await self._start(quiet=False)
+                return await self._start(quiet=True)
             elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
-                words = len(frame.text.split())
-                if not self._bot_speaking or self.interruptibility == "high":
-                    if words:
-                        await self.trigger_user_turn_started()
-                        return ProcessFrameResult.STOP
-                elif self.interruptibility == "verylow":
-                    await self.trigger_user_turn_started(enable_interruptions=False)
-                    return ProcessFrameResult.STOP
-                elif words >= BARGE_IN_WORDS[self.interruptibility]:
-                    await self.trigger_user_turn_started()
-                    return ProcessFrameResult.STOP
+                if self._turn_active:
+                    await self._count(frame)
+                elif frame.text.split():
+                    # Text without a VAD start (a late transcript): start a turn for it.
+                    result = await self._start(
+                        quiet=self._bot_speaking and self._level() != "high")
+                    await self._count(frame)
+                    return result
             return ProcessFrameResult.CONTINUE
 
     return PersonaUserTurnStartStrategy
@@ -183,7 +252,8 @@ def _speculative(cls):
 
 
 def build_turn_strategies(
-    plan: TurnPlan, interruptibility: str = "medium", speculative: bool = False
+    plan: TurnPlan, interruptibility: str = "medium", speculative: bool = False,
+    *, first_speech_uninterruptible: bool = False,
 ):
     """Pipecat ``UserTurnStrategies`` for the plan, interruptibility and speculation."""
     from pipecat.turns.user_stop import (
@@ -192,7 +262,8 @@ def build_turn_strategies(
     )
     from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-    start = [_start_strategy_class()(interruptibility)]
+    start = [_start_strategy_class()(
+        interruptibility, first_speech_uninterruptible=first_speech_uninterruptible)]
     if plan.model == "sparrow-1":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -217,12 +288,28 @@ _SENSITIVITY_TO_LEVEL = {
 class TurnController:
     """The live turn-taking settings of one conversation, changeable at run time."""
 
-    def __init__(self, plan: TurnPlan, interruptibility: str = "medium", speculative: bool = False):
+    def __init__(self, plan: TurnPlan, interruptibility: str = "medium", speculative: bool = False,
+                 *, first_speech_uninterruptible: bool = False):
         self.plan = plan
         self.speculative = speculative
-        self.strategies = build_turn_strategies(plan, interruptibility, speculative)
+        self.strategies = build_turn_strategies(
+            plan, interruptibility, speculative,
+            first_speech_uninterruptible=first_speech_uninterruptible)
         self.vad = build_vad(plan.patience)
         self._interruptibility = interruptibility
+
+    def attach(self, user_aggregator, assistant_aggregator) -> None:
+        """Let a quiet turn that grows into a barge-in interrupt the replica through the
+        user aggregator (as Pipecat's own turn start does), and tell the start strategy
+        when the replica's first utterance has ended."""
+        starts = [s for s in self.strategies.start or [] if hasattr(s, "first_speech_done")]
+        for strategy in starts:
+            strategy._interrupt = user_aggregator.broadcast_interruption
+
+        @assistant_aggregator.event_handler("on_assistant_turn_stopped")
+        async def _on_assistant_turn_stopped(_aggregator, _message):
+            for strategy in starts:
+                strategy.first_speech_done()
 
     @property
     def interruptibility(self) -> str:

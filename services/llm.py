@@ -117,6 +117,10 @@ def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, sys
     )
     service.supports_developer_role = False  # llama.cpp rejects the "developer" role
     service.local_server = server  # the session waits on it before the first turn
+    # The bundled SmolLM2-135M was not trained to call functions: tools offered to it
+    # never get called and only lengthen its prompt (seconds of prefill on 2 cores).
+    # A GGUF of the user's own (LOCAL_LLM_GGUF) is offered them.
+    service.calls_tools = settings.local_llm_gguf is not None
     return service
 
 

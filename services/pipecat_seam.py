@@ -29,6 +29,8 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``TavusTransportClient._on_handle_callback`` | overridden by ``PersonaTavusClient``: a failed join is fatal | the hook every Daily event (``on_error`` too) goes to (subclassing, no function) | — (listed, tested) |
 | ``DailyTransportClient._token`` | join a private Tavus room with its meeting token | ``TavusTransportClient`` builds the Daily client with no token; read at join | :func:`set_daily_client_token` |
 | ``TavusTransport._client`` (and its ``_callbacks``) | replace the transport's client with ours, same callbacks | built in ``__init__``, used lazily by ``input()`` / ``output()`` | :func:`tavus_transport_callbacks`, :func:`set_tavus_transport_client` |
+| ``pipecat.runner.run.logger`` (module global) | the runner's log level | ``main()`` removes every sink and adds stderr at DEBUG, no option for less | :func:`runner_logging` |
+| ``pipecat.runner.run._print_dev_runner_banner`` / ``_print_startup_message`` | our one banner (persona, engines, URL of our page) | the runner prints its own, pointing at its prebuilt client | :func:`runner_banner` |
 | ``BaseObject._register_event_handler`` / ``_call_event_handler`` | our processors declare and fire events | the subclassing API for events (no function) | — (listed, tested) |
 """
 
@@ -253,3 +255,59 @@ def set_tavus_transport_client(transport: Any, client: Any) -> None:
     output transports when first called, so this must happen before them.
     """
     _replace(transport, "_client", client)
+
+
+class _RunnerLogger:
+    """Loguru's logger, except that ``add`` uses our level and format (see :func:`runner_logging`)."""
+
+    def __init__(self, real: Any, add: Any):
+        self._real, self._add = real, add
+
+    def add(self, sink: Any, *args: Any, **kwargs: Any) -> int:
+        return self._add(sink)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def runner_logging(add_sink: Any) -> Any:
+    """Make Pipecat's development runner add its stderr sink through ``add_sink(sink)``.
+
+    ``pipecat.runner.run.main`` does ``logger.remove(); logger.add(sys.stderr,
+    level="DEBUG")``: without this every run prints Pipecat's DEBUG lines. Only that
+    module's name ``logger`` is replaced; everything else logs through loguru as
+    before. Returns a function that restores it.
+    """
+    import pipecat.runner.run as run
+
+    real = run.__dict__.get("logger")
+    if real is None or not hasattr(real, "add"):
+        raise _missing(run, "logger")
+    run.logger = _RunnerLogger(real, add_sink)
+
+    def restore() -> None:
+        run.logger = real
+
+    return restore
+
+
+def runner_banner(print_banner: Any) -> Any:
+    """Replace the runner's two start-up banners with ``print_banner(args)`` (host, port, ...).
+
+    Returns a function that restores them.
+    """
+    import pipecat.runner.run as run
+
+    names = ("_print_dev_runner_banner", "_print_startup_message")
+    real = {name: run.__dict__.get(name) for name in names}
+    for name, value in real.items():
+        if not callable(value):
+            raise _missing(run, name)
+    run._print_dev_runner_banner = lambda: None
+    run._print_startup_message = print_banner
+
+    def restore() -> None:
+        for name, value in real.items():
+            setattr(run, name, value)
+
+    return restore

@@ -3,7 +3,7 @@
 Full mode:
 
     transport.input -> interactions -> STT -> user aggregator (VAD + turn strategies)
-      -> LLM (tools) -> TTS -> transport.output -> assistant aggregator
+      -> LLM (tools) -> TTS -> transport.output -> interruption fence -> assistant aggregator
 
 Echo mode (``pipeline_mode: echo``): no STT and no LLM; ``conversation.echo``
 text is spoken by TTS and echo audio goes straight out:
@@ -33,6 +33,7 @@ from config.prompt import system_prompt_for
 from conversation.transcript import Transcript
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
+from pipeline.interruption_fence import InterruptionFence
 from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.turn_taking import TurnController, turn_plan
 from pipeline.wake_phrase import WakePhraseGate
@@ -150,7 +151,10 @@ def build_pipeline(
     voice = transport is not None
     if not echo and voice:
         turns = TurnController(
-            turn_plan(flow), flow.replica_interruptibility, speculative=options.speculative_inference
+            turn_plan(flow), flow.replica_interruptibility, speculative=options.speculative_inference,
+            # Tavus: the custom greeting is not interruptible (the user's words are still
+            # taken, and answered once it ends).
+            first_speech_uninterruptible=bool(options.custom_greeting and options.greet),
         )
     hooks = InteractionHooks(
         pipeline_mode=options.pipeline_mode,
@@ -171,8 +175,16 @@ def build_pipeline(
             await interactions.wake_phrase_detected()
 
     if not echo:
+        offered = list(options.tools)
+        if offered and not getattr(services.llm, "calls_tools", True):
+            names = ", ".join(t.function.name for t in offered)
+            logger.warning(
+                f"The embedded LLM cannot call tools, so {names} are not offered to it; "
+                "use an LLM with function calling (OPENAI_API_KEY, or layers.llm.base_url "
+                "with a server that supports tools, or LOCAL_LLM_GGUF with such a model)")
+            offered = []
         tools = ToolDispatcher(
-            list(options.tools),
+            offered,
             registry or build_registry(),
             conversation_id=conversation_id,
             data_dir=Path(settings.data_dir),
@@ -189,22 +201,16 @@ def build_pipeline(
     if not echo and not voice:  # text mode: typed turns, no VAD or turn detection
         user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
     elif not echo:
-        mute = []
-        if options.custom_greeting:
-            # Tavus: the custom greeting is not interruptible.
-            from pipecat.turns.user_mute import FirstSpeechUserMuteStrategy
-
-            mute.append(FirstSpeechUserMuteStrategy())
         user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
                 vad_analyzer=turns.vad,
                 user_turn_strategies=turns.strategies,
-                user_mute_strategies=mute,
                 user_idle_timeout=idle_timeout(flow.idle_engagement),
             ),
         )
         transcript.attach(user_aggregator, assistant_aggregator)
+        turns.attach(user_aggregator, assistant_aggregator)
         if idle_timeout(flow.idle_engagement):
             idle = IdleEngagement(
                 flow.idle_engagement,
@@ -226,6 +232,7 @@ def build_pipeline(
         services.tts,
         renderer,
         transport.output() if voice else output,
+        InterruptionFence() if voice and not echo else None,
         assistant_aggregator,
     ]
     pipeline = Pipeline([p for p in processors if p is not None])

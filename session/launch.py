@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -161,8 +162,11 @@ def run_records(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- modes
 
 
-def prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) -> None:
-    """Check engines, renderer and keys; warm the embedded models (fail fast, before anyone joins)."""
+def prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) -> list[str]:
+    """Check engines, renderer and keys; warm the embedded models (fail fast, before anyone joins).
+
+    Returns the banner's summary lines (the persona and what runs each layer).
+    """
     from services.llm import local_llm_server
 
     if daily and not app.settings.daily_api_key:
@@ -186,6 +190,30 @@ def prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) ->
         load_whisper_model(whisper_model_dir(app.settings.local_whisper_model))
     if server is not None:  # nobody can talk before it answers: a server that fails, fails now
         _run_async(server.wait_ready())
+    return summary_lines(app, plan, rplan)
+
+
+def summary_lines(app: AppConfig, plan: Any, rplan: Any) -> list[str]:
+    """Who the user talks to and what runs each layer, for the start-up banner."""
+    def engine(choice) -> str:
+        return choice.model or choice.engine
+
+    face = ("no replica video (audio only)" if rplan.mode == "none"
+            else f"Tavus replica {rplan.replica_id}")
+    return [f"Persona: {app.options.persona_name} ({app.persona_source})",
+            f"STT {engine(plan.stt)} · LLM {engine(plan.llm)} · TTS {engine(plan.tts)} · {face}"]
+
+
+def banner(lines: list[str], url: str | None = None) -> str:
+    """The one start-up banner: the summary, where to go, how to leave."""
+    body = list(lines)
+    if url:
+        body += ["", f"Open {url} in a browser, allow the microphone, press Connect,",
+                 "and wait for the greeting before you speak."]
+    body += ["Ctrl-C stops the bot."]
+    width = max(len(line) for line in body)
+    rule = "─" * (width + 2)
+    return "\n".join(["", f"╭{rule}╮", *(f"│ {line.ljust(width)} │" for line in body), f"╰{rule}╯", ""])
 
 
 async def _check_replica(app: AppConfig, replica_id: str) -> None:
@@ -256,6 +284,41 @@ def run_conversation(args: argparse.Namespace, daily: bool) -> int:
         drain_callbacks(app.settings, app.settings.callback_timeout_secs)
 
 
-def prepare_server(args: argparse.Namespace) -> None:
-    """Validate the configuration and warm the embedded models before the runner starts."""
-    prepare(load_app(args), args)
+def prepare_server(args: argparse.Namespace) -> list[str]:
+    """Validate the configuration and warm the embedded models before the runner starts.
+
+    Returns the banner's summary lines."""
+    return prepare(load_app(args), args)
+
+
+def end_conversations_on_exit_signal() -> None:
+    """Ctrl-C / SIGTERM of the local server ends every live conversation at once.
+
+    Uvicorn (under Pipecat's runner) answers the first signal by waiting for
+    its running requests, and a conversation runs inside one until the peer's
+    WebRTC connection times out (20-40 s). Its ``Server.handle_exit`` is wrapped
+    so the first signal also cancels every running conversation
+    (:func:`session.owner.interrupt_all`); the second still forces the exit.
+    """
+    import uvicorn.server
+
+    from session.owner import interrupt_all
+
+    server_cls = uvicorn.server.Server
+    if getattr(server_cls.handle_exit, "_ends_conversations", False):
+        return
+    original = server_cls.handle_exit
+
+    def handle_exit(self, sig, frame):
+        if not self.should_exit:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                logger.info("Stopping: ending the conversations in progress")
+                loop.call_soon_threadsafe(lambda: loop.create_task(interrupt_all()))
+        return original(self, sig, frame)
+
+    handle_exit._ends_conversations = True
+    server_cls.handle_exit = handle_exit

@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+from loguru import logger
 
 from config.app import AppConfig
 from config.errors import AgentError
@@ -27,7 +30,12 @@ from conversation.lifecycle import PARTICIPANT_LEFT
 from conversation.transcript import Transcript
 from services.voice_isolation import input_filter
 from session.errors import ModeError, OneShotError
-from session.owner import ConversationSession, renderer_plan_for
+from session.owner import (
+    QUICK_END_SECS,
+    ConversationSession,
+    process_interrupted,
+    renderer_plan_for,
+)
 
 
 # --------------------------------------------------------------------------- runner session
@@ -78,7 +86,13 @@ async def run_daily_session(
             args.handle_sigint = True
             return await run_runner_session(args, app, force_local=force_local, renderer=renderer)
         finally:
-            await asyncio.shield(rooms.delete(room))
+            deleting = asyncio.ensure_future(rooms.delete(room))
+            try:  # after Ctrl-C, bounded: the room expires at max_call_duration anyway
+                await asyncio.wait_for(asyncio.shield(deleting),
+                                       QUICK_END_SECS if process_interrupted() else None)
+            except TimeoutError:
+                logger.warning(f"Daily room {room.url} not deleted within {QUICK_END_SECS}s; "
+                               "it expires at the conversation's max_call_duration")
 
 
 async def run_tavus_transport_session(
@@ -192,6 +206,9 @@ async def run_text(
         await session.start(handle_sigint=True)
         await session.lifecycle.participant_joined()
         interactive = stdin.isatty()
+        if interactive:
+            stdout.write(f"Talking with {name}. Type a message and press Enter; "
+                         "/quit or Ctrl-D leaves.\n")
         try:
             greeting = session.options.custom_greeting
             if session.options.greet and greeting:
@@ -209,7 +226,9 @@ async def run_text(
                 if interactive:
                     stdout.write("You: ")
                     stdout.flush()
-                line = await asyncio.to_thread(stdin.readline)
+                line = await _read_line(stdin, session.task)
+                if line is None:  # Ctrl-C ended the conversation
+                    break
                 text = line.strip()
                 if not line or text in ("/quit", "/exit"):
                     session.lifecycle.ending_because(PARTICIPANT_LEFT)
@@ -225,7 +244,37 @@ async def run_text(
                     say(reply)
         finally:
             await session.stop(timeout=10)
+        if interactive:
+            stdout.write(f"\nConversation {session.conversation_id} ended; "
+                         f"`python bot.py --show-conversation {session.conversation_id}` "
+                         "shows it again.\n")
         return transcript
+
+
+async def _read_line(stdin: TextIO, running: asyncio.Task) -> str | None:
+    """The next line typed, or None if the conversation ended first (Ctrl-C).
+
+    Read in a daemon thread: a thread blocked in ``readline`` must not keep the
+    process alive after the conversation has ended.
+    """
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        try:
+            text = stdin.readline()
+        except Exception as exc:  # a closed stdin
+            error = exc
+            loop.call_soon_threadsafe(lambda: line.done() or line.set_exception(error))
+            return
+        loop.call_soon_threadsafe(lambda: line.done() or line.set_result(text))
+
+    threading.Thread(target=read, name="text-mode-stdin", daemon=True).start()
+    done, _ = await asyncio.wait({line, running}, return_when=asyncio.FIRST_COMPLETED)
+    if line in done:
+        return line.result()
+    line.cancel()
+    return None
 
 
 # --------------------------------------------------------------------------- one-shot

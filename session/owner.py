@@ -31,7 +31,13 @@ from loguru import logger
 
 from config.app import AppConfig
 from config.prompt import system_prompt_for
-from conversation.lifecycle import END_GRACE_SECS, JOIN_FAILED, ConversationLifecycle, records
+from conversation.lifecycle import (
+    END_GRACE_SECS,
+    INTERRUPTED,
+    JOIN_FAILED,
+    ConversationLifecycle,
+    records,
+)
 from conversation.transcript import Transcript
 from services import EnginePlan, Services, build_services, select_engines
 from services.pipecat_seam import has_event_handler
@@ -41,6 +47,36 @@ from session.errors import SessionError
 from tools import ToolRegistry
 
 NO_RENDERER = RendererPlan("none", reason="audio only")
+
+# Ctrl-C: how long ending the replica's conversation and closing its HTTP session may
+# take before the process goes on exiting (Tavus's own timeouts, sent at creation, and
+# the atexit hook end a conversation this leaves open).
+QUICK_END_SECS = 1.5
+
+_live: set[ConversationSession] = set()  # started and not yet torn down
+_interrupted = False
+
+
+def process_interrupted() -> bool:
+    """Whether Ctrl-C / SIGTERM has been received (what ends now must end quickly)."""
+    return _interrupted
+
+
+async def interrupt_all() -> int:
+    """Ctrl-C / SIGTERM of the process: every running conversation ends now.
+
+    Each is cancelled (no reply is finished) and recorded as ``bot process
+    interrupted``; its replica is ended within :data:`QUICK_END_SECS`. Returns how
+    many were running.
+    """
+    global _interrupted
+    _interrupted = True
+    sessions = list(_live)
+    for session in sessions:
+        session.interrupted = True
+        session.lifecycle.ending_because(INTERRUPTED)
+    await asyncio.gather(*(session.cancel() for session in sessions), return_exceptions=True)
+    return len(sessions)
 
 
 def plan_for(app: AppConfig, force_local: bool) -> EnginePlan:
@@ -111,6 +147,7 @@ class ConversationSession:
         self._task: asyncio.Task | None = None
         self._failure: tuple[type[Exception], str] | None = None
         self._stack = AsyncExitStack()
+        self.interrupted = False  # set by interrupt_all()
 
     @property
     def conversation_id(self) -> str:
@@ -183,6 +220,14 @@ class ConversationSession:
         self.lifecycle.attach(self.worker, self.built.transcript)
         if transport is not None:
             self._follow(transport)
+            name = self.options.persona_name
+
+            def show(entry) -> None:  # what was heard and said, in the console at INFO
+                who = "User" if entry.role == "user" else name
+                cut = " (interrupted)" if entry.interrupted else ""
+                logger.info(f"{who}: {entry.content[:300]}{cut}")
+
+            self.built.transcript.add_listener(show)
         return self.built
 
     def _follow(self, transport: Any) -> None:
@@ -240,9 +285,12 @@ class ConversationSession:
 
         if self.worker is None or self._task is not None:
             raise RuntimeError("start() needs a built conversation and runs it once")
-        self._runner = WorkerRunner(handle_sigint=handle_sigint)
+        self._runner = WorkerRunner(handle_sigint=False)
         await self._runner.add_workers(self.worker)
         self._task = asyncio.create_task(self._runner.run())
+        _live.add(self)
+        if handle_sigint:
+            _end_conversations_on_signals()
 
     @property
     def task(self) -> asyncio.Task | None:
@@ -299,7 +347,35 @@ class ConversationSession:
             if self.running:  # left early (an error, a cancelled caller): stop the pipeline first
                 await self._runner.cancel()
                 await asyncio.wait({self._task}, timeout=END_GRACE_SECS)
-            await self._stack.aclose()
+            if self.interrupted:
+                try:
+                    await asyncio.wait_for(self._stack.aclose(), QUICK_END_SECS)
+                except TimeoutError:
+                    logger.warning(f"Conversation {self.conversation_id}: the replica did not "
+                                   f"end within {QUICK_END_SECS}s; Tavus's timeouts will end it")
+            else:
+                await self._stack.aclose()
         finally:
+            _live.discard(self)
             error = None if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else exc
             self.lifecycle.finish(error=error, system_prompt=self.system_prompt or None)
+
+
+def _end_conversations_on_signals() -> None:
+    """SIGINT / SIGTERM end every live conversation now (:func:`interrupt_all`); a second
+    Ctrl-C is the default KeyboardInterrupt again."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        logger.info("Stopping: ending the conversation in progress")
+        for each in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(each)
+        loop.create_task(interrupt_all())
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            return

@@ -163,3 +163,43 @@ def test_llm_server_that_will_not_start_is_one_line_and_exit_2(tmp_path):
         result = run_bot(*args, stdin="Hi\n", timeout=180,
                          env={"LOCAL_LLM_GGUF": str(broken), "PERSONA_DATA_DIR": str(tmp_path / "data")})
         _one_line_error(result, "LLM server")
+
+
+def test_help_lists_our_flags_first_and_starts_nothing():
+    result = run_bot("--help", timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("usage: python bot.py [--persona FILE|ID]")
+    ours, _, theirs = out.partition("Pipecat development runner options:")
+    assert "--text" in ours and "--debug" in ours and "--renderer" in ours
+    assert "--transport" in theirs and "--port" in theirs  # the runner's, after ours
+    assert "Starting local LLM server" not in result.stderr  # nothing was started
+    assert "Pipecat" not in result.stderr  # not even its import banner at INFO
+
+
+def test_quieted_messages_are_debug_and_others_keep_their_level():
+    from loguru import logger
+
+    from config import logging as our_logging
+
+    def level_after(name: str, level: str, message: str) -> str:
+        lv = logger.level(level)
+        record = {"name": name, "message": message, "level": _Level(lv.name, lv.no, lv.icon)}
+        our_logging._patch(record)
+        return record["level"].name
+
+    assert level_after("pipecat.services.stt_service", "WARNING",
+                       "LocalWhisperSTTService#0: ttfs_p99_latency not set, using default 1.0s") == "DEBUG"
+    assert level_after("pipecat.services.tts_service", "WARNING",
+                       "PiperTTSService#0 audio context abc completed with no audio (1 in a row)") == "DEBUG"
+    assert level_after("pipecat.services.tts_service", "WARNING",
+                       "PiperTTSService#0 audio context abc completed with no audio (2 in a row)") == "WARNING"
+    assert level_after("pipecat.services.stt_service", "ERROR", "something else broke") == "ERROR"
+    assert level_after("session.owner", "WARNING",
+                       "ttfs_p99_latency not set, using default") == "WARNING"  # not Pipecat's
+    assert all(why for _, _, why in our_logging.QUIETED)  # each one says why
+
+
+class _Level:
+    def __init__(self, name, no, icon):
+        self.name, self.no, self.icon = name, no, icon

@@ -404,3 +404,30 @@ async def test_persona_transport_uses_our_client():
         assert isinstance(client, PersonaTavusClient) and transport.output()._client is client
         transport.set_on_fatal(_noop)
         assert client._on_fatal is _noop
+
+
+def test_runner_logging_and_banner_replace_the_runners_own():
+    import pipecat.runner.run as run
+
+    from services.pipecat_seam import runner_banner, runner_logging
+
+    added: list = []
+    real_logger = run.logger
+    restore = runner_logging(lambda sink: added.append(sink) or 0)
+    try:
+        run.logger.add("stderr-sink", level="DEBUG")  # what the runner's main() does
+        assert added == ["stderr-sink"]
+        assert run.logger.remove == real_logger.remove  # everything else is loguru's
+    finally:
+        restore()
+    assert run.logger is real_logger
+
+    shown: list = []
+    restore = runner_banner(shown.append)
+    try:
+        run._print_dev_runner_banner()
+        run._print_startup_message("args")
+        assert shown == ["args"]
+    finally:
+        restore()
+    assert run._print_startup_message is not shown.append

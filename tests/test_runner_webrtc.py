@@ -76,7 +76,9 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
             answer = await resp.json()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
-    transcript_re = re.compile(r"Transcription: \[\s*(.+?)\s*\]")
+    # At the default level (INFO) the console shows what was heard and said.
+    heard_re = re.compile(r"^\S+ INFO +User: (.+)$", re.M)
+    said_re = re.compile(r"^\S+ INFO +Ava: (.+)$", re.M)
     deadline = time.monotonic() + 90
     heard = None
     answered = False
@@ -84,14 +86,12 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             text = log.read_text()
-            match = transcript_re.search(text)
+            match = heard_re.search(text)
             if match:
                 heard = match.group(1)
-                after = text[match.end():]
-                # Done when a reply to the question has been spoken (the greeting may or may
-                # not have started before the question interrupted it).
-                started = after.find("Bot started speaking")
-                if started >= 0 and "Bot stopped speaking" in after[started:]:
+                # Done when a reply to the question has been spoken (the greeting may or
+                # may not have ended before the question).
+                if said_re.search(text, match.end()):
                     answered = True
                     break
     finally:
@@ -106,6 +106,10 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
     assert loud, "no audible bot audio arrived over WebRTC"
     assert "Participant joined Ava" in text
     assert "Traceback" not in text
+    # A normal session at the default level: no DEBUG lines and no ERROR.
+    assert not re.search(r"^\S+ (DEBUG|ERROR)\b", text, re.M), text[-3000:]
+    assert "| DEBUG" not in text and "| ERROR" not in text
+    assert text.count("Open http://localhost:") == 1  # the one banner
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from config import persona_from_dict
 from pipeline.tool_dispatch import ToolDispatcher
 from tests.fake_openai import ToolCall
+from tests.conftest import PERSONAS
 from tests.harness import Harness
 from tools import ToolError, ToolRegistry, build_registry
 from tools.builtin import convert_time_zone, get_current_time, resolve_zone
@@ -239,3 +241,69 @@ async def test_client_result_after_an_interruption_is_not_lost(harness):
     else:
         raise AssertionError(f"late client result lost: {harness.fake.requests}")
     assert not harness.of("system.error")
+
+
+# --------------------------------------------------------------------------- the tools persona
+
+TOOLS_PERSONA = PERSONAS / "time_zone_helper.json"
+
+
+async def test_the_tools_persona_answers_the_time_from_the_builtin_handler(harness):
+    """personas/time_zone_helper.json, as the README shows it: the LLM calls
+    get_current_time, the built-in handler answers, and that answer goes back."""
+    persona = json.loads(TOOLS_PERSONA.read_text())
+    declared = [t["function"]["name"] for t in persona["layers"]["llm"]["tools"]]
+    assert all(build_registry().get(name) is not None for name in declared)  # all local
+    await harness.start(
+        answers=[[ToolCall("get_current_time", {"location": "Tokyo"}, id="call_t")],
+                 "It is evening in Tokyo.", "Ok."],
+        persona=persona)
+    await harness.send({"event_type": "conversation.respond",
+                        "properties": {"text": "What time is it in Tokyo?"}})
+    for _ in range(200):
+        results = [m for r in harness.fake.requests for m in r["messages"]
+                   if m.get("role") == "tool" and m.get("tool_call_id") == "call_t"]
+        if results:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no tool result reached the LLM: {harness.fake.requests}")
+    result = json.loads(results[0]["content"])
+    assert result["time_zone"] == "Asia/Tokyo"
+    now = datetime.now(ZoneInfo("Asia/Tokyo"))
+    assert result["local_time"] in {now.strftime("%H:%M"),
+                                    (now - timedelta(minutes=1)).strftime("%H:%M")}
+    assert set(harness.fake.requests[0]["tools"][0]["function"]) >= {"name", "parameters"}
+
+
+def test_the_embedded_llm_is_not_offered_tools(tmp_path, monkeypatch):
+    """The bundled 135M model cannot call functions: no tools in its context, a warning."""
+    from loguru import logger
+
+    import services.llm as llm_module
+    from config import Settings
+    from config.app import AppConfig
+    from services import Services
+    from services.selection import EngineChoice
+    from session.builder import build_pipeline
+
+    class Server:  # the llama.cpp child process is not needed to build the service
+        base_url = "http://127.0.0.1:9/v1"
+
+    monkeypatch.setattr(llm_module, "local_llm_server", lambda settings: Server())
+    persona = persona_from_dict(json.loads(TOOLS_PERSONA.read_text())).value
+    settings = Settings.from_env({"PERSONA_DATA_DIR": str(tmp_path)})
+    choice = EngineChoice(layer="llm", engine="llama-local", reason="test")
+    llm = llm_module.build_llm(choice, persona, settings)
+    assert llm.calls_tools is False
+    own = Settings.from_env({"PERSONA_DATA_DIR": str(tmp_path), "LOCAL_LLM_GGUF": __file__})
+    assert llm_module.build_llm(choice, persona, own).calls_tools is True  # the user's model
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    try:
+        built = build_pipeline(AppConfig.of(persona, None, settings), None,
+                               Services(plan=None, llm=llm))
+    finally:
+        logger.remove(sink)
+    assert built.tools.tools_schema() is None  # nothing offered
+    assert any("cannot call tools" in w and "get_current_time" in w for w in warnings)

@@ -57,6 +57,7 @@ class LlamaServer:
     """One llama.cpp OpenAI-compatible server child process."""
 
     MODEL_ALIAS = "local-smollm2"
+    PROGRESS_SECS = 10.0  # a progress line this often while the server starts
 
     def __init__(
         self,
@@ -160,8 +161,14 @@ class LlamaServer:
             self.start()
         deadline = time.monotonic() + timeout
         url = f"{self.base_url}/models"
+        next_note = time.monotonic() + self.PROGRESS_SECS
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() < deadline:
+                if time.monotonic() >= next_note:  # the first start can take a minute
+                    next_note += self.PROGRESS_SECS
+                    took = time.monotonic() - self._started_at
+                    logger.info(f"Still starting the local LLM server ({took:.0f}s; "
+                                "the first start on a new machine is the slowest) ...")
                 if not self.running:
                     code = self._proc.returncode if self._proc else None
                     raise self._failure(f"local LLM server exited with code {code}")
@@ -176,8 +183,12 @@ class LlamaServer:
         self.stop()
         raise self._failure(f"local LLM server not healthy after {timeout:.0f}s")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the child (SIGTERM, then SIGKILL after ``timeout``)."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Terminate the child (SIGTERM, then SIGKILL after ``timeout``).
+
+        The server keeps nothing worth a graceful exit, and its uvicorn waits for a
+        generation in progress (seconds on 2 cores) before it exits on SIGTERM.
+        """
         proc = self._proc
         if proc is None:
             return
