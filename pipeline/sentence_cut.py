@@ -1,0 +1,102 @@
+"""Replies cut by ``max_tokens`` end at their last complete sentence.
+
+:class:`SentenceCut` sits right after the LLM. It passes each response's text on
+up to the last sentence end seen so far (``.``, ``!``, ``?`` or ``…``, maybe
+followed by a closing quote or bracket, at the end of the text so far or before
+a space), so a sentence reaches the TTS the moment its punctuation arrives: no
+latency is added (Pipecat's TTS waits for whole sentences anyway). Only the text
+after the last sentence end is held back. At ``LLMFullResponseEndFrame``:
+
+- the response was truncated (``finish_reason == "length"``, which our LLM
+  services put in the end frame's metadata, see ``services/llm.py``) and some
+  complete sentence was already passed on: the unfinished tail is dropped, so
+  it is neither spoken nor recorded in the context or transcript;
+- otherwise (the model ended by itself, a stop sequence, an unknown reason, or
+  the tail is the whole reply) the tail is passed on as it is.
+
+An interruption discards the held tail with the rest of the response.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+FINISH_REASON = "finish_reason"  # the key services/llm.py sets in the end frame's metadata
+
+# A sentence end: terminal punctuation, optional closing quotes/brackets, then a space or the end.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+
+
+def split_at_last_sentence_end(text: str) -> tuple[str, str]:
+    """(``text`` up to and including its last sentence end, the rest)."""
+    last = None
+    for last in _SENTENCE_END.finditer(text):
+        pass
+    if last is None:
+        return "", text
+    return text[: last.end()], text[last.end():]
+
+
+class SentenceCut(FrameProcessor):
+    """Drops the unfinished last sentence of a response that ``max_tokens`` cut off."""
+
+    def __init__(self, **kwargs):
+        super().__init__(name="sentence-cut", **kwargs)
+        self._tail = ""
+        self._tail_frame: LLMTextFrame | None = None
+        self._passed = False
+        self.dropped: list[str] = []  # what was cut, for tests and logs
+
+    def _reset(self) -> None:
+        self._tail = ""
+        self._tail_frame = None
+        self._passed = False
+
+    async def _push_text(self, text: str, like: LLMTextFrame) -> None:
+        frame = LLMTextFrame(text)
+        frame.skip_tts = like.skip_tts
+        frame.append_to_context = like.append_to_context
+        await self.push_frame(frame)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if direction != FrameDirection.DOWNSTREAM:
+            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, LLMFullResponseStartFrame):
+            self._reset()
+        elif isinstance(frame, InterruptionFrame):
+            self._reset()
+        elif isinstance(frame, LLMTextFrame):
+            head, self._tail = split_at_last_sentence_end(self._tail + frame.text)
+            self._tail_frame = frame
+            if head:
+                self._passed = True
+                await self._push_text(head, frame)
+            return
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            tail, like = self._tail, self._tail_frame
+            self._reset_tail()
+            if tail and like is not None:
+                truncated = frame.metadata.get(FINISH_REASON) == "length"
+                if truncated and self._passed and tail.strip():
+                    logger.debug(f"Reply cut by max_tokens: dropped the unfinished {tail.strip()!r}")
+                    self.dropped.append(tail)
+                else:
+                    await self._push_text(tail, like)
+            self._passed = False
+        await self.push_frame(frame, direction)
+
+    def _reset_tail(self) -> None:
+        self._tail = ""
+        self._tail_frame = None
