@@ -15,6 +15,14 @@ after the last sentence end is held back. At ``LLMFullResponseEndFrame``:
   the tail is the whole reply) the tail is passed on as it is.
 
 An interruption discards the held tail with the rest of the response.
+
+With ``drop_repeats`` (the embedded model, see ``session/builder.py``), a
+sentence of five words or more that the bot already said earlier in the
+conversation is not said again, unless it opens the response: a 135M model
+copies the filler sentence of its previous reply into every new one ("I'm happy
+to help with that, just enjoy your day and don't hesitate to ask anything!").
+It is checked the moment the sentence is complete, so this adds no latency
+either.
 """
 
 from __future__ import annotations
@@ -37,6 +45,26 @@ FINISH_REASON = "finish_reason"  # the key services/llm.py sets in the end frame
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
 
 
+_WORD = re.compile(r"[a-z0-9']+")
+REPEAT_MIN_WORDS = 5
+
+
+def sentence_key(sentence: str) -> str:
+    """A sentence's words, lower-cased: what makes two sentences "the same" for ``drop_repeats``."""
+    return " ".join(_WORD.findall(sentence.lower().replace("’", "'")))
+
+
+def sentences_of(text: str) -> list[str]:
+    """``text`` split after each sentence end (the pieces keep their spacing; they join back to it)."""
+    pieces, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        pieces.append(text[start:match.end()])
+        start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
 def split_at_last_sentence_end(text: str) -> tuple[str, str]:
     """(``text`` up to and including its last sentence end, the rest)."""
     last = None
@@ -50,8 +78,11 @@ def split_at_last_sentence_end(text: str) -> tuple[str, str]:
 class SentenceCut(FrameProcessor):
     """Drops the unfinished last sentence of a response that ``max_tokens`` cut off."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, drop_repeats: bool = False, **kwargs):
         super().__init__(name="sentence-cut", **kwargs)
+        self._drop_repeats = drop_repeats
+        self._said: set[str] = set()  # sentences said in earlier responses (drop_repeats)
+        self._said_now: list[str] = []
         self._tail = ""
         self._tail_frame: LLMTextFrame | None = None
         self._passed = False
@@ -61,6 +92,28 @@ class SentenceCut(FrameProcessor):
         self._tail = ""
         self._tail_frame = None
         self._passed = False
+        self._said.update(self._said_now)
+        self._said_now = []
+
+    def _is_repeat(self, sentence: str) -> bool:
+        key = sentence_key(sentence)
+        return (self._drop_repeats and self._passed and len(key.split()) >= REPEAT_MIN_WORDS
+                and key in self._said)
+
+    async def _push_sentences(self, text: str, like: LLMTextFrame) -> None:
+        """Pass complete sentences on (dropping repeats), at once."""
+        kept = []
+        for sentence in sentences_of(text):
+            if self._is_repeat(sentence):
+                logger.debug(f"Dropped a sentence said before: {sentence.strip()!r}")
+                self.dropped.append(sentence)
+                continue
+            kept.append(sentence)
+            if sentence.strip():
+                self._passed = True
+                self._said_now.append(sentence_key(sentence))
+        if kept and "".join(kept):
+            await self._push_text("".join(kept), like)
 
     async def _push_text(self, text: str, like: LLMTextFrame) -> None:
         frame = LLMTextFrame(text)
@@ -73,16 +126,13 @@ class SentenceCut(FrameProcessor):
         if direction != FrameDirection.DOWNSTREAM:
             await self.push_frame(frame, direction)
             return
-        if isinstance(frame, LLMFullResponseStartFrame):
-            self._reset()
-        elif isinstance(frame, InterruptionFrame):
+        if isinstance(frame, (LLMFullResponseStartFrame, InterruptionFrame)):
             self._reset()
         elif isinstance(frame, LLMTextFrame):
             head, self._tail = split_at_last_sentence_end(self._tail + frame.text)
             self._tail_frame = frame
             if head:
-                self._passed = True
-                await self._push_text(head, frame)
+                await self._push_sentences(head, frame)
             return
         elif isinstance(frame, LLMFullResponseEndFrame):
             tail, like = self._tail, self._tail_frame
@@ -92,9 +142,15 @@ class SentenceCut(FrameProcessor):
                 if truncated and self._passed and tail.strip():
                     logger.debug(f"Reply cut by max_tokens: dropped the unfinished {tail.strip()!r}")
                     self.dropped.append(tail)
+                elif self._is_repeat(tail):
+                    self.dropped.append(tail)
                 else:
                     await self._push_text(tail, like)
+                    if tail.strip():
+                        self._said_now.append(sentence_key(tail))
             self._passed = False
+            self._said.update(self._said_now)
+            self._said_now = []
         await self.push_frame(frame, direction)
 
     def _reset_tail(self) -> None:

@@ -225,7 +225,7 @@ def build_pipeline(
         user_aggregator,
         wake_gate,
         services.llm,
-        SentenceCut() if services.llm is not None else None,
+        services.llm and SentenceCut(drop_repeats=services.plan.llm.engine == "llama-local"),
         services.tts,
         renderer,
         transport.output() if voice else output,
