@@ -76,50 +76,50 @@ def split_at_last_sentence_end(text: str) -> tuple[str, str]:
 
 
 class SentenceCut(FrameProcessor):
-    """Drops the unfinished last sentence of a response that ``max_tokens`` cut off."""
+    """Drops the unfinished last sentence of a response that ``max_tokens`` cut off.
+
+    It forwards the LLM's own ``LLMTextFrame`` objects, unchanged and in order, and only
+    holds back (or drops) whole frames: a frame that was pushed once is never pushed
+    again or altered, so observers that count first pushes (the interactions observer)
+    see each piece of text once. A frame that ends a sentence goes on with everything
+    held before it. (llama.cpp streams one token per frame, so a sentence end is the end
+    of its frame; text after a sentence end inside one frame goes on with it.)
+    """
 
     def __init__(self, *, drop_repeats: bool = False, **kwargs):
         super().__init__(name="sentence-cut", **kwargs)
         self._drop_repeats = drop_repeats
         self._said: set[str] = set()  # sentences said in earlier responses (drop_repeats)
         self._said_now: list[str] = []
-        self._tail = ""
-        self._tail_frame: LLMTextFrame | None = None
+        self._held: list[LLMTextFrame] = []
+        self._carry = ""  # text already passed on after the last sentence end
         self._passed = False
         self.dropped: list[str] = []  # what was cut, for tests and logs
 
+    def _held_text(self) -> str:
+        return "".join(f.text for f in self._held)
+
     def _reset(self) -> None:
-        self._tail = ""
-        self._tail_frame = None
+        self._held = []
+        self._carry = ""
         self._passed = False
         self._said.update(self._said_now)
         self._said_now = []
 
-    def _is_repeat(self, sentence: str) -> bool:
-        key = sentence_key(sentence)
-        return (self._drop_repeats and self._passed and len(key.split()) >= REPEAT_MIN_WORDS
-                and key in self._said)
+    def _all_repeats(self, text: str) -> bool:
+        """Every sentence of ``text`` is one of 5+ words the bot said in an earlier response."""
+        if not (self._drop_repeats and self._passed):
+            return False
+        keys = [sentence_key(p) for p in sentences_of(text) if sentence_key(p)]
+        return bool(keys) and all(
+            len(k.split()) >= REPEAT_MIN_WORDS and k in self._said for k in keys)
 
-    async def _push_sentences(self, text: str, like: LLMTextFrame) -> None:
-        """Pass complete sentences on (dropping repeats), at once."""
-        kept = []
-        for sentence in sentences_of(text):
-            if self._is_repeat(sentence):
-                logger.debug(f"Dropped a sentence said before: {sentence.strip()!r}")
-                self.dropped.append(sentence)
-                continue
-            kept.append(sentence)
-            if sentence.strip():
-                self._passed = True
-                self._said_now.append(sentence_key(sentence))
-        if kept and "".join(kept):
-            await self._push_text("".join(kept), like)
-
-    async def _push_text(self, text: str, like: LLMTextFrame) -> None:
-        frame = LLMTextFrame(text)
-        frame.skip_tts = like.skip_tts
-        frame.append_to_context = like.append_to_context
-        await self.push_frame(frame)
+    async def _pass(self, frames: list[LLMTextFrame], text: str) -> None:
+        for f in frames:
+            await self.push_frame(f)
+        if text.strip():
+            self._passed = True
+            self._said_now += [sentence_key(p) for p in sentences_of(text) if sentence_key(p)]
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -129,30 +129,33 @@ class SentenceCut(FrameProcessor):
         if isinstance(frame, (LLMFullResponseStartFrame, InterruptionFrame)):
             self._reset()
         elif isinstance(frame, LLMTextFrame):
-            head, self._tail = split_at_last_sentence_end(self._tail + frame.text)
-            self._tail_frame = frame
-            if head:
-                await self._push_sentences(head, frame)
+            text = self._carry + self._held_text() + frame.text
+            head, tail = split_at_last_sentence_end(text)
+            if not head:
+                self._held.append(frame)
+                return
+            frames, self._held = [*self._held, frame], []
+            self._carry = tail
+            if self._all_repeats(head):
+                logger.debug(f"Dropped a sentence said before: {head.strip()!r}")
+                self.dropped.append(head)
+            else:
+                await self._pass(frames, head)
             return
         elif isinstance(frame, LLMFullResponseEndFrame):
-            tail, like = self._tail, self._tail_frame
-            self._reset_tail()
-            if tail and like is not None:
+            held, text = self._held, self._held_text()
+            self._held = []
+            if held:
                 truncated = frame.metadata.get(FINISH_REASON) == "length"
-                if truncated and self._passed and tail.strip():
-                    logger.debug(f"Reply cut by max_tokens: dropped the unfinished {tail.strip()!r}")
-                    self.dropped.append(tail)
-                elif self._is_repeat(tail):
-                    self.dropped.append(tail)
+                if truncated and self._passed and text.strip():
+                    logger.debug(f"Reply cut by max_tokens: dropped the unfinished {text.strip()!r}")
+                    self.dropped.append(text)
+                elif self._all_repeats(self._carry + text):
+                    self.dropped.append(text)
                 else:
-                    await self._push_text(tail, like)
-                    if tail.strip():
-                        self._said_now.append(sentence_key(tail))
+                    await self._pass(held, text)
+            self._carry = ""
             self._passed = False
             self._said.update(self._said_now)
             self._said_now = []
         await self.push_frame(frame, direction)
-
-    def _reset_tail(self) -> None:
-        self._tail = ""
-        self._tail_frame = None

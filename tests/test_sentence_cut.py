@@ -55,9 +55,22 @@ async def test_truncated_reply_drops_the_unfinished_sentence():
 
 
 async def test_a_sentence_passes_the_moment_its_punctuation_arrives():
-    texts, _ = await run(response(["Hi", " there.", " How", " are you", "?"], "stop"))
-    # The first sentence leaves with the chunk that ends it, not at the end of the response.
-    assert texts == ["Hi there.", " How are you?"]
+    # No end of response yet: the finished sentence is through, the unfinished one is held.
+    texts, _ = await run(response(["Hi", " there.", " How"], "stop")[:-1])
+    assert texts == ["Hi", " there."]
+
+
+async def test_the_llm_frames_themselves_pass_unchanged():
+    """Observers count a frame's first push: the cut must not push text a second time."""
+    from pipecat.frames.frames import LLMTextFrame
+    from pipecat.tests.utils import run_test
+
+    frames = response(["One", " two.", " Three", " four"], "length")
+    sent = [f for f in frames if isinstance(f, LLMTextFrame)]
+    down, _ = await run_test(SentenceCut(), frames_to_send=frames)
+    got = [f for f in down if isinstance(f, LLMTextFrame)]
+    assert [id(f) for f in got] == [id(f) for f in sent[:2]]
+    assert [f.text for f in got] == ["One", " two."]
 
 
 async def test_a_reply_that_ended_by_itself_keeps_its_last_words():
