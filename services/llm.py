@@ -134,6 +134,31 @@ def system_notes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# The embedded model sees the last few messages only: a 135M model does not use a long history,
+# it copies it (by the tenth exchange SmolLM2 answers every question with the pattern of its
+# previous replies). Four messages keep a follow-up's context ("What should I see there first?").
+LOCAL_HISTORY_MESSAGES = 4
+
+
+def recent_history(messages: list[dict[str, Any]], keep: int = LOCAL_HISTORY_MESSAGES):
+    """The system message(s) plus the last ``keep`` messages, starting at a user message.
+
+    Starting at a user message keeps a tool call and its result together. The input is not
+    modified; with ``keep`` or fewer conversation messages it is returned as is.
+    """
+    head = [m for m in messages if m.get("role") == "system"]
+    turns = [m for m in messages if m.get("role") != "system"]
+    if len(turns) <= keep:
+        return messages
+    recent = turns[-keep:]
+    while recent and recent[0].get("role") != "user":
+        recent = recent[1:]
+    if not recent:  # no user message among the last ones: keep from the last user message on
+        last_user = max((i for i, m in enumerate(turns) if m.get("role") == "user"), default=None)
+        recent = turns[last_user:] if last_user is not None else turns[-keep:]
+    return head + recent
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content.strip()
@@ -147,7 +172,8 @@ def _local_llm_class():
     cls = _persona_llm_class()
 
     class LocalLLMService(cls):
-        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`).
+        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`)
+        and it sees the recent history only (:func:`recent_history`).
 
         ``supports_developer_role`` stays True so Pipecat leaves the developer role in place
         for :func:`system_notes` to find; the server never receives it.
@@ -157,7 +183,7 @@ def _local_llm_class():
 
         def build_chat_completion_params(self, params_from_context):
             params = super().build_chat_completion_params(params_from_context)
-            params["messages"] = system_notes(list(params["messages"]))
+            params["messages"] = recent_history(system_notes(list(params["messages"])))
             return params
 
     return LocalLLMService

@@ -202,3 +202,44 @@ def test_default_persona_validates_with_a_short_prompt():
     assert prompt == app.persona.system_prompt  # no long context for a 135M model to recite
     assert len(prompt.split()) <= 40
     assert "one or two short sentences" in prompt
+
+
+# --------------------------------------------------------------------------- history window
+
+
+def test_recent_history_keeps_the_system_message_and_the_last_turns():
+    from services.llm import recent_history
+
+    system = {"role": "system", "content": "S"}
+    turns = []
+    for i in range(5):
+        turns += [{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    turns.append({"role": "user", "content": "u5"})
+    kept = recent_history([system, *turns], keep=4)
+    # the last 4 would start at an assistant message: the window starts at the next user one
+    assert kept == [system, {"role": "user", "content": "u4"},
+                    {"role": "assistant", "content": "a4"}, {"role": "user", "content": "u5"}]
+    short = [system, *turns[:3]]
+    assert recent_history(short, keep=4) is short
+
+
+def test_recent_history_keeps_a_tool_call_with_its_result():
+    from services.llm import recent_history
+
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "u0"},
+            {"role": "assistant", "content": "a0"}, {"role": "user", "content": "time?"},
+            {"role": "assistant", "tool_calls": [{"id": "c1"}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "9pm"},
+            {"role": "assistant", "content": "It is 9 pm."}]
+    assert recent_history(msgs, keep=3) == [msgs[0], *msgs[3:]]  # back to the user message
+
+
+async def test_the_embedded_model_gets_the_recent_history_only(fake):
+    svc = local_service(persona())
+    history = []
+    for i in range(6):
+        history += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    await one_request(svc, [*history, {"role": "user", "content": "last"}])
+    sent = fake.requests[0]["messages"]
+    assert sent[0]["role"] == "system" and sent[1] == {"role": "user", "content": "q5"}
+    assert len(sent) == 1 + llm_factory.LOCAL_HISTORY_MESSAGES - 1
