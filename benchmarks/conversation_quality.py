@@ -396,6 +396,9 @@ def main() -> int:
     parser.add_argument("--persona", type=Path, default=ROOT / "personas" / "default.json")
     parser.add_argument("--label", default=time.strftime("%Y%m%d-%H%M%S"))
     parser.add_argument("--no-speed", action="store_true", help="skip the raw speed part")
+    parser.add_argument("--history", type=int, default=None,
+                        help="messages of history the embedded model sees (services/llm.py "
+                             "LOCAL_HISTORY_MESSAGES; 0: the whole conversation)")
     parser.add_argument("--reply-timeout", type=float, default=900.0, help="seconds per reply")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--rescore", type=Path, metavar="JSON",
@@ -404,6 +407,10 @@ def main() -> int:
     quiet_logging()
     if args.rescore:
         return rescore(args.rescore)
+    import services.llm
+
+    if args.history is not None:
+        services.llm.LOCAL_HISTORY_MESSAGES = args.history
     out = args.out or ROOT / "benchmarks" / "results" / f"conversation_quality-{args.label}.json"
     instructions = instructions_for(args.persona)
     from config.settings import Settings
@@ -439,6 +446,7 @@ def main() -> int:
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "label": args.label, "model": gguf.name, "persona": str(args.persona.relative_to(ROOT)
                                                                        if args.persona.is_relative_to(ROOT) else args.persona),
+               "history_messages": services.llm.LOCAL_HISTORY_MESSAGES,
                "instructions": instructions, "summary": summary, "speed": spd, "runs": runs}
     write_results(out, results)
     print(table(summary, spd))

@@ -140,12 +140,16 @@ def system_notes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 LOCAL_HISTORY_MESSAGES = 4
 
 
-def recent_history(messages: list[dict[str, Any]], keep: int = LOCAL_HISTORY_MESSAGES):
+def recent_history(messages: list[dict[str, Any]], keep: int | None = None):
     """The system message(s) plus the last ``keep`` messages, starting at a user message.
 
-    Starting at a user message keeps a tool call and its result together. The input is not
-    modified; with ``keep`` or fewer conversation messages it is returned as is.
+    ``keep`` defaults to :data:`LOCAL_HISTORY_MESSAGES` (0: everything). Starting at a user
+    message keeps a tool call and its result together. The input is not modified; with
+    ``keep`` or fewer conversation messages it is returned as is.
     """
+    keep = LOCAL_HISTORY_MESSAGES if keep is None else keep
+    if keep <= 0:
+        return messages
     head = [m for m in messages if m.get("role") == "system"]
     turns = [m for m in messages if m.get("role") != "system"]
     if len(turns) <= keep:
