@@ -96,6 +96,7 @@ ROLE_LABEL = re.compile(
     r"(?im)(^|\s)(user|assistant|system|developer|participant|human|ai|bot|ava)\s*:"
 )
 LEAK_MARKERS = ["chat history", "<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>",
+                "[inst]", "[/inst]", "<<sys>>", "<s>", "</s>",
                 "greeting the participant", "greet them in character", "system prompt"]
 SENTENCE_END = re.compile(r"[.!?…]+[\"')\]”’]*(\s+|$)")
 ENDS_SENTENCE = re.compile(r"[.!?…][\"')\]”’*]*\s*$")
