@@ -39,7 +39,9 @@ class Settings:
     local_piper_voice: str | None = None
     llama_server_threads: int | None = None
     llama_server_ctx: int = 4096
-    llm_max_tokens: int = 256
+    # The embedded model's reply cap: one or two spoken sentences (a persona's extra_body
+    # max_tokens wins). Cloud LLMs get no cap from here.
+    llm_max_tokens: int = 60
     data_dir: Path = Path("data")
     tool_timeout_secs: float = 10.0
     client_tool_timeout_secs: float = 30.0

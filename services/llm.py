@@ -19,16 +19,65 @@ _SAMPLING_KEYS = ("temperature", "top_p", "frequency_penalty", "presence_penalty
 # Placeholder for OpenAI-compatible servers that need no key (the OpenAI client insists on one).
 NO_KEY = "not-needed"
 
+# Sampling for speech on the embedded model (a persona's ``layers.llm.extra_body`` overrides
+# any of them; the reply length is ``LLM_MAX_TOKENS``, see config/settings.py). A 135M model at
+# the server's default temperature (0.8) wanders; 0.3 keeps it on the question. The stop
+# sequences end a reply where the model starts a new paragraph or writes another speaker's
+# turn as text: speech has no paragraphs. (llama-cpp-python renders the GGUF's own chat
+# template, ChatML for SmolLM2, and already stops at its end-of-turn token <|im_end|>.)
+LOCAL_SAMPLING: dict[str, Any] = {
+    "temperature": 0.3,
+    "top_p": 0.9,
+    "stop": ["\n\n", "<|im_start|>", "<|im_end|>", "\nUser:", "\nuser:", "\nAssistant:",
+             "\nassistant:", "\nSystem:"],
+}
+
+
+class _FinishReasonStream:
+    """A chat-completion stream that reports each choice's ``finish_reason`` as it passes."""
+
+    def __init__(self, stream: Any, record: Callable[[str], None]):
+        self._stream = stream
+        self._record = record
+
+    def __aiter__(self):
+        return self._chunks()
+
+    async def _chunks(self):
+        async for chunk in self._stream:
+            for choice in getattr(chunk, "choices", None) or ():
+                if getattr(choice, "finish_reason", None):
+                    self._record(choice.finish_reason)
+            yield chunk
+
+    async def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            await close()
+
+
+FINISH_REASON = "finish_reason"  # key in LLMFullResponseEndFrame.metadata
+
 
 @functools.cache
 def _persona_llm_class():
+    from pipecat.frames.frames import LLMFullResponseEndFrame
+    from pipecat.processors.frame_processor import FrameDirection
     from pipecat.services.openai.llm import OpenAILLMService
 
     class PersonaOpenAILLMService(OpenAILLMService):
-        """``OpenAILLMService`` that also sends ``default_query`` parameters (Azure's api-version)."""
+        """``OpenAILLMService`` that also sends ``default_query`` parameters (Azure's api-version)
+        and tells why each response ended.
+
+        Pipecat does not pass the completion's ``finish_reason`` on; this service puts it in
+        ``LLMFullResponseEndFrame.metadata["finish_reason"]`` ("stop", "length", ... or None
+        when the stream broke off), so :class:`pipeline.sentence_cut.SentenceCut` can tell a
+        reply cut by ``max_tokens`` from one that ended by itself.
+        """
 
         def __init__(self, *, default_query: dict[str, str] | None = None, **kwargs):
             self._default_query = dict(default_query or {})
+            self._finish_reason: str | None = None
             super().__init__(**kwargs)
 
         def create_client(self, *args, **kwargs):
@@ -37,7 +86,111 @@ def _persona_llm_class():
                 client = client.with_options(default_query=self._default_query)
             return client
 
+        async def get_chat_completions(self, context):
+            self._finish_reason = None
+            stream = await super().get_chat_completions(context)
+            return _FinishReasonStream(stream, self._set_finish_reason)
+
+        def _set_finish_reason(self, reason: str) -> None:
+            self._finish_reason = reason
+
+        async def push_frame(self, frame, direction=FrameDirection.DOWNSTREAM):
+            if isinstance(frame, LLMFullResponseEndFrame) and direction == FrameDirection.DOWNSTREAM:
+                frame.metadata.setdefault(FINISH_REASON, self._finish_reason)
+                self._finish_reason = None
+            await super().push_frame(frame, direction)
+
     return PersonaOpenAILLMService
+
+
+def system_notes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Developer messages for a model without a developer role, as the embedded model gets them.
+
+    Pipecat's default for such models turns a developer message into a *user* message, so
+    a small model answers (or recites) the instruction as if the participant had said it
+    ("Greeting the participant: ..."). Here instead:
+
+    - the developer messages after the last user or assistant message (the instruction for
+      the reply about to be generated: the greeting, an idle check-in) are appended to the
+      system message, as a note;
+    - earlier developer messages, already answered, are left out: the reply they produced
+      stays in the conversation, the instruction would only invite a repeat.
+
+    The input is not modified.
+    """
+    last_turn = max((i for i, m in enumerate(messages) if m.get("role") in ("user", "assistant",
+                                                                            "tool")), default=-1)
+    notes = [m for i, m in enumerate(messages) if m.get("role") == "developer" and i > last_turn]
+    if not any(m.get("role") == "developer" for m in messages):
+        return messages
+    out = [dict(m) for m in messages if m.get("role") != "developer"]
+    texts = [_text(m.get("content")) for m in notes]
+    note = "\n\n".join(t for t in texts if t)
+    if note:
+        if out and out[0].get("role") == "system":
+            out[0]["content"] = f"{_text(out[0].get('content'))}\n\n{note}".strip()
+        else:
+            out.insert(0, {"role": "system", "content": note})
+    return out
+
+
+# The embedded model sees the last few messages only: a 135M model does not use a long history,
+# it copies it (by the tenth exchange SmolLM2 answers every question with the pattern of its
+# previous replies). Four messages keep a follow-up's context ("What should I see there first?").
+LOCAL_HISTORY_MESSAGES = 4
+
+
+def recent_history(messages: list[dict[str, Any]], keep: int | None = None):
+    """The system message(s) plus the last ``keep`` messages, starting at a user message.
+
+    ``keep`` defaults to :data:`LOCAL_HISTORY_MESSAGES` (0: everything). Starting at a user
+    message keeps a tool call and its result together. The input is not modified; with
+    ``keep`` or fewer conversation messages it is returned as is.
+    """
+    keep = LOCAL_HISTORY_MESSAGES if keep is None else keep
+    if keep <= 0:
+        return messages
+    head = [m for m in messages if m.get("role") == "system"]
+    turns = [m for m in messages if m.get("role") != "system"]
+    if len(turns) <= keep:
+        return messages
+    recent = turns[-keep:]
+    while recent and recent[0].get("role") != "user":
+        recent = recent[1:]
+    if not recent:  # no user message among the last ones: keep from the last user message on
+        last_user = max((i for i, m in enumerate(turns) if m.get("role") == "user"), default=None)
+        recent = turns[last_user:] if last_user is not None else turns[-keep:]
+    return head + recent
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict)).strip()
+    return ""
+
+
+@functools.cache
+def _local_llm_class():
+    cls = _persona_llm_class()
+
+    class LocalLLMService(cls):
+        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`)
+        and it sees the recent history only (:func:`recent_history`).
+
+        ``supports_developer_role`` stays True so Pipecat leaves the developer role in place
+        for :func:`system_notes` to find; the server never receives it.
+        """
+
+        supports_developer_role = True
+
+        def build_chat_completion_params(self, params_from_context):
+            params = super().build_chat_completion_params(params_from_context)
+            params["messages"] = recent_history(system_notes(list(params["messages"])))
+            return params
+
+    return LocalLLMService
 
 
 def llm_settings(
@@ -101,13 +254,19 @@ def local_llm_server(settings: Settings) -> LlamaServer:
     )
 
 
-def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, system: str | None):
-    server = local_llm_server(settings)
-    cls = _persona_llm_class()
-    extra = dict(persona.layers.llm.extra_body)
+def local_sampling(extra_body: dict[str, Any]) -> dict[str, Any]:
+    """The embedded model's request settings: :data:`LOCAL_SAMPLING` under the persona's ``extra_body``."""
+    extra = dict(extra_body)
     # llama.cpp accepts max_tokens, not max_completion_tokens.
     if "max_completion_tokens" in extra:
         extra.setdefault("max_tokens", extra.pop("max_completion_tokens"))
+    return {**LOCAL_SAMPLING, **extra}
+
+
+def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, system: str | None):
+    server = local_llm_server(settings)
+    cls = _local_llm_class()
+    extra = local_sampling(persona.layers.llm.extra_body)
     service = cls(
         api_key=NO_KEY,
         base_url=server.base_url,
@@ -115,7 +274,7 @@ def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, sys
             cls, LlamaServer.MODEL_ALIAS, extra, settings.llm_max_tokens, system
         ),
     )
-    service.supports_developer_role = False  # llama.cpp rejects the "developer" role
+    # llama.cpp rejects the "developer" role: the class turns those messages into system notes.
     service.local_server = server  # the session waits on it before the first turn
     # The bundled SmolLM2-135M was not trained to call functions: tools offered to it
     # never get called and only lengthen its prompt (seconds of prefill on 2 cores).

@@ -34,15 +34,17 @@ from conversation.transcript import Transcript
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.interruption_fence import InterruptionFence
+from pipeline.sentence_cut import SentenceCut
 from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.turn_taking import TurnController, turn_plan
 from pipeline.wake_phrase import WakePhraseGate
 from services import Services
 from tools import ToolRegistry, build_registry
 
-GREETING_INSTRUCTION = (
-    "The participant has just joined the call. Greet them in character, in one short sentence."
-)
+# A developer message: cloud LLMs read it as an instruction; the embedded model, which has no
+# developer role, gets it as a note in its system message (services/llm.py system_notes), never
+# as something the user said. Short and literal: a 135M model garbles "greet them in character".
+GREETING_INSTRUCTION = "The user just joined the call. Say hello and ask how you can help."
 
 
 def new_conversation_id() -> str:
@@ -229,6 +231,7 @@ def build_pipeline(
         user_aggregator,
         wake_gate,
         services.llm,
+        services.llm and SentenceCut(drop_repeats=services.plan.llm.engine == "llama-local"),
         services.tts,
         renderer,
         transport.output() if voice else output,
