@@ -301,8 +301,11 @@ def test_the_embedded_llm_is_not_offered_tools(tmp_path, monkeypatch):
     warnings: list[str] = []
     sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
     try:
+        from types import SimpleNamespace
+
+        plan = SimpleNamespace(llm=choice, tts=SimpleNamespace(engine="piper"))
         built = build_pipeline(AppConfig.of(persona, None, settings), None,
-                               Services(plan=None, llm=llm))
+                               Services(plan=plan, llm=llm))
     finally:
         logger.remove(sink)
     assert built.tools.tools_schema() is None  # nothing offered
