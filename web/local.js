@@ -20,6 +20,20 @@ let lastBotEnergy = 0;
 let botSounding = false;
 const latencies = [];
 
+// Browser audio processing (Chrome's echo cancellation, noise suppression, auto gain control).
+// ?ec=0&ns=0&agc=0 switch each off, for measurement (benchmarks/page_wer.py).
+const QUERY = new URLSearchParams(location.search);
+const flag = (name, fallback) => (QUERY.has(name) ? !["0", "false", "off"].includes(QUERY.get(name)) : fallback);
+const AUDIO_CONSTRAINTS = {
+  echoCancellation: flag("ec", true),
+  noiseSuppression: flag("ns", true),
+  autoGainControl: flag("agc", true),
+};
+// Every data-channel message with its arrival time (ms since the microphone opened), for
+// tests and benchmarks: window.eventLog.
+window.eventLog = [];
+let micOpenedAt = null;
+
 // Property templates for the console, one per interaction (Tavus wire formats).
 const TEMPLATES = {
   "conversation.respond": { text: "What can you do?" },
@@ -174,6 +188,7 @@ function onEvent(message) {
 function showEvent(data) {
   let message;
   try { message = JSON.parse(data); } catch { return; }
+  window.eventLog.push({ t: micOpenedAt === null ? null : performance.now() - micOpenedAt, message });
   if (!message.event_type) return; // RTVI traffic shares the channel
   conversationId = message.conversation_id || conversationId;
   onEvent(message);
@@ -217,7 +232,10 @@ async function connect() {
   setStatus("Connecting");
   try {
     const withCamera = $("camera").checked;
-    mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: withCamera });
+    mic = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS, video: withCamera });
+    micOpenedAt = performance.now();
+    window.micOpenedAtMs = micOpenedAt;
+    window.micSettings = mic.getAudioTracks()[0].getSettings();
     watchMicrophone(mic);
     pc = new RTCPeerConnection({ iceServers: [] });
     channel = pc.createDataChannel("chat");
