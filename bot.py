@@ -102,7 +102,7 @@ def run(argv: list[str]) -> int:
 
     from web import mount_local_page
 
-    mount_local_page()
+    mount_local_page(describe=lambda: launch.load_app(known))
     sys.argv = [sys.argv[0], *argv]
     try:
         runner_main(add_arguments(argparse.ArgumentParser(description="Persona-driven Pipecat agent")))

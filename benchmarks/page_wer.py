@@ -50,6 +50,8 @@ from tests.speech import (  # noqa: E402
     SENTENCES,
     SPEAKERS,
     have_speech_tools,
+    heard_per_line,
+    user_utterances,
     word_errors,
     write_conversation_wav,
 )
@@ -169,19 +171,7 @@ class Bot:
 
 def assign(events: list[dict], segments: list[dict]) -> list[str]:
     """Each final user utterance goes to the last line that ended before it arrived."""
-    heard = [[] for _ in segments]
-    for entry in events:
-        msg = entry.get("message") or {}
-        props = msg.get("properties") or {}
-        if msg.get("event_type") != "conversation.utterance" or props.get("role") != "user":
-            continue
-        if entry.get("t") is None:
-            continue
-        t = entry["t"] / 1000.0
-        ended = [i for i, seg in enumerate(segments) if seg["end"] <= t]
-        if ended:
-            heard[ended[-1]].append(props.get("speech", ""))
-    return [" ".join(h) for h in heard]
+    return heard_per_line(user_utterances(events), segments)
 
 
 def page_session(base: str, query: str, wav: Path, listen_secs: float, out: Path,

@@ -261,3 +261,27 @@ def wer(reference: str, hypothesis: str) -> float:
     """Word error rate of ``hypothesis`` against ``reference`` (can exceed 1 with insertions)."""
     errors, n = word_errors(reference, hypothesis)
     return errors / n if n else float(bool(words(hypothesis)))
+
+
+def heard_per_line(utterances: list[tuple[float, str]], segments: list[dict]) -> list[str]:
+    """What was heard of each line: each (arrival seconds, text) transcript goes to the last line
+    that ended before it arrived (lines separated by pauses longer than the STT's delay)."""
+    heard: list[list[str]] = [[] for _ in segments]
+    for t, text in utterances:
+        ended = [i for i, seg in enumerate(segments) if seg["end"] <= t]
+        if ended:
+            heard[ended[-1]].append(text)
+    return [" ".join(h) for h in heard]
+
+
+def user_utterances(events: list[dict]) -> list[tuple[float, str]]:
+    """(seconds since the microphone opened, speech) of each final user utterance in a page's
+    ``window.eventLog``."""
+    out = []
+    for entry in events:
+        msg = entry.get("message") or {}
+        props = msg.get("properties") or {}
+        if (msg.get("event_type") == "conversation.utterance" and props.get("role") == "user"
+                and entry.get("t") is not None):
+            out.append((entry["t"] / 1000.0, props.get("speech", "")))
+    return out
