@@ -205,19 +205,50 @@ def speak(text: str, speaker: Speaker) -> np.ndarray:
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """A real recording (float32 at RATE) said as it is: no voice, no effects."""
+
+    name: str
+    samples: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+
+def human_recordings(directory: str | Path) -> list[tuple[str, Recording]]:
+    """(transcript, recording) of each ``*.wav`` with a ``*.txt`` beside it: e.g. the LibriVox
+    clips of real human speech that pocketsphinx's source distribution ships in
+    ``test/data/librivox`` (``pip download --no-deps --no-binary :all: pocketsphinx``)."""
+    import wave
+
+    out = []
+    for wav in sorted(Path(directory).glob("*.wav")):
+        txt = wav.with_suffix(".txt")
+        if not txt.exists():
+            continue
+        with wave.open(str(wav)) as w:
+            rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+            if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                continue
+        if rate != RATE:
+            pcm = _sox(pcm, rate, [])
+        x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        out.append((txt.read_text().strip(), Recording(f"human: {wav.stem}", x)))
+    return out
+
+
 def to_pcm16(x: np.ndarray) -> bytes:
     return (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
 
 
 def write_conversation_wav(
-    path: str | Path, lines: list[tuple[str, Speaker]], *, lead_secs: float = 6.0,
+    path: str | Path, lines: list[tuple[str, Speaker | Recording]], *, lead_secs: float = 6.0,
     gap_secs: float = 8.0, tail_secs: float = 30.0, room: str = "pink", room_dbfs: float = -55.0,
     gaps: list[float] | None = None,
 ) -> tuple[Path, list[dict]]:
     """One WAV of several speakers' lines separated by pauses, over a faint room-noise bed
     (``room`` "" for digital silence). Returns the path and each line's text, speaker and
     start/end seconds in the file. ``gaps`` overrides the pause after each line."""
-    clips = [speak(text, speaker) for text, speaker in lines]
+    clips = [speaker.samples if isinstance(speaker, Recording) else speak(text, speaker)
+             for text, speaker in lines]
     pauses = gaps if gaps is not None else [gap_secs] * len(clips)
     segments, pieces, t = [], [np.zeros(int(lead_secs * RATE), np.float32)], lead_secs
     for (text, speaker), clip, pause in zip(lines, clips, pauses):
