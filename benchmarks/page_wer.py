@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, quiet_logging, write_results  # noqa: E402
-from tests.speech import (  # noqa: E402
+from benchmarks.common import machine, quiet_logging, write_results
+from tests.speech import (
     RATE,
     SENTENCES,
     SPEAKERS,
@@ -146,7 +146,7 @@ class Bot:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         env.update({"PERSONA_DOTENV": "0", "LLM_MAX_TOKENS": str(max_tokens)})
-        self._log = open(log, "w")
+        self._log = open(log, "w")  # noqa: SIM115 - open while the bot runs
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "bot.py"), "--port", str(self.port), "--persona", str(persona)],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="page-wer-"))
     lines = list(zip(SENTENCES, SPEAKERS))[: args.lines]
     if args.human_dir:
-        lines += human_recordings(args.human_dir)
+        lines += human_recordings(args.human_dir, noisy=True)
     wav, segments = write_conversation_wav(work / "conversation.wav", lines, lead_secs=10.0,
                                            gap_secs=args.gap, tail_secs=20.0)
     audio = read_wav(wav)

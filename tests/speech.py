@@ -72,10 +72,10 @@ def write_speech_wav(path: str | Path, parts: list, rate: int | None = None) -> 
 # reverb, telephone band and different loudness. Needs Debian's espeak-ng and sox
 # (scripts/test.sh installs them); `have_speech_tools()` says whether they are there.
 
-import dataclasses  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
+import dataclasses
+import re
+import shutil
+import subprocess
 
 RATE = 16000  # every generated clip is 16 kHz mono 16-bit, what Whisper is given
 
@@ -187,6 +187,11 @@ def noise_bed(seconds: float, kind: str = "pink", seed: int = 1) -> np.ndarray:
 def speak(text: str, speaker: Speaker) -> np.ndarray:
     """``text`` as ``speaker`` says it: float32 samples in [-1, 1] at RATE."""
     pcm, rate = _piper(text, speaker) if speaker.engine == "piper" else _espeak(text, speaker)
+    return through_room(pcm, rate, speaker, seed=len(text))
+
+
+def through_room(pcm: bytes, rate: int, speaker: Speaker, seed: int = 0) -> np.ndarray:
+    """16-bit PCM after ``speaker``'s tempo, telephone band, reverb, level and room noise."""
     effects: list[str] = []
     if speaker.tempo != 1.0:
         effects += ["tempo", "-s", str(speaker.tempo)]
@@ -200,9 +205,23 @@ def speak(text: str, speaker: Speaker) -> np.ndarray:
     level = float(np.sqrt((x[loud] ** 2).mean())) if loud.any() else 1.0
     x = x * (10 ** (speaker.level_dbfs / 20) / max(level, 1e-9))
     if speaker.noise:
-        x = x + noise_bed(len(x) / RATE, speaker.noise, seed=len(text)) * (
+        x = x + noise_bed(len(x) / RATE, speaker.noise, seed=seed) * (
             10 ** ((speaker.level_dbfs - speaker.snr_db) / 20))
     return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def to_pcm16(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+
+
+# What a real recording goes through in human_recordings(noisy=True): one condition each, in turn.
+HUMAN_CONDITIONS: list[Speaker] = [
+    Speaker("pink noise 10 dB", noise="pink", snr_db=10),
+    Speaker("telephone, quiet", telephone=True, level_dbfs=-32),
+    Speaker("reverb, brown noise 12 dB", reverb=50, noise="brown", snr_db=12),
+    Speaker("fast, white noise 15 dB", tempo=1.15, noise="white", snr_db=15),
+    Speaker("loud, pink noise 5 dB", level_dbfs=-10, noise="pink", snr_db=5),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +232,11 @@ class Recording:
     samples: np.ndarray = dataclasses.field(repr=False, compare=False)
 
 
-def human_recordings(directory: str | Path) -> list[tuple[str, Recording]]:
+def human_recordings(directory: str | Path, noisy: bool = False) -> list[tuple[str, Recording]]:
     """(transcript, recording) of each ``*.wav`` with a ``*.txt`` beside it: e.g. the LibriVox
     clips of real human speech that pocketsphinx's source distribution ships in
-    ``test/data/librivox`` (``pip download --no-deps --no-binary :all: pocketsphinx``)."""
+    ``test/data/librivox`` (``pip download --no-deps --no-binary :all: pocketsphinx``).
+    ``noisy``: each recording once more through one of HUMAN_CONDITIONS."""
     import wave
 
     out = []
@@ -231,12 +251,13 @@ def human_recordings(directory: str | Path) -> list[tuple[str, Recording]]:
         if rate != RATE:
             pcm = _sox(pcm, rate, [])
         x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        out.append((txt.read_text().strip(), Recording(f"human: {wav.stem}", x)))
+        out.append((txt.read_text().strip(), Recording(f"human: {wav.stem[-4:]}", x)))
+    if noisy:
+        for i, (text, rec) in enumerate(list(out)):
+            cond = HUMAN_CONDITIONS[i % len(HUMAN_CONDITIONS)]
+            x = through_room(to_pcm16(rec.samples), RATE, cond, seed=i)
+            out.append((text, Recording(f"{rec.name}, {cond.name}", x)))
     return out
-
-
-def to_pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
 
 
 def write_conversation_wav(
@@ -267,6 +288,7 @@ def write_conversation_wav(
 # ---------------------------------------------------------------------------------------------
 # Word error rate (Levenshtein over words after a light normalization).
 
+_SAME = {"mr": "mister", "mrs": "missus", "dr": "doctor", "ok": "okay"}
 _NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
             "6": "six", "7": "seven", "8": "eight", "9": "nine", "10": "ten"}
 
@@ -274,7 +296,7 @@ _NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5":
 def words(text: str) -> list[str]:
     """Lower-case words without punctuation ("Don't" -> "dont", "1" -> "one")."""
     text = text.lower().replace("-", " ").replace("'", "").replace("\u2019", "")
-    return [_NUMBERS.get(w, w) for w in re.findall(r"[a-z0-9]+", text)]
+    return [_SAME.get(w, _NUMBERS.get(w, w)) for w in re.findall(r"[a-z0-9]+", text)]
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:

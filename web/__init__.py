@@ -54,7 +54,7 @@ def mount_local_page(app=None, describe: Callable[[], Any] | None = None) -> Non
         if describe is not None and not info:
             try:
                 info.update(page_info(describe()) or {"persona_name": None})
-            except Exception as exc:  # the page still works without a name
+            except Exception as exc:  # noqa: BLE001 - the page still works without a name
                 logger.warning(f"page info unavailable: {exc}")
                 info["persona_name"] = None
         return JSONResponse(info)
