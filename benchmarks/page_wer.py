@@ -8,9 +8,11 @@ changes, room noise, reverb, telephone band, quiet and loud talkers; one line ea
 long pauses over a faint room-noise bed) is heard two ways:
 
 - **file path**: each line cut from the same WAV and given straight to the bot's Whisper
-  (tiny.en, the bot's own settings: greedy, no timestamps, ``no_speech_prob`` 0.6), with and
-  without RNNoise in front (Pipecat's ``RNNoiseFilter``, run offline at 16 kHz as the transport
-  runs it);
+  (tiny.en, the bot's own settings: greedy, no timestamps, ``no_speech_prob`` 0.6): raw
+  (``isolation=off``), through Pipecat's ``RNNoiseFilter`` (``isolation=rnnoise``, what
+  ``voice_isolation: near`` ran before) and through ours (``isolation=near``: RNNoise gated by
+  its speech probability, services/voice_isolation.py), each run offline at 16 kHz in 20 ms
+  chunks as the transport runs it;
 - **page path**: ``python bot.py`` (default persona, its RNNoise on or off) and the local page in
   headless Chromium whose fake microphone plays the WAV: getUserMedia (browser processing per
   ``?ec= &ns= &agc=``) -> WebRTC/Opus -> the bot's resampling -> RNNoise -> Silero VAD -> Whisper.
@@ -92,10 +94,12 @@ def score(segments: list[dict], heard: list[str]) -> list[dict]:
 
 # ------------------------------------------------------------------ file path
 
-async def _rnnoise(pcm: np.ndarray) -> np.ndarray:
+async def _rnnoise(pcm: np.ndarray, gated: bool = False) -> np.ndarray:
     from pipecat.audio.filters.rnnoise_filter import RNNoiseFilter
 
-    filt = RNNoiseFilter()
+    from services.voice_isolation import speech_gated_rnnoise
+
+    filt = speech_gated_rnnoise() if gated else RNNoiseFilter()
     await filt.start(RATE)
     chunk = RATE // 50  # 20 ms, as the transport delivers it
     out = []
@@ -117,14 +121,14 @@ def file_path(audio: np.ndarray, segments: list[dict]) -> dict[str, Any]:
         return " ".join(s.text.strip() for s in segs if s.no_speech_prob < 0.6).strip()
 
     results = {}
-    for isolation in ("off", "near"):
+    for isolation in ("off", "rnnoise", "near"):
         heard = []
         for seg in segments:
             a = int(max(0.0, seg["start"] - 0.3) * RATE)
             b = int((seg["end"] + 0.3) * RATE)
             clip = audio[a:b]
-            if isolation == "near":
-                clip = asyncio.run(_rnnoise(clip))
+            if isolation != "off":  # rnnoise: Pipecat's filter; near: ours (speech-gated)
+                clip = asyncio.run(_rnnoise(clip, gated=isolation == "near"))
             heard.append(transcribe(clip))
         lines = score(segments, heard)
         results[f"file/isolation={isolation}"] = {**summarize(lines), "lines": lines}
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                     "external_requests": session.get("external_requests"), "lines": line_results}
                 print(f"{name}: WER {results['runs'][name]['wer']} "
                       f"(error: {session.get('error')})", flush=True)
+                write_results(work / "partial.json", results)  # a long run keeps what it has
         finally:
             bot.close()
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"page_wer-{results['date']}.json"
