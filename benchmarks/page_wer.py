@@ -61,12 +61,12 @@ from tests.speech import (
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 # Browser processing configurations: the page's query string.
-BROWSER_CONFIGS = {
-    "default": "",  # what `audio: true` gave: all three on
-    "ec0": "ec=0",
-    "ns0": "ns=0",
-    "agc0": "agc=0",
-    "ec-only": "ns=0&agc=0",
+BROWSER_CONFIGS = {  # explicit, so the page's own defaults can change
+    "all-on": "ec=1&ns=1&agc=1",  # what `audio: true` gave (the page's default before)
+    "ec0": "ec=0&ns=1&agc=1",
+    "ns0": "ec=1&ns=0&agc=1",
+    "agc0": "ec=1&ns=1&agc=0",
+    "ec-only": "ec=1&ns=0&agc=0",  # the page's default now
     "off": "ec=0&ns=0&agc=0",
 }
 

@@ -14,13 +14,17 @@ let timers = [];
 // ------------------------------------------------------------------ microphone processing
 
 // Browser audio processing: Chrome's echo cancellation, noise suppression and auto gain
-// control (DEFAULTS: see benchmarks/page_wer.py). ?ec=0&ns=0&agc=0 (or =1) switch each one.
+// control. Measured with benchmarks/page_wer.py (README, "Hearing you well"): echo
+// cancellation stays on (a person with speakers needs it; it cost nothing measurable here);
+// Chrome's noise suppression and gain control are off by default: they did not help Whisper
+// and stacked on the bot's RNNoise they cost the most words (synthetic voices 41 % -> 48 %,
+// human recordings 17 % -> 24 % word error rate). ?ec=0&ns=1&agc=1 switch each one.
 const QUERY = new URLSearchParams(location.search);
 const flag = (name, fallback) => (QUERY.has(name) ? !["0", "false", "off"].includes(QUERY.get(name)) : fallback);
 const AUDIO_CONSTRAINTS = {
   echoCancellation: flag("ec", true),
-  noiseSuppression: flag("ns", true),
-  autoGainControl: flag("agc", true),
+  noiseSuppression: flag("ns", false),
+  autoGainControl: flag("agc", false),
 };
 
 // Every data-channel message with its arrival time (ms since the microphone opened), and every
@@ -240,6 +244,7 @@ function drawLatency() {
 // segments (the bot stops and starts speaking within one inference); each segment's streaming
 // text accumulates only that segment, so the line keeps the finished segments.
 const lines = new Map();
+let lateLines = 0;
 
 function lineFor(role, inferenceId, { create = true } = {}) {
   const key = `${role}:${inferenceId || "none"}`;
@@ -293,6 +298,12 @@ function replicaSpeech(inferenceId, p) {
 function userSpeech(inferenceId, speech, final) {
   if (!speech) return;
   let line = lineFor("user", inferenceId, { create: false });
+  if (line && line.final && !final) {
+    // A partial of the next turn still carrying the previous turn's id: never overwrite a
+    // finished line; it starts a line of its own (replaced by its final utterance).
+    lateLines += 1;
+    line = lineFor("user", `${inferenceId || "none"}~${lateLines}`);
+  }
   const stale = [...lines.values()].filter((l) => l.role === "user" && !l.final && l !== line);
   if (!line && final && stale.length) {
     // The final utterance's inference id differs from the streaming one (a new VAD segment or

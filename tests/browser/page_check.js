@@ -43,6 +43,14 @@ const ECHO_PARTS = ["This reply comes in two parts.", "Here is the second part o
     document.querySelector("#properties").value = JSON.stringify(props);
     document.querySelector("#send").click();
   }, [eventType, properties]);
+  // The bot is quiet: listening, and nothing spoken for 2.5 s (a reply's segments have gaps).
+  const quiet = (timeout) => page.waitForFunction(() => {
+    if (document.body.dataset.state !== "listening") return false;
+    const log = window.eventLog.filter((e) => /replica\.(started|stopped)_speaking/.test(e.message.event_type || ""));
+    const last = log[log.length - 1];
+    return !last || (last.message.event_type.endsWith("stopped_speaking") &&
+      performance.now() - window.micOpenedAtMs - last.t > 2500);
+  }, null, { timeout });
   const stopped = (id) => page.evaluate((inf) => window.eventLog.filter((e) =>
     e.message.event_type === "conversation.replica.stopped_speaking" && e.message.inference_id === inf).length, id);
   try {
@@ -95,6 +103,7 @@ const ECHO_PARTS = ["This reply comes in two parts.", "Here is the second part o
     await page.waitForFunction((n) => [...document.querySelectorAll(".turn.replica .text")]
       .filter((e) => e.textContent.trim()).length > n && document.body.dataset.state === "listening",
       repliesBefore, { timeout: 60000 });
+    await quiet(60000);
     done("respond reply");
     // One reply spoken in two segments (conversation.echo, same inference id, a pause between).
     await send("conversation.echo", { modality: "text", text: ECHO_PARTS[0], inference_id: ECHO_ID, done: false });
@@ -102,9 +111,10 @@ const ECHO_PARTS = ["This reply comes in two parts.", "Here is the second part o
       e.message.event_type === "conversation.replica.stopped_speaking"), ECHO_ID, { timeout: 30000 });
     await page.waitForTimeout(500);
     await send("conversation.echo", { modality: "text", text: ECHO_PARTS[1], inference_id: ECHO_ID, done: true });
-    await page.waitForFunction(([id]) => window.eventLog.filter((e) => e.message.inference_id === id &&
-      e.message.event_type === "conversation.replica.stopped_speaking").length >= 2, [ECHO_ID], { timeout: 30000 });
-    await page.waitForTimeout(300);
+    // (Its second part may be reported under another inference id: see the Python test.)
+    await page.waitForFunction(() => [...document.querySelectorAll(".turn.replica .text")]
+      .some((e) => e.textContent.includes("second part of it")), null, { timeout: 30000 });
+    await quiet(30000);
     result.echo_segments = await stopped(ECHO_ID);
     done("two-part reply");
     result.lines = await lines();
