@@ -53,6 +53,10 @@ const result = {};
     result.chart_rects = await page.$$eval("#latency-chart g.bar rect", (r) => r.map((x) => x.getAttribute("fill")));
     result.console_open = await page.$eval("#developer", (d) => d.open);
     result.event_rows = await page.$$eval("#events div", (rows) => rows.length);
+    if (env("OPEN_CONSOLE", "")) {
+      await page.click("#developer > summary");
+      await page.check("#show-rtvi");
+    }
     await page.screenshot({ path: env("SCREENSHOT", "replay.png"), fullPage: true });
   } catch (err) {
     result.error = String(err && err.message ? err.message : err);
