@@ -139,7 +139,7 @@ def run(argv: list[str]) -> int:
     from services.pipecat_seam import runner_banner, runner_logging
     from web import mount_local_page
 
-    mount_local_page()
+    mount_local_page(describe=lambda: launch.load_app(known))
     runner_logging(add_stderr_sink)  # the runner's sink at our level, not DEBUG
 
     def print_banner(runner_args: argparse.Namespace) -> None:

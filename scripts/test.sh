@@ -11,6 +11,13 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
     || echo "Could not install chromium: the browser test will be skipped" >&2
 fi
+# Its varied test voices need Debian's espeak-ng and sox (tests/speech.py).
+if { ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; } && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing espeak-ng and sox for the browser test's voices ..." >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; } \
+    || echo "Could not install espeak-ng/sox: the browser test will be skipped" >&2
+fi
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund) \
     || echo "Could not install playwright-core: the browser test will be skipped" >&2

@@ -192,8 +192,9 @@ def test_voice_isolation_filter_selection():
         return ConversationOptions.resolve(persona_from_dict({"system_prompt": "x", "layers": {
             "conversational_flow": fields} if fields else {}}).value).flow
 
-    assert type(input_filter(persona())).__name__ == "RNNoiseFilter"  # Tavus default: near
-    assert type(input_filter(persona(voice_isolation="near"))).__name__ == "RNNoiseFilter"
+    # Tavus default: near (RNNoise gated by its speech probability: services/voice_isolation.py)
+    assert type(input_filter(persona())).__name__ == "SpeechGatedRNNoiseFilter"
+    assert type(input_filter(persona(voice_isolation="near"))).__name__ == "SpeechGatedRNNoiseFilter"
     assert input_filter(persona(voice_isolation="off")) is None
 
 
