@@ -121,7 +121,7 @@ async def test_the_interrupted_replys_late_text_never_joins_the_next_reply():
     from pipeline.interruption_fence import InterruptionFence
 
     def text(t: str) -> TTSTextFrame:
-        return TTSTextFrame(t, aggregated_by="sentence")
+        return TTSTextFrame(t, text_type="sentence")
 
     fence = InterruptionFence()
     down, _ = await run_test(fence, frames_to_send=[
