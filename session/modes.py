@@ -37,7 +37,6 @@ from session.owner import (
     renderer_plan_for,
 )
 
-
 # --------------------------------------------------------------------------- runner session
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -60,31 +61,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def bot_server(tmp_path):
-    """`python bot.py --port N` as a user starts it (no keys, no .env); yields (base URL, log)."""
+@contextlib.contextmanager
+def running_bot(tmp_path: Path, *args: str):
+    """`python bot.py --port N ARGS` as a user starts it (no keys, no .env), until the block
+    ends (then SIGTERM, as a service manager stops it); yields (base URL, log path)."""
     port = free_port()
     log = tmp_path / "bot.log"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update({"PERSONA_DOTENV": "0"})
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bot.py"), "--port", str(port)],
+            [sys.executable, str(ROOT / "bot.py"), "--port", str(port), *args],
             cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 90
-    base = f"http://localhost:{port}"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bot exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.2)
-    yield base, log
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"bot exited early:\n{log.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield f"http://localhost:{port}", log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def bot_server(tmp_path):
+    """`python bot.py --port N` as a user starts it; yields (base URL, log)."""
+    with running_bot(tmp_path) as running:
+        yield running

@@ -13,10 +13,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -197,7 +194,7 @@ def page_bot(tmp_path):
     import asyncio
     import threading
 
-    from tests.conftest import free_port
+    from tests.conftest import running_bot
     from tests.fake_openai import FakeOpenAI
 
     loop = asyncio.new_event_loop()
@@ -207,31 +204,12 @@ def page_bot(tmp_path):
     persona["layers"]["llm"].update({"base_url": fake.base_url, "model": "fake", "api_key": "test-key"})
     persona_path = tmp_path / "persona.json"
     persona_path.write_text(json.dumps(persona))
-    port = free_port()
-    log = tmp_path / "bot.log"
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.update({"PERSONA_DOTENV": "0"})
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py"), "--port", str(port),
-                                 "--persona", str(persona_path)],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bot exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.2)
-    yield f"http://localhost:{port}", log
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
+        with running_bot(tmp_path, "--persona", str(persona_path)) as running:
+            yield running
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def test_local_page_in_chromium(page_bot, output_dir):

@@ -97,8 +97,7 @@ async def test_speech_over_the_greeting_is_never_dropped(harness, tmp_path, leve
 async def test_speech_over_a_custom_greeting_is_answered_after_it(harness, tmp_path):
     # Tavus does not let the user interrupt the custom greeting, even at high; the words
     # are still taken (never muted away) and answered once it ends.
-    replies = await speak_over_greeting(harness, tmp_path, level="high", words=QUESTION,
-                                        custom=True)
+    await speak_over_greeting(harness, tmp_path, level="high", words=QUESTION, custom=True)
     assert not interrupted(harness), harness.types()
     assert_answered(harness, QUESTION)
 

@@ -11,8 +11,8 @@ import pytest
 
 from config import persona_from_dict
 from pipeline.tool_dispatch import ToolDispatcher
-from tests.fake_openai import ToolCall
 from tests.conftest import PERSONAS
+from tests.fake_openai import ToolCall
 from tests.harness import Harness
 from tools import ToolError, ToolRegistry, build_registry
 from tools.builtin import convert_time_zone, get_current_time, resolve_zone
