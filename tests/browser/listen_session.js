@@ -6,28 +6,14 @@
 //   node tests/browser/listen_session.js
 "use strict";
 const fs = require("fs");
-const { chromium } = require("playwright-core");
+const { env, launchWithFakeMic, recordExternalRequests } = require("./browser");
 
-const env = (name, fallback) => process.env[name] || fallback;
 const result = { external_requests: [] };
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-      `--use-file-for-fake-audio-capture=${env("MIC_WAV", "")}%noloop`,
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  const browser = await launchWithFakeMic();
   const page = await browser.newPage();
-  page.on("request", (request) => {
-    const host = new URL(request.url()).hostname;
-    if (!["localhost", "127.0.0.1", "[::1]"].includes(host)) result.external_requests.push(request.url());
-  });
+  recordExternalRequests(page, result.external_requests);
   try {
     await page.goto(env("BOT_URL", "http://localhost:7860/"));
     await page.getByRole("button", { name: "Connect", exact: true }).click();

@@ -5,9 +5,8 @@
 //   RESULT=/abs/r.json node tests/browser/page_check.js
 "use strict";
 const fs = require("fs");
-const { chromium } = require("playwright-core");
+const { env, launchWithFakeMic, recordExternalRequests } = require("./browser");
 
-const env = (name, fallback) => process.env[name] || fallback;
 const BOT_URL = env("BOT_URL", "http://localhost:7860/");
 const SCREENSHOT = env("SCREENSHOT", "page.png");
 const result = { steps: [], external_requests: [] };
@@ -16,22 +15,9 @@ const ECHO_ID = "page-check-echo";
 const ECHO_PARTS = ["This reply comes in two parts.", "Here is the second part of it."];
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-      `--use-file-for-fake-audio-capture=${env("MIC_WAV", "")}%noloop`,
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  const browser = await launchWithFakeMic();
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-  page.on("request", (request) => {
-    const host = new URL(request.url()).hostname;
-    if (!["localhost", "127.0.0.1", "[::1]"].includes(host)) result.external_requests.push(request.url());
-  });
+  recordExternalRequests(page, result.external_requests);
   const lines = () => page.evaluate(() => [...document.querySelectorAll("#conversation .turn")].map((e) => ({
     role: e.classList.contains("user") ? "user" : "replica", inference: e.dataset.inference,
     text: e.querySelector(".text").textContent, streaming: e.classList.contains("streaming"),
