@@ -115,7 +115,7 @@ def _start_strategy_class():
             self._turn_active = False
             self._quiet_turn = False  # the active turn has not interrupted the replica
             self._quiet_words = 0  # final words of the quiet turn so far
-            self._interrupt = None  # set by TurnController.attach (the user aggregator's)
+            self.interrupt = None  # set by TurnController.attach: the user aggregator's
 
         def first_speech_done(self) -> None:
             """The replica's first utterance is over (its text is in the context).
@@ -162,10 +162,10 @@ def _start_strategy_class():
                 words = 0
             level = self._level()
             if (self._quiet_turn and self._bot_speaking and level in BARGE_IN_WORDS
-                    and self._quiet_words + words >= BARGE_IN_WORDS[level] and self._interrupt):
+                    and self._quiet_words + words >= BARGE_IN_WORDS[level] and self.interrupt):
                 self._quiet_turn = False
                 logger.debug(f"Barge-in after {self._quiet_words} words ({level})")
-                await self._interrupt()
+                await self.interrupt()
 
         async def process_frame(self, frame):
             if isinstance(frame, BotStartedSpeakingFrame):
@@ -304,7 +304,7 @@ class TurnController:
         when the replica's first utterance has ended."""
         starts = [s for s in self.strategies.start or [] if hasattr(s, "first_speech_done")]
         for strategy in starts:
-            strategy._interrupt = user_aggregator.broadcast_interruption
+            strategy.interrupt = user_aggregator.broadcast_interruption
 
         @assistant_aggregator.event_handler("on_assistant_turn_stopped")
         async def _on_assistant_turn_stopped(_aggregator, _message):
