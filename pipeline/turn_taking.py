@@ -38,6 +38,7 @@ from services.pipecat_seam import (
     set_smart_turn_stop_secs,
     set_speech_timeout,
     set_vad_params,
+    shared_smart_turn_v3,
     turn_analyzer_of,
 )
 
@@ -266,9 +267,8 @@ def build_turn_strategies(
         interruptibility, first_speech_uninterruptible=first_speech_uninterruptible)]
     if plan.model == "sparrow-1":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
-        analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=plan.stop_secs))
+        analyzer = shared_smart_turn_v3(params=SmartTurnParams(stop_secs=plan.stop_secs))
         cls = TurnAnalyzerUserTurnStopStrategy
         stop = [(_speculative(cls) if speculative else cls)(turn_analyzer=analyzer)]
     else:

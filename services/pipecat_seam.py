@@ -31,11 +31,14 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``TavusTransport._client`` (and its ``_callbacks``) | replace the transport's client with ours, same callbacks | built in ``__init__``, used lazily by ``input()`` / ``output()`` | :func:`tavus_transport_callbacks`, :func:`set_tavus_transport_client` |
 | ``pipecat.runner.run.logger`` (module global) | the runner's log level | ``main()`` removes every sink and adds stderr at DEBUG, no option for less | :func:`runner_logging` |
 | ``pipecat.runner.run._print_dev_runner_banner`` / ``_print_startup_message`` | our one banner (persona, engines, URL of our page) | the runner prints its own, pointing at its prebuilt client | :func:`runner_banner` |
+| ``pipecat.services.piper.tts.PiperVoice`` (module global) | one loaded Piper voice per process, shared by every conversation | ``PiperTTSService.__init__`` loads its own ONNX session (a thread pool and ~60 MB each); no parameter to pass one in | :func:`shared_piper_tts` |
+| ``pipecat.audio.turn.smart_turn.local_smart_turn_v3.ort`` (module global) | one Smart Turn ONNX session per process | ``LocalSmartTurnAnalyzerV3.__init__`` creates its own ``InferenceSession``; no parameter to pass one in | :func:`shared_smart_turn_v3` |
 | ``BaseObject._register_event_handler`` / ``_call_event_handler`` | our processors declare and fire events | the subclassing API for events (no function) | — (listed, tested) |
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 
@@ -311,3 +314,81 @@ def runner_banner(print_banner: Any) -> Any:
             setattr(run, name, value)
 
     return restore
+
+
+# --------------------------------------------------------------------------- shared models
+
+_SHARED: dict[tuple, Any] = {}
+_SHARED_LOCK = threading.RLock()
+
+
+def _shared(key: tuple, load: Any) -> Any:
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = load()
+        return _SHARED[key]
+
+
+class _ModuleGlobal:
+    """Within the block, ``module.name`` is ``value`` (construction only; under a lock)."""
+
+    def __init__(self, module: Any, name: str, value: Any):
+        if not hasattr(module, name):
+            raise _missing(module, name)
+        self._module, self._name, self._value = module, name, value
+
+    def __enter__(self):
+        _SHARED_LOCK.acquire()
+        self._saved = getattr(self._module, self._name)
+        setattr(self._module, self._name, self._value)
+
+    def __exit__(self, *exc):
+        setattr(self._module, self._name, self._saved)
+        _SHARED_LOCK.release()
+
+
+def shared_piper_tts(**kwargs: Any) -> Any:
+    """``PiperTTSService(**kwargs)`` whose voice is loaded once per process and model path.
+
+    Why: each ``PiperTTSService`` loads the voice's ONNX model into its own session
+    (about 60 MB and an intra-op thread pool); one per conversation grew the bot by
+    that much per session (benchmarks/soak.py). A session's ``run`` is thread-safe, and
+    a voice holds no per-utterance state, so conversations share it.
+    """
+    import pipecat.services.piper.tts as piper_tts
+
+    original = piper_tts.PiperVoice
+
+    class _SharedVoice:
+        @staticmethod
+        def load(path: Any, *args: Any, **load_kwargs: Any) -> Any:
+            key = ("piper", str(path), args, tuple(sorted(load_kwargs.items())))
+            return _shared(key, lambda: original.load(path, *args, **load_kwargs))
+
+    with _ModuleGlobal(piper_tts, "PiperVoice", _SharedVoice):
+        return piper_tts.PiperTTSService(**kwargs)
+
+
+def shared_smart_turn_v3(**kwargs: Any) -> Any:
+    """``LocalSmartTurnAnalyzerV3(**kwargs)`` on one ONNX session per process and model.
+
+    Why: the analyzer creates an ``InferenceSession`` in ``__init__`` (an intra-op
+    thread pool each); sessions are stateless between ``run`` calls and ``run`` is
+    thread-safe, so every conversation's analyzer can use the same one.
+    """
+    import pipecat.audio.turn.smart_turn.local_smart_turn_v3 as smart_turn
+
+    ort = smart_turn.ort
+
+    class _SharedOrt:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ort, name)
+
+        @staticmethod
+        def InferenceSession(path: Any, *args: Any, **session_kwargs: Any) -> Any:  # noqa: N802
+            options = session_kwargs.get("sess_options")
+            key = ("smart-turn", str(path), getattr(options, "intra_op_num_threads", None))
+            return _shared(key, lambda: ort.InferenceSession(path, *args, **session_kwargs))
+
+    with _ModuleGlobal(smart_turn, "ort", _SharedOrt()):
+        return smart_turn.LocalSmartTurnAnalyzerV3(**kwargs)

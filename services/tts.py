@@ -13,6 +13,7 @@ from config.settings import Settings
 from services import voice_settings as vsmap
 from services.language import LanguageChoice
 from services.local.models import piper_voice
+from services.pipecat_seam import shared_piper_tts
 from services.selection import EngineChoice, EngineSelectionError
 
 DEFAULT_VOICES = {
@@ -64,7 +65,7 @@ def _build_piper(choice: EngineChoice, persona: Persona, language: LanguageChoic
             "ELEVENLABS_API_KEY, or LOCAL_PIPER_VOICE to a voice in that language"
         )
     _warn(vsmap.for_piper(persona.layers.tts.voice_settings))
-    return PiperTTSService(
+    return shared_piper_tts(
         download_dir=voice.folder,
         settings=PiperTTSService.Settings(voice=voice.voice_id),
     )

@@ -41,50 +41,97 @@ def input_filter(flow: FlowOptions) -> Any | None:
 
 
 def speech_gated_rnnoise(**kwargs: Any) -> Any:
-    """Pipecat's ``RNNoiseFilter`` that passes speech unchanged and denoises only the rest."""
-    from pipecat.audio.filters.rnnoise_filter import RNNoiseFilter
+    """A fresh :class:`SpeechGatedRNNoiseFilter` (one per transport input)."""
+    return _filter_class()(**kwargs)
 
-    class SpeechGatedRNNoiseFilter(RNNoiseFilter):
+
+_CLASS: type | None = None
+
+
+def _filter_class() -> type:
+    """The filter class, defined once (Pipecat is imported on first use, not at import)."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
+    from pipecat.frames.frames import FilterEnableFrame
+    from pyrnnoise.rnnoise import FRAME_SIZE, SAMPLE_RATE, create, destroy, process_mono_frame
+
+    class SpeechGatedRNNoiseFilter(BaseAudioFilter):
         """RNNoise where it helps: noise-only stretches denoised, speech left as it came.
 
-        Frames are 10 ms at 48 kHz, as RNNoise works; the raw frame is taken from the
-        same resampled input, so both paths have the same latency. A frame is "speech"
+        Frames are 10 ms at 48 kHz, as RNNoise works; the raw frame is the very input
+        frame RNNoise denoised, so both paths have the same latency. A frame is "speech"
         once ONSET_FRAMES in a row pass SPEECH_PROB (RNNoise's speech probability), from
         LOOKAHEAD_FRAMES before them (the output is held back by that many) until
         HANGOVER_FRAMES after the last frame that passes. On steady noise RNNoise's
         probability is mostly 0.1-0.4 with single frames above 0.5, so the gate stays shut.
+
+        librnnoise is called directly (pyrnnoise's ``create`` / ``process_mono_frame`` /
+        ``destroy``) rather than through ``pyrnnoise.RNNoise``: that class re-frames audio
+        through an FFmpeg filter graph (audiolab) whose native graph and worker thread
+        outlived every conversation (benchmarks/soak.py: one thread and megabytes per
+        session). Here the framing is a numpy buffer and the state is destroyed at stop.
         """
 
-        async def start(self, sample_rate: int):
-            await super().start(sample_rate)
+        def __init__(self, resampler_quality: str = "QQ") -> None:
+            self._quality = resampler_quality
+            self._filtering = True
+            self._sample_rate = 0
+            self._state = None
+            self._resampler_in = None
+            self._resampler_out = None
+            self._reset()
+
+        def _reset(self) -> None:
+            self._buffer = np.zeros(0, dtype=np.int16)
             self._pending: list[tuple[float, np.ndarray, np.ndarray]] = []
             self._since_speech = HANGOVER_FRAMES + 1
             self._run = 0
             self._frames = 0
-            self._raw_buffer = np.zeros(0, dtype=np.int16)
+
+        async def start(self, sample_rate: int):
+            from pipecat.audio.resamplers.soxr_stream_resampler import SOXRStreamAudioResampler
+
+            self._sample_rate = sample_rate
+            self._reset()
+            self._state = create()
+            if sample_rate != SAMPLE_RATE:
+                self._resampler_in = SOXRStreamAudioResampler(quality=self._quality)
+                self._resampler_out = SOXRStreamAudioResampler(quality=self._quality)
+
+        async def stop(self):
+            state, self._state = self._state, None
+            if state is not None:
+                destroy(state)
+            self._resampler_in = self._resampler_out = None
+            self._reset()
+
+        async def process_frame(self, frame):
+            if isinstance(frame, FilterEnableFrame):
+                self._filtering = frame.enable
 
         async def filter(self, audio: bytes) -> bytes:
-            if not self._rnnoise_ready or not self._filtering or self._rnnoise is None:
+            if not self._filtering or self._state is None:
                 return audio
             in_audio = audio
-            if self._sample_rate != 48000 and self._resampler_in:
-                in_audio = await self._resampler_in.resample(audio, self._sample_rate, 48000)
+            if self._resampler_in is not None:
+                in_audio = await self._resampler_in.resample(audio, self._sample_rate, SAMPLE_RATE)
             if not in_audio:
                 return b""
-            samples = np.frombuffer(in_audio, dtype=np.int16)
-            self._raw_buffer = np.concatenate([self._raw_buffer, samples])
+            self._buffer = np.concatenate([self._buffer, np.frombuffer(in_audio, dtype=np.int16)])
+            whole = len(self._buffer) // FRAME_SIZE * FRAME_SIZE
+            frames, self._buffer = self._buffer[:whole], self._buffer[whole:]
             out: list[np.ndarray] = []
-            for prob, denoised in self._rnnoise.denoise_chunk(samples):
-                frame = np.asarray(denoised).squeeze()
-                if np.issubdtype(frame.dtype, np.floating):
-                    frame = (frame * 32767).astype(np.int16)
-                raw, self._raw_buffer = self._raw_buffer[:frame.size], self._raw_buffer[frame.size:]
-                out += self._push(float(np.max(prob)), raw.astype(np.int16), frame.astype(np.int16))
+            for start in range(0, whole, FRAME_SIZE):
+                raw = frames[start:start + FRAME_SIZE]
+                denoised, prob = process_mono_frame(self._state, raw)
+                out += self._push(float(prob), raw, denoised)
             if not out:
                 return b""
             pcm = np.concatenate(out).tobytes()
-            if self._sample_rate != 48000 and self._resampler_out:
-                return await self._resampler_out.resample(pcm, 48000, self._sample_rate)
+            if self._resampler_out is not None:
+                return await self._resampler_out.resample(pcm, SAMPLE_RATE, self._sample_rate)
             return pcm
 
         def _push(self, prob: float, raw: np.ndarray, denoised: np.ndarray) -> list[np.ndarray]:
@@ -103,7 +150,8 @@ def speech_gated_rnnoise(**kwargs: Any) -> Any:
             released = []
             while len(self._pending) > LOOKAHEAD_FRAMES:
                 use_raw, r, d = self._pending.pop(0)
-                released.append(r if use_raw and r.size == d.size else d)
+                released.append(r if use_raw else d)
             return released
 
-    return SpeechGatedRNNoiseFilter(**kwargs)
+    _CLASS = SpeechGatedRNNoiseFilter
+    return _CLASS

@@ -44,6 +44,7 @@ from services.pipecat_seam import has_event_handler
 from services.tavus.plan import RendererPlan, plan_renderer
 from session.builder import PersonaPipeline, build_pipeline, build_worker, new_conversation_id
 from session.errors import SessionError
+from session.memory import release_soon
 from tools import ToolRegistry
 
 NO_RENDERER = RendererPlan("none", reason="audio only")
@@ -359,6 +360,8 @@ class ConversationSession:
             _live.discard(self)
             error = None if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else exc
             self.lifecycle.finish(error=error, system_prompt=self.system_prompt or None)
+            if not self.interrupted:
+                release_soon()
 
 
 def _end_conversations_on_signals() -> None:
