@@ -52,12 +52,32 @@ class Problem:
 
 
 class FieldProblem(ValueError):
-    """Raised by cross-field validators to point at a field below the validated model."""
+    """Raised by cross-field validators to point at a field below the validated model.
 
-    def __init__(self, path: str, message: str, value: Any = _MISSING):
+    ``path`` is dotted (``voice_settings.speed``) or a tuple of keys and list indices, for
+    paths whose keys may hold dots themselves (a tool schema's ``patternProperties``).
+    """
+
+    def __init__(self, path: str | tuple[str | int, ...], message: str, value: Any = _MISSING):
         super().__init__(message)
         self.path = path
         self.value = value
+
+    @property
+    def parts(self) -> tuple[str | int, ...]:
+        """The path as location parts."""
+        if isinstance(self.path, tuple):
+            return self.path
+        return tuple(self.path.split(".")) if self.path else ()
+
+
+class FieldProblems(ValueError):
+    """Several :class:`FieldProblem` below one field, all reported (e.g. every bad spot in a
+    tool's JSON schema), where pydantic would keep only one error per validator."""
+
+    def __init__(self, problems: list[FieldProblem]):
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
 
 
 class AgentError(Exception):
@@ -129,21 +149,22 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
         loc = tuple(p for p in err.get("loc", ()) if not _is_union_tag(p))
         cause = (err.get("ctx") or {}).get("error")
         value: Any = err.get("input", _MISSING)
-        if isinstance(cause, FieldProblem):
-            loc = loc + tuple(cause.path.split("."))
-            value = cause.value
-        path = json_path(loc)
-        message = _message(err)
-        if (path, message) in seen:
-            continue
-        seen.add((path, message))
-        if err.get("type") == "missing":
-            value = _MISSING
-        elif any(isinstance(p, str) and is_secret_key(p) for p in loc):
-            value = "***"
-        elif isinstance(value, dict) and len(json.dumps(value, default=str)) > 80:
-            value = _MISSING  # a whole object is not useful in one line
-        problems.append(Problem(path=path, message=message, value=value))
+        if isinstance(cause, FieldProblems):
+            found = [(loc + p.parts, str(p), p.value) for p in cause.problems]
+        elif isinstance(cause, FieldProblem):
+            found = [(loc + cause.parts, _message(err), cause.value)]
+        else:
+            found = [(loc, _message(err), _MISSING if err.get("type") == "missing" else value)]
+        for where, message, value in found:
+            path = json_path(where)
+            if (path, message) in seen:
+                continue
+            seen.add((path, message))
+            if any(isinstance(p, str) and is_secret_key(p) for p in where):
+                value = "***" if value is not _MISSING else value
+            elif isinstance(value, dict) and len(json.dumps(value, default=str)) > 80:
+                value = _MISSING  # a whole object is not useful in one line
+            problems.append(Problem(path=path, message=message, value=value))
     return problems
 
 

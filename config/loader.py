@@ -78,6 +78,9 @@ def read_json(path: str | Path) -> Any:
         raise ConfigError(source, [Problem(path="", message=f"cannot read: {exc}")]) from None
     try:
         return json.loads(text)
+    except RecursionError:  # Python's parser gives up near a thousand nested levels
+        raise ConfigError(source, [Problem(path="", message="invalid JSON: nested too deeply "
+                                           "(objects and arrays hundreds of levels deep)")]) from None
     except json.JSONDecodeError as exc:
         hint = ""
         if exc.msg.startswith("Expecting property name") or exc.msg.startswith("Expecting value"):

@@ -25,12 +25,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from config.base import ConfigModel, check_url, note
-from config.errors import FieldProblem, Problem
+from config.errors import FieldProblem, FieldProblems, Problem
+from config.tool_schema import schema_problems
 
 Level = Literal["low", "medium", "high"]
 
@@ -103,11 +102,12 @@ class ToolFunction(ConfigModel):
         unknown = [r for r in required if r not in props]
         if unknown:
             raise ValueError(f"parameters.required names undefined properties: {unknown}")
-        try:
-            Draft202012Validator.check_schema(value)
-        except SchemaError as exc:
-            where = "/".join(str(p) for p in exc.path) or "parameters"
-            raise ValueError(f"parameters is not a valid JSON schema ({where}: {exc.message})") from None
+        # The schema is data from the persona, evaluated later against the LLM's arguments:
+        # bounded, local references only, no endless recursion, RE2 patterns
+        # (config/tool_schema.py says why and how).
+        problems = schema_problems(value)
+        if problems:
+            raise FieldProblems(problems)
         return value
 
 

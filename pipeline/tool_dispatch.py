@@ -2,7 +2,11 @@
 
 Every call is announced as a ``conversation.tool_call`` event. Then:
 
-- arguments that fail the tool's JSON schema -> an error result, no handler runs;
+- arguments that fail the tool's JSON schema -> an error result, no handler runs. The schema
+  is persona data: it is checked in a worker thread, never fetches a ``$ref``, matches
+  patterns with RE2 (linear time) and bounds the arguments' size, and whatever goes wrong
+  while checking is an error result too (``config/tool_schema.py``), so a hostile schema can
+  neither stall the event loop (the audio) nor raise out of the dispatcher;
 - a local handler (``tools/``) runs with a timeout; exceptions and timeouts
   become error results. Registered with ``cancel_on_interruption=True``: if the
   user interrupts the reply that asked for the call, Pipecat cancels it, so it
@@ -26,10 +30,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from loguru import logger
 
 from config.persona import Tool
+from config.tool_schema import ArgumentValidator
 from tools.registry import ToolContext, ToolError, ToolRegistry
 
 
@@ -49,8 +53,11 @@ class ToolDispatcher:
     ):
         self._tools = {t.function.name: t for t in tools}
         self._validators = {
-            name: Draft202012Validator(t.function.parameters) for name, t in self._tools.items()
+            name: ArgumentValidator(t.function.parameters) for name, t in self._tools.items()
         }
+        for name, validator in self._validators.items():
+            if validator.refusal:  # only a schema that did not come through the persona loader
+                logger.warning(f"Tool {name}: every call will fail: {validator.refusal}")
         self._registry = registry
         self._conversation_id = conversation_id
         self._data_dir = Path(data_dir)
@@ -122,12 +129,13 @@ class ToolDispatcher:
         """Validate, dispatch and return the result (never raises for tool problems)."""
         if name not in self._tools:
             return {"error": f"there is no tool named {name!r}"}
-        errors = sorted(self._validators[name].iter_errors(arguments), key=lambda e: list(e.path))
-        if errors:
-            first = errors[0]
-            where = "/".join(str(p) for p in first.path) or "arguments"
-            logger.warning(f"Tool {name} ({call_id}): invalid arguments: {where}: {first.message}")
-            return {"error": f"invalid arguments: {where}: {first.message}"}
+        try:  # off the event loop: checking is CPU work, bounded but not free
+            problem = await asyncio.to_thread(self._validators[name].check, arguments)
+        except Exception as exc:  # check() never raises; a worker that cannot start must not either
+            problem = f"the arguments could not be checked ({type(exc).__name__})"
+        if problem:
+            logger.warning(f"Tool {name} ({call_id}): {problem}")
+            return {"error": problem}
         local = self._registry.get(name)
         if local is not None:
             return await self._run_local(local, call_id, arguments)
