@@ -203,3 +203,79 @@ def test_quieted_messages_are_debug_and_others_keep_their_level():
 class _Level:
     def __init__(self, name, no, icon):
         self.name, self.no, self.icon = name, no, icon
+
+
+# --------------------------------------------------------------------------- files and paths
+
+
+def _just_one_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    """Exit 2, no traceback, and stderr is exactly the one ``error:`` line containing ``expected``."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], \
+        result.stderr[-2000:]
+
+
+def test_persona_from_a_device_is_refused_unread():
+    _just_one_line(run_bot("--check", "--persona", "/dev/zero", timeout=60),
+                   "/dev/zero: is a device, not a regular file")
+
+
+def test_persona_from_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "persona.json"
+    os.mkfifo(fifo)  # nobody ever writes to it: reading it would block forever
+    _just_one_line(run_bot("--check", "--persona", str(fifo), timeout=60),
+                   f"{fifo}: is a named pipe (FIFO), not a regular file")
+
+
+def test_conversation_from_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "conversation.json"
+    os.mkfifo(fifo)
+    _just_one_line(run_bot("--check", "--conversation", str(fifo), timeout=60),
+                   f"{fifo}: is a named pipe (FIFO), not a regular file")
+
+
+def test_persona_that_is_a_directory_or_missing(tmp_path):
+    _just_one_line(run_bot("--check", "--persona", str(tmp_path)), f"{tmp_path}: is a directory")
+    missing = tmp_path / "nope.json"
+    _just_one_line(run_bot("--check", "--persona", str(missing)), f"{missing}: file not found")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file; "
+                    "test_config.test_an_unreadable_file_is_one_line covers the error")
+def test_persona_without_read_permission(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"system_prompt": "x"}')
+    path.chmod(0)
+    _just_one_line(run_bot("--check", "--persona", str(path)),
+                   f"{path}: cannot read it: permission denied")
+
+
+def test_persona_too_large_or_not_utf8(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"system_prompt": "x" * (1024 * 1024)}))
+    _just_one_line(run_bot("--check", "--persona", str(big)), "is larger than 1 MiB")
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_text(json.dumps({"system_prompt": "x"}), encoding="utf-16")
+    _just_one_line(run_bot("--check", "--persona", str(utf16)), "is UTF-16 encoded; save it as UTF-8")
+
+
+def test_deeply_nested_persona_and_conversation(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    _just_one_line(run_bot("--check", "--persona", str(deep)), f"{deep}: is nested too deeply")
+    _just_one_line(run_bot("--check", "--conversation", str(deep)), f"{deep}: is nested too deeply")
+
+
+def test_lone_surrogate_in_persona_name_is_refused_at_load(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"persona_name": "\\ud800", "system_prompt": "x"}')
+    for mode in (["--check"], ["--text", "--no-greeting"]):
+        result = run_bot(*mode, "--persona", str(path), stdin="Hi\n",
+                         env={"PERSONA_DATA_DIR": str(tmp_path / "data")})
+        assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"{path}: 1 problem:",
+            "  - persona_name: has a lone surrogate escape (\\ud800 without its pair), which is not text",
+        ]
