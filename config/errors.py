@@ -17,6 +17,7 @@ exit code 2, no traceback.
 | ``LocalModelError`` | ``services.local.models`` | an embedded model's files are missing |
 | ``LlamaServerError`` | ``services.local.llama_server`` | the embedded LLM server will not start |
 | ``AudioFileError`` | ``transports.file`` | a WAV cannot be read |
+| ``RecordsError`` | ``conversation.records`` | ``PERSONA_DATA_DIR`` cannot hold ``conversations.db`` |
 | ``SessionError`` and its ``ModeError``, ``OneShotError`` | ``session.errors`` | a conversation cannot run |
 
 Errors inside a running conversation (a bad app message, a failing tool) are

@@ -279,3 +279,48 @@ def test_lone_surrogate_in_persona_name_is_refused_at_load(tmp_path):
             f"{path}: 1 problem:",
             "  - persona_name: has a lone surrogate escape (\\ud800 without its pair), which is not text",
         ]
+
+
+@pytest.mark.parametrize("mode", [
+    ["--list-conversations"], ["--show-conversation", "c-nope"], ["--text", "--no-greeting"],
+    ["--audio-in", "QUESTION", "--audio-out", "REPLY"], ["--port", "0"],
+], ids=["list", "show", "text", "one-shot", "server"])
+def test_data_dir_that_is_a_file_is_one_line_in_every_mode(tmp_path, mode):
+    a_file = tmp_path / "data"
+    a_file.write_text("not a directory")
+    question = tmp_path / "q.wav"
+    if "QUESTION" in mode:
+        from tests.speech import write_question_wav
+
+        write_question_wav(question, "Hello.", lead_secs=0.2, tail_secs=0.2)
+    args = [{"QUESTION": str(question), "REPLY": str(tmp_path / "r.wav")}.get(a, a) for a in mode]
+    result = run_bot(*args, stdin="Hi\n", env={"PERSONA_DATA_DIR": str(a_file)})
+    _one_line_error(result, f"PERSONA_DATA_DIR {a_file}: is a file, not a directory")
+    assert not (tmp_path / "r.wav").exists()
+
+
+def test_data_dir_unwritable_or_under_a_file_is_one_line(tmp_path):
+    from tests.conftest import unwritable_dir
+
+    ro = unwritable_dir(tmp_path)
+    _just_one_line(run_bot("--list-conversations", env={"PERSONA_DATA_DIR": str(ro)}),
+                   f"PERSONA_DATA_DIR {ro}: is not writable")
+    under = tmp_path / "afile" / "data"
+    under.parent.write_text("x")
+    _just_one_line(run_bot("--text", "--no-greeting", stdin="Hi\n",
+                           env={"PERSONA_DATA_DIR": str(under)}),
+                   f"PERSONA_DATA_DIR {under}: cannot be created: {under.parent} is a file")
+
+
+def test_check_needs_no_data_dir_and_warns_about_a_bad_one(tmp_path):
+    missing = tmp_path / "not" / "yet"
+    result = run_bot("--check", env={"PERSONA_DATA_DIR": str(missing)})
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "not").exists()  # --check creates nothing
+    assert "PERSONA_DATA_DIR" not in result.stdout
+    a_file = tmp_path / "data"
+    a_file.write_text("x")
+    result = run_bot("--check", env={"PERSONA_DATA_DIR": str(a_file)})
+    assert result.returncode == 0, result.stderr
+    assert (f"  - PERSONA_DATA_DIR {a_file}: is a file, not a directory (conversations.db is kept "
+            "in it); every mode but --check refuses to start") in result.stdout
