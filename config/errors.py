@@ -16,7 +16,7 @@ exit code 2, no traceback.
 | ``TavusError`` | ``services.tavus.api`` | Tavus cannot be used as configured (no key, no replica) |
 | ``LocalModelError`` | ``services.local.models`` | an embedded model's files are missing |
 | ``LlamaServerError`` | ``services.local.llama_server`` | the embedded LLM server will not start |
-| ``AudioFileError`` | ``transports.file`` | a WAV cannot be read |
+| ``AudioFileError`` | ``transports.file`` | a WAV cannot be read (missing, not a regular file, not PCM) |
 | ``RecordsError`` | ``conversation.records`` | ``PERSONA_DATA_DIR`` cannot hold ``conversations.db`` |
 | ``SessionError`` and its ``ModeError``, ``OneShotError`` | ``session.errors`` | a conversation cannot run |
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from config.base import pop_unknown_fields
 from config.conversation import ConversationRequest
 from config.errors import ConfigError, Problem, json_path, problems_from_validation
+from config.files import kind_problem, read_problem
 from config.persona import Persona
 
 M = TypeVar("M", bound=BaseModel)
@@ -90,26 +90,6 @@ def _refuse(source: str, message: str) -> ConfigError:
     return ConfigError(source, [Problem(path="", message=message)])
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "is a directory, not a file"
-    if stat.S_ISFIFO(mode):
-        return "is a named pipe (FIFO), not a regular file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "is a device, not a regular file"
-    if stat.S_ISSOCK(mode):
-        return "is a socket, not a regular file"
-    return "is not a regular file"
-
-
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "file not found"
-    if isinstance(exc, PermissionError):
-        return "cannot read it: permission denied"
-    return f"cannot read it: {exc.strerror or exc}"
-
-
 def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
     """A regular file of at most ``limit`` bytes, decoded as UTF-8 (a UTF-8 BOM is skipped).
 
@@ -120,19 +100,19 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
     path = Path(path)
     source = str(path)
     try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise _refuse(source, _kind(mode))
+        problem = kind_problem(path.stat().st_mode)
+        if problem:
+            raise _refuse(source, problem)
         # O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it
         # does not wait for a writer; fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise _refuse(source, _kind(mode))
+            problem = kind_problem(os.fstat(fh.fileno()).st_mode)
+            if problem:
+                raise _refuse(source, problem)
             data = fh.read(limit + 1)
     except OSError as exc:
-        raise _refuse(source, _reason(exc)) from None
+        raise _refuse(source, read_problem(exc)) from None
     if len(data) > limit:
         size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit} bytes"
         raise _refuse(source, f"is larger than {size}, the limit for this file")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from config.errors import AgentError
+from config.files import nearest_existing
 
 T = TypeVar("T")
 
@@ -143,9 +144,7 @@ def data_dir_problem(data_dir: str | Path) -> str | None:
             if db.exists() and not db.is_file():
                 return f"{where}: {db} is not a file"
             return None
-        ancestor = path.absolute().parent
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
+        ancestor = nearest_existing(path)
         if not ancestor.is_dir():
             return f"{where}: cannot be created: {ancestor} is a file, not a directory"
         if not os.access(ancestor, os.W_OK | os.X_OK):

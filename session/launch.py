@@ -17,6 +17,7 @@ from loguru import logger
 
 from config.app import AppConfig
 from config.errors import ConfigError, Problem
+from config.files import output_problem
 from config.logging import register_secrets
 from config.settings import Settings
 from conversation.lifecycle import drain_callbacks, records
@@ -246,11 +247,17 @@ def run_headless(args: argparse.Namespace) -> int:
         report, ok = render_check(app, args.local, args.renderer)
         print(redact_text(report, app.secrets()))
         return 0 if ok else 2
+    for flag, path in (("--audio-out", args.audio_out), ("--transcript", args.transcript)):
+        problem = output_problem(path) if path else None
+        if problem:  # now, not after the conversation
+            raise ModeError(f"{flag} {path}: {problem}")
     try:
         if args.text:
             transcript = asyncio.run(run_text(app, force_local=args.local))
             if args.transcript:
-                Path(args.transcript).write_text(json.dumps(transcript.to_list(), indent=2) + "\n")
+                out = Path(args.transcript)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(transcript.to_list(), indent=2) + "\n")
             return 0
         if not (args.audio_in and args.audio_out):
             raise ModeError("one-shot mode needs both --audio-in WAV and --audio-out WAV")

@@ -324,3 +324,33 @@ def test_check_needs_no_data_dir_and_warns_about_a_bad_one(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (f"  - PERSONA_DATA_DIR {a_file}: is a file, not a directory (conversations.db is kept "
             "in it); every mode but --check refuses to start") in result.stdout
+
+
+def test_audio_in_that_is_not_a_regular_file_is_one_line(tmp_path):
+    fifo = tmp_path / "q.wav"
+    os.mkfifo(fifo)  # wave.open would wait for a writer forever
+    data = {"PERSONA_DATA_DIR": str(tmp_path / "data")}
+    for audio_in, problem in ((fifo, "is a named pipe (FIFO), not a regular file"),
+                              (tmp_path, "is a directory, not a file")):
+        result = run_bot("--audio-in", str(audio_in), "--audio-out", str(tmp_path / "o.wav"),
+                         env=data, timeout=60)
+        _one_line_error(result, f"{audio_in}: {problem}")
+
+
+def test_outputs_are_checked_before_the_conversation(tmp_path):
+    from tests.speech import write_question_wav
+
+    question = tmp_path / "q.wav"
+    write_question_wav(question, "Hello.", lead_secs=0.2, tail_secs=0.2)
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    data = {"PERSONA_DATA_DIR": str(tmp_path / "data")}
+    _just_one_line(run_bot("--audio-in", str(question), "--audio-out", str(tmp_path), env=data),
+                   f"--audio-out {tmp_path}: is a directory, not a file")
+    _just_one_line(run_bot("--audio-in", str(question), "--audio-out", str(tmp_path / "o.wav"),
+                           "--transcript", str(a_file / "t.json"), env=data),
+                   f"--transcript {a_file / 't.json'}: cannot be created: {a_file} is a file")
+    _just_one_line(run_bot("--text", "--no-greeting", "--transcript", str(a_file / "t.json"),
+                           stdin="Hi\n", env=data),
+                   f"--transcript {a_file / 't.json'}: cannot be created: {a_file} is a file")
+    assert not (tmp_path / "data").exists()  # refused before a conversation was recorded

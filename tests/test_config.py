@@ -534,3 +534,21 @@ def test_lone_surrogates_are_refused_naming_the_path(tmp_path):
     # a pair is one character (the emoji): accepted
     assert persona_from_dict({**BASE, "persona_name": "Ava \ud83d\ude00".encode(
         "utf-16", "surrogatepass").decode("utf-16")}).value.persona_name == "Ava 😀"
+
+
+def test_input_and_output_problems(tmp_path):
+    import os
+
+    from config.files import input_problem, output_problem
+    from tests.conftest import unwritable_dir
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert input_problem(fifo) == "is a named pipe (FIFO), not a regular file"
+    assert input_problem("/dev/null") == "is a device, not a regular file"
+    assert input_problem(tmp_path / "nope") == "file not found"
+    assert output_problem("/dev/null") is None and output_problem(fifo) is None  # fine outputs
+    assert output_problem(tmp_path / "new" / "dirs" / "out.wav") is None  # created when written
+    assert output_problem(tmp_path) == "is a directory, not a file"
+    ro = unwritable_dir(tmp_path)
+    assert output_problem(ro / "out.wav") == f"cannot be created: {ro} is not writable"
