@@ -99,6 +99,14 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at)
 """
 
 
+def _storable(value: Any) -> Any:
+    """A string SQLite can store: a lone surrogate (an undecodable byte of a file name given
+    on the command line, typed into --text) is kept as its ``\\udcff`` escape."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def iso_now() -> str:
     """Now as Tavus writes timestamps (ISO 8601, UTC, microseconds, ``Z``)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -246,6 +254,7 @@ class ConversationStore:
         }
         if isinstance(row.get("properties"), dict):
             row["properties"] = json.dumps(row["properties"])
+        row = {k: _storable(v) for k, v in row.items()}
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         self._conn().execute(f"INSERT INTO conversations ({cols}) VALUES ({marks})", list(row.values()))
@@ -264,7 +273,7 @@ class ConversationStore:
         self._conn().execute(
             "INSERT INTO transcript (conversation_id, role, content, timestamp, seconds_from_start, "
             "interrupted) VALUES (?, ?, ?, ?, ?, ?)",
-            (conversation_id, entry["role"], entry["content"], entry.get("timestamp"),
+            (conversation_id, entry["role"], _storable(entry["content"]), entry.get("timestamp"),
              entry.get("seconds_from_start"), int(bool(entry.get("interrupted")))),
         )
 

@@ -108,6 +108,17 @@ def test_recovery_closes_what_a_dead_process_left_active(tmp_path):
     store.close()
 
 
+def test_undecodable_names_and_text_are_stored_escaped(tmp_path):
+    store = ConversationStore(tmp_path)  # a file name argument with a byte that is not UTF-8:
+    store.submit(store.create, "c1", persona_source="/tmp/\udcff.json", persona_name="Ava")
+    store.submit(store.append_transcript, "c1", {"role": "user", "content": "caf\udce9"})
+    store.flush()
+    record = store.run(store.verbose, "c1")
+    assert record["persona_source"] == "/tmp/\\udcff.json"
+    assert record["transcript"][0]["content"] == "caf\\udce9"
+    store.close()
+
+
 def test_data_dir_missing_is_created_with_its_parents(tmp_path):
     data = tmp_path / "a" / "b" / "data"
     assert data_dir_problem(data) is None and not (tmp_path / "a").exists()  # judging creates nothing
