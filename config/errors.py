@@ -5,7 +5,8 @@ persona or conversation request, a missing key, an unreachable service, a
 missing local model, a server that will not start, a bad audio file, a mode
 the persona cannot run in. ``bot.py`` has one handler for it: the message
 (one line; a bad persona lists one line per problem: JSON path, the bad
-value, what is allowed), exit code 2, no traceback.
+value, what is allowed; a file that cannot be read as JSON is one line),
+exit code 2, no traceback.
 
 | error | module | raised when |
 | --- | --- | --- |
@@ -15,7 +16,8 @@ value, what is allowed), exit code 2, no traceback.
 | ``TavusError`` | ``services.tavus.api`` | Tavus cannot be used as configured (no key, no replica) |
 | ``LocalModelError`` | ``services.local.models`` | an embedded model's files are missing |
 | ``LlamaServerError`` | ``services.local.llama_server`` | the embedded LLM server will not start |
-| ``AudioFileError`` | ``transports.file`` | a WAV cannot be read |
+| ``AudioFileError`` | ``transports.file`` | a WAV cannot be read (missing, not a regular file, not PCM) |
+| ``RecordsError`` | ``conversation.records`` | ``PERSONA_DATA_DIR`` cannot hold ``conversations.db`` |
 | ``SessionError`` and its ``ModeError``, ``OneShotError`` | ``session.errors`` | a conversation cannot run |
 
 Errors inside a running conversation (a bad app message, a failing tool) are
@@ -43,9 +45,9 @@ class Problem:
     message: str
     value: Any = _MISSING
 
-    def render(self) -> str:
-        """One line: ``path: message (got value)``."""
-        where = self.path or "(document)"
+    def render(self, where: str | None = None) -> str:
+        """One line: ``path: message (got value)`` (``where`` in place of the path)."""
+        where = where or self.path or "(document)"
         if self.value is _MISSING:
             return f"{where}: {self.message}"
         return f"{where}: {self.message} (got {_short(self.value)})"
@@ -97,7 +99,10 @@ class ConfigError(AgentError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        """All problems, one per line, under a header naming the source."""
+        """All problems, one per line, under a header naming the source; a problem with the
+        document as a whole (a missing or unreadable file, bad JSON) is one line."""
+        if len(self.problems) == 1 and not self.problems[0].path:
+            return f"error: {self.problems[0].render(where=self.source)}"
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         lines = [f"{self.source}: {count} {noun}:"]

@@ -12,6 +12,10 @@ the process being killed.
 
 On open, conversations left ``active`` by a process that no longer runs are
 closed as ended abnormally (see :meth:`ConversationStore.recover`).
+
+``PERSONA_DATA_DIR`` is created (with its parents) when missing; one that is a
+file, cannot be created or written, or holds a ``conversations.db`` SQLite cannot
+open is a :class:`RecordsError`, one line naming the directory.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from config.errors import AgentError
+from config.files import nearest_existing
 
 T = TypeVar("T")
 
@@ -92,6 +99,14 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at)
 """
 
 
+def _storable(value: Any) -> Any:
+    """A string SQLite can store: a lone surrogate (an undecodable byte of a file name given
+    on the command line, typed into --text) is kept as its ``\\udcff`` escape."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def iso_now() -> str:
     """Now as Tavus writes timestamps (ISO 8601, UTC, microseconds, ``Z``)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -114,16 +129,69 @@ def _process_alive(pid: int | None, host: str | None) -> bool:
         return True
 
 
+class RecordsError(AgentError):
+    """The conversation records cannot be kept in ``PERSONA_DATA_DIR``."""
+
+
+def _where(data_dir: Path) -> str:
+    return f"PERSONA_DATA_DIR {data_dir}"
+
+
+def data_dir_problem(data_dir: str | Path) -> str | None:
+    """What stops ``data_dir`` from holding the records, judged without creating or writing
+    anything (``None``: usable, or creatable); the message names the directory."""
+    path = Path(data_dir)
+    where = _where(path)
+    try:
+        if path.exists():
+            if not path.is_dir():
+                return f"{where}: is a file, not a directory ({DB_NAME} is kept in it)"
+            if not os.access(path, os.W_OK | os.X_OK):
+                return f"{where}: is not writable ({DB_NAME} is kept in it)"
+            db = path / DB_NAME
+            if db.exists() and not db.is_file():
+                return f"{where}: {db} is not a file"
+            return None
+        ancestor = nearest_existing(path)
+        if not ancestor.is_dir():
+            return f"{where}: cannot be created: {ancestor} is a file, not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"{where}: cannot be created: {ancestor} is not writable"
+    except OSError as exc:
+        return f"{where}: cannot be used: {exc.strerror or exc}"
+    return None
+
+
+def ensure_data_dir(data_dir: str | Path) -> Path:
+    """``data_dir``, created if missing; a :class:`RecordsError` when it cannot hold the records."""
+    path = Path(data_dir)
+    problem = data_dir_problem(path)
+    if problem is None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # what the checks cannot see: a read-only file system, a race
+            problem = f"{_where(path)}: cannot be created: {exc.strerror or exc}"
+        else:
+            problem = data_dir_problem(path)
+    if problem is not None:
+        raise RecordsError(problem)
+    return path
+
+
 class ConversationStore:
     """The SQLite database of conversations; safe to share between sessions of one process."""
 
     def __init__(self, data_dir: str | Path):
-        self.path = Path(data_dir) / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (create) ``data_dir/conversations.db``; a :class:`RecordsError` if it cannot."""
+        self.path = ensure_data_dir(data_dir) / DB_NAME
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
         self._local = threading.local()
         self._closed = False
-        self._run(self._init).result()
+        try:
+            self._run(self._init).result()
+        except sqlite3.Error as exc:  # read-only file system or database, not a database, ...
+            self.close()
+            raise RecordsError(f"{_where(Path(data_dir))}: cannot use {DB_NAME}: {exc}") from None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -186,6 +254,7 @@ class ConversationStore:
         }
         if isinstance(row.get("properties"), dict):
             row["properties"] = json.dumps(row["properties"])
+        row = {k: _storable(v) for k, v in row.items()}
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         self._conn().execute(f"INSERT INTO conversations ({cols}) VALUES ({marks})", list(row.values()))
@@ -204,7 +273,7 @@ class ConversationStore:
         self._conn().execute(
             "INSERT INTO transcript (conversation_id, role, content, timestamp, seconds_from_start, "
             "interrupted) VALUES (?, ?, ?, ?, ?, ?)",
-            (conversation_id, entry["role"], entry["content"], entry.get("timestamp"),
+            (conversation_id, entry["role"], _storable(entry["content"]), entry.get("timestamp"),
              entry.get("seconds_from_start"), int(bool(entry.get("interrupted")))),
         )
 

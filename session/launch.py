@@ -17,9 +17,11 @@ from loguru import logger
 
 from config.app import AppConfig
 from config.errors import ConfigError, Problem
+from config.files import output_problem
 from config.logging import register_secrets
 from config.settings import Settings
 from conversation.lifecycle import drain_callbacks, records
+from conversation.records import data_dir_problem
 from services.selection import EngineSelectionError
 from services.tavus.api import TavusError
 from session.errors import ModeError
@@ -108,7 +110,8 @@ def load_app(args: argparse.Namespace) -> AppConfig:
 def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> tuple[str, bool]:
     """The ``--check`` report: effective config (redacted), then each layer's engine and why.
 
-    Returns the report and whether the persona can start.
+    Returns the report and whether the persona can start. The records are not opened: a
+    ``PERSONA_DATA_DIR`` that cannot hold them is a warning here (the modes refuse to start).
     """
     from pipeline.turn_taking import turn_plan
 
@@ -132,8 +135,12 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
     except TavusError as exc:
         ok = False
         lines.append(f"  cannot start: {exc}")
-    if app.warnings:
-        lines += ["", "Warnings:"] + [f"  - {w}" for w in app.warnings]
+    warnings = list(app.warnings)
+    records_problem = data_dir_problem(app.settings.data_dir)  # --check writes nothing there
+    if records_problem:
+        warnings.append(f"{records_problem}; every mode but --check refuses to start")
+    if warnings:
+        lines += ["", "Warnings:"] + [f"  - {w}" for w in warnings]
     if app.notes:
         lines += ["", "Migrated legacy fields:"] + [f"  - {n}" for n in app.notes]
     return "\n".join(lines), ok
@@ -240,11 +247,17 @@ def run_headless(args: argparse.Namespace) -> int:
         report, ok = render_check(app, args.local, args.renderer)
         print(redact_text(report, app.secrets()))
         return 0 if ok else 2
+    for flag, path in (("--audio-out", args.audio_out), ("--transcript", args.transcript)):
+        problem = output_problem(path) if path else None
+        if problem:  # now, not after the conversation
+            raise ModeError(f"{flag} {path}: {problem}")
     try:
         if args.text:
             transcript = asyncio.run(run_text(app, force_local=args.local))
             if args.transcript:
-                Path(args.transcript).write_text(json.dumps(transcript.to_list(), indent=2) + "\n")
+                out = Path(args.transcript)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(transcript.to_list(), indent=2) + "\n")
             return 0
         if not (args.audio_in and args.audio_out):
             raise ModeError("one-shot mode needs both --audio-in WAV and --audio-out WAV")

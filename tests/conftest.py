@@ -98,3 +98,16 @@ def bot_server(tmp_path):
     """`python bot.py --port N` as a user starts it; yields (base URL, log)."""
     with running_bot(tmp_path) as running:
         yield running
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A directory this process cannot create files in. root ignores a chmod 555 directory,
+    so as root: a procfs directory, which nobody can create files in."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "read-only"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    if not Path("/proc/self").is_dir():
+        pytest.skip("running as root without /proc: no directory root cannot write to")
+    return Path("/proc/self")

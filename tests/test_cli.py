@@ -203,3 +203,154 @@ def test_quieted_messages_are_debug_and_others_keep_their_level():
 class _Level:
     def __init__(self, name, no, icon):
         self.name, self.no, self.icon = name, no, icon
+
+
+# --------------------------------------------------------------------------- files and paths
+
+
+def _just_one_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    """Exit 2, no traceback, and stderr is exactly the one ``error:`` line containing ``expected``."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], \
+        result.stderr[-2000:]
+
+
+def test_persona_from_a_device_is_refused_unread():
+    _just_one_line(run_bot("--check", "--persona", "/dev/zero", timeout=60),
+                   "/dev/zero: is a device, not a regular file")
+
+
+def test_persona_from_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "persona.json"
+    os.mkfifo(fifo)  # nobody ever writes to it: reading it would block forever
+    _just_one_line(run_bot("--check", "--persona", str(fifo), timeout=60),
+                   f"{fifo}: is a named pipe (FIFO), not a regular file")
+
+
+def test_conversation_from_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "conversation.json"
+    os.mkfifo(fifo)
+    _just_one_line(run_bot("--check", "--conversation", str(fifo), timeout=60),
+                   f"{fifo}: is a named pipe (FIFO), not a regular file")
+
+
+def test_persona_that_is_a_directory_or_missing(tmp_path):
+    _just_one_line(run_bot("--check", "--persona", str(tmp_path)), f"{tmp_path}: is a directory")
+    missing = tmp_path / "nope.json"
+    _just_one_line(run_bot("--check", "--persona", str(missing)), f"{missing}: file not found")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file; "
+                    "test_config.test_an_unreadable_file_is_one_line covers the error")
+def test_persona_without_read_permission(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"system_prompt": "x"}')
+    path.chmod(0)
+    _just_one_line(run_bot("--check", "--persona", str(path)),
+                   f"{path}: cannot read it: permission denied")
+
+
+def test_persona_too_large_or_not_utf8(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"system_prompt": "x" * (1024 * 1024)}))
+    _just_one_line(run_bot("--check", "--persona", str(big)), "is larger than 1 MiB")
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_text(json.dumps({"system_prompt": "x"}), encoding="utf-16")
+    _just_one_line(run_bot("--check", "--persona", str(utf16)), "is UTF-16 encoded; save it as UTF-8")
+
+
+def test_deeply_nested_persona_and_conversation(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    _just_one_line(run_bot("--check", "--persona", str(deep)), f"{deep}: is nested too deeply")
+    _just_one_line(run_bot("--check", "--conversation", str(deep)), f"{deep}: is nested too deeply")
+
+
+def test_lone_surrogate_in_persona_name_is_refused_at_load(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"persona_name": "\\ud800", "system_prompt": "x"}')
+    for mode in (["--check"], ["--text", "--no-greeting"]):
+        result = run_bot(*mode, "--persona", str(path), stdin="Hi\n",
+                         env={"PERSONA_DATA_DIR": str(tmp_path / "data")})
+        assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"{path}: 1 problem:",
+            "  - persona_name: has a lone surrogate escape (\\ud800 without its pair), which is not text",
+        ]
+
+
+@pytest.mark.parametrize("mode", [
+    ["--list-conversations"], ["--show-conversation", "c-nope"], ["--text", "--no-greeting"],
+    ["--audio-in", "QUESTION", "--audio-out", "REPLY"], ["--port", "0"],
+], ids=["list", "show", "text", "one-shot", "server"])
+def test_data_dir_that_is_a_file_is_one_line_in_every_mode(tmp_path, mode):
+    a_file = tmp_path / "data"
+    a_file.write_text("not a directory")
+    question = tmp_path / "q.wav"
+    if "QUESTION" in mode:
+        from tests.speech import write_question_wav
+
+        write_question_wav(question, "Hello.", lead_secs=0.2, tail_secs=0.2)
+    args = [{"QUESTION": str(question), "REPLY": str(tmp_path / "r.wav")}.get(a, a) for a in mode]
+    result = run_bot(*args, stdin="Hi\n", env={"PERSONA_DATA_DIR": str(a_file)})
+    _one_line_error(result, f"PERSONA_DATA_DIR {a_file}: is a file, not a directory")
+    assert not (tmp_path / "r.wav").exists()
+
+
+def test_data_dir_unwritable_or_under_a_file_is_one_line(tmp_path):
+    from tests.conftest import unwritable_dir
+
+    ro = unwritable_dir(tmp_path)
+    _just_one_line(run_bot("--list-conversations", env={"PERSONA_DATA_DIR": str(ro)}),
+                   f"PERSONA_DATA_DIR {ro}: is not writable")
+    under = tmp_path / "afile" / "data"
+    under.parent.write_text("x")
+    _just_one_line(run_bot("--text", "--no-greeting", stdin="Hi\n",
+                           env={"PERSONA_DATA_DIR": str(under)}),
+                   f"PERSONA_DATA_DIR {under}: cannot be created: {under.parent} is a file")
+
+
+def test_check_needs_no_data_dir_and_warns_about_a_bad_one(tmp_path):
+    missing = tmp_path / "not" / "yet"
+    result = run_bot("--check", env={"PERSONA_DATA_DIR": str(missing)})
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "not").exists()  # --check creates nothing
+    assert "PERSONA_DATA_DIR" not in result.stdout
+    a_file = tmp_path / "data"
+    a_file.write_text("x")
+    result = run_bot("--check", env={"PERSONA_DATA_DIR": str(a_file)})
+    assert result.returncode == 0, result.stderr
+    assert (f"  - PERSONA_DATA_DIR {a_file}: is a file, not a directory (conversations.db is kept "
+            "in it); every mode but --check refuses to start") in result.stdout
+
+
+def test_audio_in_that_is_not_a_regular_file_is_one_line(tmp_path):
+    fifo = tmp_path / "q.wav"
+    os.mkfifo(fifo)  # wave.open would wait for a writer forever
+    data = {"PERSONA_DATA_DIR": str(tmp_path / "data")}
+    for audio_in, problem in ((fifo, "is a named pipe (FIFO), not a regular file"),
+                              (tmp_path, "is a directory, not a file")):
+        result = run_bot("--audio-in", str(audio_in), "--audio-out", str(tmp_path / "o.wav"),
+                         env=data, timeout=60)
+        _one_line_error(result, f"{audio_in}: {problem}")
+
+
+def test_outputs_are_checked_before_the_conversation(tmp_path):
+    from tests.speech import write_question_wav
+
+    question = tmp_path / "q.wav"
+    write_question_wav(question, "Hello.", lead_secs=0.2, tail_secs=0.2)
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    data = {"PERSONA_DATA_DIR": str(tmp_path / "data")}
+    _just_one_line(run_bot("--audio-in", str(question), "--audio-out", str(tmp_path), env=data),
+                   f"--audio-out {tmp_path}: is a directory, not a file")
+    _just_one_line(run_bot("--audio-in", str(question), "--audio-out", str(tmp_path / "o.wav"),
+                           "--transcript", str(a_file / "t.json"), env=data),
+                   f"--transcript {a_file / 't.json'}: cannot be created: {a_file} is a file")
+    _just_one_line(run_bot("--text", "--no-greeting", "--transcript", str(a_file / "t.json"),
+                           stdin="Hi\n", env=data),
+                   f"--transcript {a_file / 't.json'}: cannot be created: {a_file} is a file")
+    assert not (tmp_path / "data").exists()  # refused before a conversation was recorded

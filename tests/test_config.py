@@ -7,8 +7,15 @@ import json
 
 import pytest
 
-from config import ConfigError, conversation_from_dict, load_persona, persona_from_dict
+from config import (
+    ConfigError,
+    conversation_from_dict,
+    load_conversation,
+    load_persona,
+    persona_from_dict,
+)
 from config.app import AppConfig
+from config.loader import MAX_DEPTH, MAX_FILE_BYTES
 from config.redact import REDACTED, redact
 from tests.conftest import PERSONAS
 
@@ -405,3 +412,143 @@ def test_effective_config_is_redacted(tmp_path):
     text = json.dumps(app.effective())
     assert "sk-secret-abc" not in text and "hdr-secret" not in text
     assert set(app.secrets()) >= {"sk-secret-abc", "hdr-secret", "sk-env-secret"}
+
+
+# --------------------------------------------------------------------------- files (read_text)
+
+
+def test_a_document_level_problem_is_one_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_persona(tmp_path / "nope.json")
+    assert info.value.render() == f"error: {tmp_path / 'nope.json'}: file not found"
+
+
+def test_size_limit_fits_a_long_prompt_and_refuses_more(tmp_path):
+    path = tmp_path / "big.json"
+    body = json.dumps({**BASE, "system_prompt": ""})
+    room = MAX_FILE_BYTES - len(body.encode())
+    path.write_text(json.dumps({**BASE, "system_prompt": "x" * room}))
+    assert path.stat().st_size == MAX_FILE_BYTES
+    assert len(load_persona(path).value.system_prompt) == room  # the limit itself is accepted
+    path.write_text(json.dumps({**BASE, "system_prompt": "x" * (room + 1)}))
+    with pytest.raises(ConfigError) as info:
+        load_persona(path)
+    assert info.value.render() == f"error: {path}: is larger than 1 MiB, the limit for this file"
+
+
+@pytest.mark.parametrize("data,message", [
+    (b'{"persona_name": "caf\xe9", "system_prompt": "x"}', "is not valid UTF-8 (byte 0xe9 at line 1)"),
+    (b'{\n"system_prompt": "x",\n"context": "\xff"}', "is not valid UTF-8 (byte 0xff at line 3)"),
+    ('{"system_prompt": "x"}'.encode("utf-16"), "is UTF-16 encoded; save it as UTF-8"),
+    ('{"system_prompt": "x"}'.encode("utf-16-be"), "is not UTF-8 text (it has NUL bytes"),
+    ('{"system_prompt": "x"}'.encode("utf-32"), "is UTF-32 encoded; save it as UTF-8"),
+], ids=["latin-1", "line-3", "utf-16-bom", "utf-16-no-bom", "utf-32-bom"])
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path, data, message):
+    path = tmp_path / "p.json"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_persona(path)
+    text = info.value.render()
+    assert text.startswith(f"error: {path}: {message}") and "\n" not in text, text
+
+
+def test_a_utf8_bom_is_skipped(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(BASE).encode())
+    assert load_persona(path).value.persona_name == "T"
+
+
+def test_an_unreadable_file_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(BASE))
+    import os
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", denied)  # chmod 000 does not stop root
+    with pytest.raises(ConfigError) as info:
+        load_persona(path)
+    assert info.value.render() == f"error: {path}: cannot read it: permission denied"
+
+
+def test_a_directory_is_one_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_conversation(tmp_path)
+    assert info.value.render() == f"error: {tmp_path}: is a directory, not a file"
+
+
+def test_deep_nesting_is_refused_without_recursion(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # json.loads itself gives up (RecursionError)
+    with pytest.raises(ConfigError) as info:
+        load_persona(path)
+    assert info.value.render() == (f"error: {path}: is nested too deeply "
+                                   f"(more than {MAX_DEPTH} levels of arrays and objects)")
+    nested: list = []  # one level
+    for _ in range(MAX_DEPTH - 5):  # persona, layers, llm, extra_body: four more
+        nested = [nested]
+    data = with_layers(llm={"extra_body": {"x": nested}})
+    assert persona_from_dict(data).value.layers.llm.extra_body  # MAX_DEPTH levels load
+    data = with_layers(llm={"extra_body": {"x": [nested]}})
+    with pytest.raises(ConfigError) as info:
+        persona_from_dict(data)
+    [problem] = info.value.problems
+    assert problem.path.startswith("layers.llm.extra_body.x[0][0]") and "nested too deeply" in \
+        problem.message
+
+
+def test_a_deep_tool_schema_up_to_the_limit_still_loads():
+    schema: dict = {"type": "string", "enum": ["x"]}
+    for _ in range(28):  # 64 levels in all, the deepest legitimate part of a persona
+        schema = {"type": "object", "properties": {"a": schema}}
+    tool = {"type": "function", "function": {"name": "f", "description": "d", "parameters": schema}}
+    persona = persona_from_dict(with_layers(llm={"tools": [tool]})).value
+    assert json.dumps(persona.model_dump(mode="json"))  # printed by --check
+
+
+def test_huge_integer_is_one_line(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"system_prompt": "x", "n": ' + "1" * 5000 + "}")
+    with pytest.raises(ConfigError) as info:
+        load_persona(path)
+    assert info.value.render().startswith(f"error: {path}: invalid JSON: Exceeds the limit")
+
+
+def test_lone_surrogates_are_refused_naming_the_path(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"persona_name": "\\ud800", "system_prompt": "x", '
+                    '"context": "fine \\ud83d\\ude00", "layers": {"llm": {"headers": {"\\udc00k": "v"}}}}')
+    with pytest.raises(ConfigError) as info:
+        load_persona(path)
+    problems = {p.path: p.message for p in info.value.problems}
+    assert problems == {
+        "layers.llm.headers.\\udc00k": "this key has a lone surrogate escape (\\udc00 without its "
+                                       "pair), which is not text",
+        "persona_name": "has a lone surrogate escape (\\ud800 without its pair), which is not text",
+    }
+    info.value.render().encode("utf-8")  # printable
+    conv = {"conversational_context": "x\udfff"}
+    with pytest.raises(ConfigError, match="conversational_context: has a lone surrogate"):
+        conversation_from_dict(conv)
+    # a pair is one character (the emoji): accepted
+    assert persona_from_dict({**BASE, "persona_name": "Ava \ud83d\ude00".encode(
+        "utf-16", "surrogatepass").decode("utf-16")}).value.persona_name == "Ava 😀"
+
+
+def test_input_and_output_problems(tmp_path):
+    import os
+
+    from config.files import input_problem, output_problem
+    from tests.conftest import unwritable_dir
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert input_problem(fifo) == "is a named pipe (FIFO), not a regular file"
+    assert input_problem("/dev/null") == "is a device, not a regular file"
+    assert input_problem(tmp_path / "nope") == "file not found"
+    assert output_problem("/dev/null") is None and output_problem(fifo) is None  # fine outputs
+    assert output_problem(tmp_path / "new" / "dirs" / "out.wav") is None  # created when written
+    assert output_problem(tmp_path) == "is a directory, not a file"
+    ro = unwritable_dir(tmp_path)
+    assert output_problem(ro / "out.wav") == f"cannot be created: {ro} is not writable"

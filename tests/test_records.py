@@ -29,8 +29,14 @@ from conversation.lifecycle import (
     ConversationLifecycle,
     recover,
 )
-from conversation.records import ABANDONED_REASON, ConversationStore
-from tests.conftest import ROOT, free_port, wait_until
+from conversation.records import (
+    ABANDONED_REASON,
+    DB_NAME,
+    ConversationStore,
+    RecordsError,
+    data_dir_problem,
+)
+from tests.conftest import ROOT, free_port, unwritable_dir, wait_until
 from tests.fake_openai import FakeOpenAI
 from tests.fake_rest import WebhookReceiver
 from tests.harness import Harness
@@ -100,6 +106,61 @@ def test_recovery_closes_what_a_dead_process_left_active(tmp_path):
     transcript = json.loads(pending[1][2])["properties"]["transcript"]
     assert transcript == [{"role": "user", "content": "Hi", "timestamp": None, "seconds_from_start": None}]
     store.close()
+
+
+def test_undecodable_names_and_text_are_stored_escaped(tmp_path):
+    store = ConversationStore(tmp_path)  # a file name argument with a byte that is not UTF-8:
+    store.submit(store.create, "c1", persona_source="/tmp/\udcff.json", persona_name="Ava")
+    store.submit(store.append_transcript, "c1", {"role": "user", "content": "caf\udce9"})
+    store.flush()
+    record = store.run(store.verbose, "c1")
+    assert record["persona_source"] == "/tmp/\\udcff.json"
+    assert record["transcript"][0]["content"] == "caf\\udce9"
+    store.close()
+
+
+def test_data_dir_missing_is_created_with_its_parents(tmp_path):
+    data = tmp_path / "a" / "b" / "data"
+    assert data_dir_problem(data) is None and not (tmp_path / "a").exists()  # judging creates nothing
+    store = ConversationStore(data)
+    assert store.path == data / DB_NAME and store.path.is_file()
+    store.close()
+
+
+def test_data_dir_that_cannot_hold_the_records_is_one_line(tmp_path):
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    db_dir = tmp_path / "db-is-a-dir"
+    (db_dir / DB_NAME).mkdir(parents=True)
+    not_a_db = tmp_path / "not-a-db"
+    not_a_db.mkdir()
+    (not_a_db / DB_NAME).write_text("this is not SQLite " * 100)
+    ro = unwritable_dir(tmp_path)
+    cases = {
+        a_file: f"PERSONA_DATA_DIR {a_file}: is a file, not a directory (conversations.db is kept in it)",
+        a_file / "data": f"PERSONA_DATA_DIR {a_file / 'data'}: cannot be created: {a_file} is a file, "
+                         "not a directory",
+        ro: f"PERSONA_DATA_DIR {ro}: is not writable (conversations.db is kept in it)",
+        ro / "data": f"PERSONA_DATA_DIR {ro / 'data'}: cannot be created: {ro} is not writable",
+        db_dir: f"PERSONA_DATA_DIR {db_dir}: {db_dir / DB_NAME} is not a file",
+        not_a_db: f"PERSONA_DATA_DIR {not_a_db}: cannot use conversations.db: file is not a database",
+    }
+    for data_dir, message in cases.items():
+        with pytest.raises(RecordsError) as info:
+            ConversationStore(data_dir)
+        assert info.value.render() == f"error: {message}"
+    assert not (ro / "data").exists()
+
+
+def test_data_dir_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch):
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)  # what the checks cannot see
+    with pytest.raises(RecordsError) as info:
+        ConversationStore(tmp_path / "data")
+    assert info.value.render() == (f"error: PERSONA_DATA_DIR {tmp_path / 'data'}: cannot be created: "
+                                   "Read-only file system")
 
 
 # --------------------------------------------------------------------------- callbacks

@@ -242,5 +242,5 @@ def test_persona_fetch_retries_through_a_transient_error():
 def test_persona_id_without_a_key_is_a_clear_error():
     bot = Bot(["--persona", "p-remote", "--check"], _env())
     assert bot.finish() == 2
-    assert "p-remote: 1 problem:" in bot.output
+    assert "error: p-remote: no such file" in bot.output
     assert "no such file; to fetch it as a Tavus persona id set TAVUS_API_KEY" in bot.output

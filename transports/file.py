@@ -30,6 +30,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from config.errors import AgentError
+from config.files import input_problem, read_problem
 
 FRAME_SECS = 0.02
 
@@ -41,6 +42,9 @@ class AudioFileError(AgentError):
 def read_wav_mono16(path: str | Path, target_rate: int) -> bytes:
     """Read a PCM WAV, mix to mono and resample to ``target_rate`` 16-bit PCM."""
     path = Path(path)
+    problem = input_problem(path)  # a FIFO would block wave.open, a device never end
+    if problem:
+        raise AudioFileError(f"{path}: {problem}")
     try:
         with wave.open(str(path), "rb") as wav:
             channels = wav.getnchannels()
@@ -51,6 +55,8 @@ def read_wav_mono16(path: str | Path, target_rate: int) -> bytes:
         raise AudioFileError(f"{path}: file not found") from None
     except (wave.Error, EOFError) as exc:
         raise AudioFileError(f"{path}: not a PCM WAV file ({exc})") from None
+    except OSError as exc:
+        raise AudioFileError(f"{path}: {read_problem(exc)}") from None
     if width == 2:
         samples = np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
     elif width == 4:
