@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from config.persona import Persona
 from config.settings import Settings
 from services.local.llama_server import LlamaServer, shared_server
 from services.local.models import llm_gguf
+from services.local.prompt_fit import PromptFitter, preload_tokenizer, tokenizer_for
 from services.selection import EngineChoice, EngineSelectionError
 
 # extra_body keys that are first-class sampling settings of Pipecat's OpenAI service.
@@ -171,13 +173,23 @@ def _text(content: Any) -> str:
     return ""
 
 
+def reply_tokens(params: dict[str, Any]) -> int | None:
+    """The reply's token cap in a chat-completion request (``max_tokens``, maybe in ``extra_body``)."""
+    for value in (params.get("max_tokens"), (params.get("extra_body") or {}).get("max_tokens"),
+                  params.get("max_completion_tokens")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 @functools.cache
 def _local_llm_class():
     cls = _persona_llm_class()
 
     class LocalLLMService(cls):
-        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`)
-        and it sees the recent history only (:func:`recent_history`).
+        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`),
+        it sees the recent history only (:func:`recent_history`), and the prompt is fitted to
+        the server's context (``prompt_fit``, :class:`services.local.prompt_fit.PromptFitter`).
 
         ``supports_developer_role`` stays True so Pipecat leaves the developer role in place
         for :func:`system_notes` to find; the server never receives it.
@@ -185,9 +197,16 @@ def _local_llm_class():
 
         supports_developer_role = True
 
+        def __init__(self, *, prompt_fit: PromptFitter | None = None, **kwargs):
+            self.prompt_fit = prompt_fit
+            super().__init__(**kwargs)
+
         def build_chat_completion_params(self, params_from_context):
             params = super().build_chat_completion_params(params_from_context)
-            params["messages"] = recent_history(system_notes(list(params["messages"])))
+            messages = recent_history(system_notes(list(params["messages"])))
+            if self.prompt_fit is not None:
+                messages = self.prompt_fit.fit(messages, reply_tokens(params))
+            params["messages"] = messages
             return params
 
     return LocalLLMService
@@ -263,6 +282,23 @@ def local_sampling(extra_body: dict[str, Any]) -> dict[str, Any]:
     return {**LOCAL_SAMPLING, **extra}
 
 
+def local_prompt_fit(server: Any, settings: Settings) -> PromptFitter:
+    """The prompt fitter for one conversation on ``server`` (its ``n_ctx`` and GGUF's tokenizer).
+
+    The tokenizer loads in the background now, once per process, so no turn waits for it.
+    """
+    gguf = getattr(server, "gguf", None)
+    if gguf is None:
+        try:
+            gguf = llm_gguf(settings.local_llm_gguf)
+        except Exception:  # noqa: BLE001 - no model on disk: prompts are fitted by bytes
+            gguf = None
+    gguf = Path(gguf) if gguf is not None else None
+    preload_tokenizer(gguf)
+    return PromptFitter(getattr(server, "n_ctx", None) or settings.llama_server_ctx,
+                        lambda: tokenizer_for(gguf))
+
+
 def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, system: str | None):
     server = local_llm_server(settings)
     cls = _local_llm_class()
@@ -273,6 +309,7 @@ def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, sys
         settings=llm_settings(
             cls, LlamaServer.MODEL_ALIAS, extra, settings.llm_max_tokens, system
         ),
+        prompt_fit=local_prompt_fit(server, settings),
     )
     # llama.cpp rejects the "developer" role: the class turns those messages into system notes.
     service.local_server = server  # the session waits on it before the first turn
