@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from config.logging import scrub
 from config.persona import Persona
 from config.settings import Settings
 from services.local.llama_server import LlamaServer, shared_server
@@ -36,11 +38,14 @@ LOCAL_SAMPLING: dict[str, Any] = {
 
 
 class _FinishReasonStream:
-    """A chat-completion stream that reports each choice's ``finish_reason`` as it passes."""
+    """A chat-completion stream that reports each choice's ``finish_reason`` as it passes
+    (and, to ``tool_call``, that the response calls a tool)."""
 
-    def __init__(self, stream: Any, record: Callable[[str], None]):
+    def __init__(self, stream: Any, record: Callable[[str], None],
+                 tool_call: Callable[[], None] | None = None):
         self._stream = stream
         self._record = record
+        self._tool_call = tool_call
 
     def __aiter__(self):
         return self._chunks()
@@ -50,6 +55,9 @@ class _FinishReasonStream:
             for choice in getattr(chunk, "choices", None) or ():
                 if getattr(choice, "finish_reason", None):
                     self._record(choice.finish_reason)
+                delta = getattr(choice, "delta", None)
+                if self._tool_call is not None and getattr(delta, "tool_calls", None):
+                    self._tool_call()
             yield chunk
 
     async def close(self) -> None:
@@ -58,7 +66,12 @@ class _FinishReasonStream:
             await close()
 
 
-FINISH_REASON = "finish_reason"  # key in LLMFullResponseEndFrame.metadata
+# Keys in LLMFullResponseEndFrame.metadata (pipeline/sentence_cut.py and pipeline/reply_guard.py
+# read them).
+FINISH_REASON = "finish_reason"
+LLM_ERROR = "llm_error"  # why the completion failed (scrubbed of secrets), when it did
+LLM_CANCELLED = "llm_cancelled"  # True: an interruption cancelled the completion
+TOOL_CALLS = "tool_calls"  # True: the response called a tool (its answer comes after the result)
 
 
 @functools.cache
@@ -74,12 +87,16 @@ def _persona_llm_class():
         Pipecat does not pass the completion's ``finish_reason`` on; this service puts it in
         ``LLMFullResponseEndFrame.metadata["finish_reason"]`` ("stop", "length", ... or None
         when the stream broke off), so :class:`pipeline.sentence_cut.SentenceCut` can tell a
-        reply cut by ``max_tokens`` from one that ended by itself.
+        reply cut by ``max_tokens`` from one that ended by itself. The same metadata tells
+        :class:`pipeline.reply_guard.ReplyGuard` whether the completion failed
+        (``llm_error``), was cancelled by an interruption (``llm_cancelled``) or called a
+        tool (``tool_calls``).
         """
 
         def __init__(self, *, default_query: dict[str, str] | None = None, **kwargs):
             self._default_query = dict(default_query or {})
             self._finish_reason: str | None = None
+            self._outcome: dict[str, Any] = {}
             super().__init__(**kwargs)
 
         def create_client(self, *args, **kwargs):
@@ -91,15 +108,32 @@ def _persona_llm_class():
         async def get_chat_completions(self, context):
             self._finish_reason = None
             stream = await super().get_chat_completions(context)
-            return _FinishReasonStream(stream, self._set_finish_reason)
+            return _FinishReasonStream(stream, self._set_finish_reason, self._saw_tool_call)
 
         def _set_finish_reason(self, reason: str) -> None:
             self._finish_reason = reason
 
+        def _saw_tool_call(self) -> None:
+            self._outcome[TOOL_CALLS] = True
+
+        async def _process_context(self, context):
+            self._outcome = {}
+            try:
+                await super()._process_context(context)
+            except asyncio.CancelledError:
+                self._outcome[LLM_CANCELLED] = True
+                raise
+            except Exception as exc:  # the base class reports it (push_error); noted here too
+                self._outcome[LLM_ERROR] = scrub(str(exc) or type(exc).__name__)
+                raise
+
         async def push_frame(self, frame, direction=FrameDirection.DOWNSTREAM):
             if isinstance(frame, LLMFullResponseEndFrame) and direction == FrameDirection.DOWNSTREAM:
                 frame.metadata.setdefault(FINISH_REASON, self._finish_reason)
+                for key, value in self._outcome.items():
+                    frame.metadata.setdefault(key, value)
                 self._finish_reason = None
+                self._outcome = {}
             await super().push_frame(frame, direction)
 
     return PersonaOpenAILLMService

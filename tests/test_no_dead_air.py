@@ -3,6 +3,8 @@
 - A 100,000-character ``conversation.append_llm_context`` (the documented limit) on the
   real embedded stack (the llama.cpp server with SmolLM2, the local LLM service, local
   Whisper and Piper): the questions after it are answered, not met with silence.
+- An LLM that answers nothing (the loopback fake): a WARNING, a ``system.error`` event for
+  the turn, a spoken apology, and the next turn is answered.
 
 The server runs at ``n_ctx`` 1024 rather than the default 4096: the same overflow (100,000
 characters are ~22,000 tokens), a quarter of the prefill on 2 shared cores.
@@ -15,6 +17,7 @@ import asyncio
 import pytest
 from loguru import logger
 
+from pipeline.reply_guard import APOLOGY
 from services import llm as llm_factory
 from services.local.llama_server import LlamaServer
 from services.local.models import llm_gguf
@@ -88,3 +91,31 @@ async def test_a_100k_append_llm_context_still_gets_answers(local, llama, log):
     assert len(cuts) == 1 and "1024 tokens" in cuts[0]  # once per conversation, not per turn
     # What was said is in the transcript.
     assert local.built.transcript.of("assistant") == [first, second]
+
+
+# --------------------------------------------------------------------------- an empty answer
+
+
+async def test_an_empty_answer_is_reported_and_apologised_for_and_the_next_turn_works(tmp_path, log):
+    harness = Harness(tmp_path)
+    try:
+        await harness.start(answers=["", "The museum opens at nine."])  # the loopback fake LLM
+        first = await ask(harness, "When does the museum open?", 1)
+        assert first == APOLOGY  # spoken: an utterance goes out once the replica speaks it
+        (error,) = harness.of("system.error")
+        user = next(e for e in harness.of("conversation.utterance")
+                    if e["properties"]["role"] == "user")
+        assert error["message_type"] == "system" and error["inference_id"] == user["inference_id"]
+        assert "empty answer" in error["properties"]["error"]
+        assert "received_event_type" not in error["properties"]
+        warnings = [m for level, m in log if level == "WARNING" and "No reply" in m]
+        assert len(warnings) == 1 and "empty answer" in warnings[0]
+
+        second = await ask(harness, "When does it open?", 2)
+        assert second == "The museum opens at nine."
+        assert len(harness.of("system.error")) == 1
+        assert harness.built.transcript.of("assistant") == [APOLOGY, second]
+        # The apology is in the context the LLM saw for the next turn, as said.
+        assert {"role": "assistant", "content": APOLOGY} in harness.fake.requests[1]["messages"]
+    finally:
+        await harness.stop()
