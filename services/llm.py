@@ -225,6 +225,10 @@ def _local_llm_class():
         it sees the recent history only (:func:`recent_history`), and the prompt is fitted to
         the server's context (``prompt_fit``, :class:`services.local.prompt_fit.PromptFitter`).
 
+        Each request first waits until the server answers (``local_server.wait_ready``: at
+        once while it is healthy; after its child process died, until the supervisor has
+        restarted it, see :class:`services.local.llama_server.LlamaServer`).
+
         ``supports_developer_role`` stays True so Pipecat leaves the developer role in place
         for :func:`system_notes` to find; the server never receives it.
         """
@@ -233,7 +237,14 @@ def _local_llm_class():
 
         def __init__(self, *, prompt_fit: PromptFitter | None = None, **kwargs):
             self.prompt_fit = prompt_fit
+            self.local_server = None  # set by the factory; the session waits on it too
             super().__init__(**kwargs)
+
+        async def get_chat_completions(self, context):
+            wait_ready = getattr(self.local_server, "wait_ready", None)
+            if wait_ready is not None:
+                await wait_ready()
+            return await super().get_chat_completions(context)
 
         def build_chat_completion_params(self, params_from_context):
             params = super().build_chat_completion_params(params_from_context)

@@ -3,6 +3,9 @@
 - A 100,000-character ``conversation.append_llm_context`` (the documented limit) on the
   real embedded stack (the llama.cpp server with SmolLM2, the local LLM service, local
   Whisper and Piper): the questions after it are answered, not met with silence.
+- The llama.cpp server's child process killed (SIGKILL) in the middle of a reply: that
+  turn ends with a spoken apology and a ``system.error`` event, the server is restarted,
+  and the next question is answered normally.
 - An LLM that answers nothing (the loopback fake): a WARNING, a ``system.error`` event for
   the turn, a spoken apology, and the next turn is answered.
 
@@ -13,6 +16,8 @@ characters are ~22,000 tokens), a quarter of the prefill on 2 shared cores.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 from loguru import logger
@@ -91,6 +96,44 @@ async def test_a_100k_append_llm_context_still_gets_answers(local, llama, log):
     assert len(cuts) == 1 and "1024 tokens" in cuts[0]  # once per conversation, not per turn
     # What was said is in the transcript.
     assert local.built.transcript.of("assistant") == [first, second]
+
+
+# --------------------------------------------------------------------------- the server dies
+
+
+async def test_the_server_killed_mid_reply_gets_an_apology_then_the_next_turn_is_answered(
+        local, llama, log):
+    from pipecat.frames.frames import LLMTextFrame
+
+    # A reply long enough to be killed in the middle of (llama.cpp's min_tokens).
+    persona = {**PERSONA, "layers": {"llm": {"extra_body": {
+        "min_tokens": 100, "max_tokens": 120, "stop": ["<|im_end|>"]}}}}
+    await local.start(persona=persona, force_local=True)
+    llm = local.session.services.llm
+    killed: list[int] = []
+
+    @llm.event_handler("on_after_push_frame")
+    async def _kill_at_the_first_words(_llm, frame):
+        if isinstance(frame, LLMTextFrame) and not killed:
+            killed.append(llama.pid)
+            os.kill(llama.pid, signal.SIGKILL)
+
+    first = await ask(local, "Tell me a long story about the old ships.", 1)
+    assert killed, "the reply never started"
+    assert first.endswith(APOLOGY) and first != APOLOGY  # the words it got, then the apology
+    (error,) = local.of("system.error")
+    user = next(e for e in local.of("conversation.utterance") if e["properties"]["role"] == "user")
+    assert error["inference_id"] == user["inference_id"]
+    assert "failed" in error["properties"]["error"]
+    assert any(level == "ERROR" and "died (killed by SIGKILL" in m for level, m in log)
+    assert any(level == "WARNING" and "No reply" in m for level, m in log)
+
+    second = await ask(local, "What is the capital of France?", 2)
+    assert second.strip() and APOLOGY not in second
+    assert len(local.of("system.error")) == 1
+    assert llama.pid != killed[0] and llama.restarts == 1 and llama.gave_up is None
+    said = local.built.transcript.of("assistant")
+    assert len(said) == 2 and said[0] == first  # the apology is in the transcript as said
 
 
 # --------------------------------------------------------------------------- an empty answer
