@@ -3,6 +3,7 @@ when its child dies (and given up on, clearly, when it keeps dying)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -144,11 +145,11 @@ async def test_a_server_that_died_is_restarted_and_answers_again():
         assert wait_for_restart(server, first)  # the supervisor starts another child
         await server.wait_ready(timeout=60)  # which is waited for until it answers
         assert server.pid != first and server.restarts == 1 and server.gave_up is None
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.base_url}/models") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{server.base_url}/models") as resp:
+            assert resp.status == 200
         restarted = server.pid
-        time.sleep(1.5)  # the restarted child outlives the thread that saw the death
+        await asyncio.sleep(1.5)  # the restarted child outlives the thread that saw the death
         assert alive(restarted)
     finally:
         server.stop()
@@ -189,5 +190,5 @@ async def test_a_stopped_server_is_not_restarted():
     await server.wait_ready(timeout=30)
     pid = server.pid
     server.stop()
-    time.sleep(0.5)  # more than the back-off
+    await asyncio.sleep(0.5)  # more than the back-off
     assert not server.running and server.restarts == 0 and not alive(pid)
