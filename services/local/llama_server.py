@@ -204,6 +204,7 @@ class LlamaServer:
             now = time.monotonic()
             self._deaths = [t for t in self._deaths if now - t < self.RESTART_WINDOW_SECS] + [now]
             how = describe_exit(code)
+            logger.debug(f"Local LLM server output before it died:\n{self.recent_output()}")
             last = self._last_line()
             said = f"; its last line: {last}" if last else ""
             if len(self._deaths) > len(self.RESTART_BACKOFF_SECS):
