@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from config.logging import scrub
 from config.persona import Persona
 from config.settings import Settings
 from services.local.llama_server import LlamaServer, shared_server
 from services.local.models import llm_gguf
+from services.local.prompt_fit import PromptFitter, preload_tokenizer, tokenizer_for
 from services.selection import EngineChoice, EngineSelectionError
 
 # extra_body keys that are first-class sampling settings of Pipecat's OpenAI service.
@@ -34,11 +38,14 @@ LOCAL_SAMPLING: dict[str, Any] = {
 
 
 class _FinishReasonStream:
-    """A chat-completion stream that reports each choice's ``finish_reason`` as it passes."""
+    """A chat-completion stream that reports each choice's ``finish_reason`` as it passes
+    (and, to ``tool_call``, that the response calls a tool)."""
 
-    def __init__(self, stream: Any, record: Callable[[str], None]):
+    def __init__(self, stream: Any, record: Callable[[str], None],
+                 tool_call: Callable[[], None] | None = None):
         self._stream = stream
         self._record = record
+        self._tool_call = tool_call
 
     def __aiter__(self):
         return self._chunks()
@@ -48,6 +55,9 @@ class _FinishReasonStream:
             for choice in getattr(chunk, "choices", None) or ():
                 if getattr(choice, "finish_reason", None):
                     self._record(choice.finish_reason)
+                delta = getattr(choice, "delta", None)
+                if self._tool_call is not None and getattr(delta, "tool_calls", None):
+                    self._tool_call()
             yield chunk
 
     async def close(self) -> None:
@@ -56,7 +66,12 @@ class _FinishReasonStream:
             await close()
 
 
-FINISH_REASON = "finish_reason"  # key in LLMFullResponseEndFrame.metadata
+# Keys in LLMFullResponseEndFrame.metadata (pipeline/sentence_cut.py and pipeline/reply_guard.py
+# read them).
+FINISH_REASON = "finish_reason"
+LLM_ERROR = "llm_error"  # why the completion failed (scrubbed of secrets), when it did
+LLM_CANCELLED = "llm_cancelled"  # True: an interruption cancelled the completion
+TOOL_CALLS = "tool_calls"  # True: the response called a tool (its answer comes after the result)
 
 
 @functools.cache
@@ -72,12 +87,16 @@ def _persona_llm_class():
         Pipecat does not pass the completion's ``finish_reason`` on; this service puts it in
         ``LLMFullResponseEndFrame.metadata["finish_reason"]`` ("stop", "length", ... or None
         when the stream broke off), so :class:`pipeline.sentence_cut.SentenceCut` can tell a
-        reply cut by ``max_tokens`` from one that ended by itself.
+        reply cut by ``max_tokens`` from one that ended by itself. The same metadata tells
+        :class:`pipeline.reply_guard.ReplyGuard` whether the completion failed
+        (``llm_error``), was cancelled by an interruption (``llm_cancelled``) or called a
+        tool (``tool_calls``).
         """
 
         def __init__(self, *, default_query: dict[str, str] | None = None, **kwargs):
             self._default_query = dict(default_query or {})
             self._finish_reason: str | None = None
+            self._outcome: dict[str, Any] = {}
             super().__init__(**kwargs)
 
         def create_client(self, *args, **kwargs):
@@ -89,15 +108,32 @@ def _persona_llm_class():
         async def get_chat_completions(self, context):
             self._finish_reason = None
             stream = await super().get_chat_completions(context)
-            return _FinishReasonStream(stream, self._set_finish_reason)
+            return _FinishReasonStream(stream, self._set_finish_reason, self._saw_tool_call)
 
         def _set_finish_reason(self, reason: str) -> None:
             self._finish_reason = reason
 
+        def _saw_tool_call(self) -> None:
+            self._outcome[TOOL_CALLS] = True
+
+        async def _process_context(self, context):
+            self._outcome = {}
+            try:
+                await super()._process_context(context)
+            except asyncio.CancelledError:
+                self._outcome[LLM_CANCELLED] = True
+                raise
+            except Exception as exc:  # the base class reports it (push_error); noted here too
+                self._outcome[LLM_ERROR] = scrub(str(exc) or type(exc).__name__)
+                raise
+
         async def push_frame(self, frame, direction=FrameDirection.DOWNSTREAM):
             if isinstance(frame, LLMFullResponseEndFrame) and direction == FrameDirection.DOWNSTREAM:
                 frame.metadata.setdefault(FINISH_REASON, self._finish_reason)
+                for key, value in self._outcome.items():
+                    frame.metadata.setdefault(key, value)
                 self._finish_reason = None
+                self._outcome = {}
             await super().push_frame(frame, direction)
 
     return PersonaOpenAILLMService
@@ -171,13 +207,27 @@ def _text(content: Any) -> str:
     return ""
 
 
+def reply_tokens(params: dict[str, Any]) -> int | None:
+    """The reply's token cap in a chat-completion request (``max_tokens``, maybe in ``extra_body``)."""
+    for value in (params.get("max_tokens"), (params.get("extra_body") or {}).get("max_tokens"),
+                  params.get("max_completion_tokens")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 @functools.cache
 def _local_llm_class():
     cls = _persona_llm_class()
 
     class LocalLLMService(cls):
-        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`)
-        and it sees the recent history only (:func:`recent_history`).
+        """The embedded llama.cpp model: developer messages become system notes (:func:`system_notes`),
+        it sees the recent history only (:func:`recent_history`), and the prompt is fitted to
+        the server's context (``prompt_fit``, :class:`services.local.prompt_fit.PromptFitter`).
+
+        Each request first waits until the server answers (``local_server.wait_ready``: at
+        once while it is healthy; after its child process died, until the supervisor has
+        restarted it, see :class:`services.local.llama_server.LlamaServer`).
 
         ``supports_developer_role`` stays True so Pipecat leaves the developer role in place
         for :func:`system_notes` to find; the server never receives it.
@@ -185,9 +235,23 @@ def _local_llm_class():
 
         supports_developer_role = True
 
+        def __init__(self, *, prompt_fit: PromptFitter | None = None, **kwargs):
+            self.prompt_fit = prompt_fit
+            self.local_server = None  # set by the factory; the session waits on it too
+            super().__init__(**kwargs)
+
+        async def get_chat_completions(self, context):
+            wait_ready = getattr(self.local_server, "wait_ready", None)
+            if wait_ready is not None:
+                await wait_ready()
+            return await super().get_chat_completions(context)
+
         def build_chat_completion_params(self, params_from_context):
             params = super().build_chat_completion_params(params_from_context)
-            params["messages"] = recent_history(system_notes(list(params["messages"])))
+            messages = recent_history(system_notes(list(params["messages"])))
+            if self.prompt_fit is not None:
+                messages = self.prompt_fit.fit(messages, reply_tokens(params))
+            params["messages"] = messages
             return params
 
     return LocalLLMService
@@ -263,6 +327,23 @@ def local_sampling(extra_body: dict[str, Any]) -> dict[str, Any]:
     return {**LOCAL_SAMPLING, **extra}
 
 
+def local_prompt_fit(server: Any, settings: Settings) -> PromptFitter:
+    """The prompt fitter for one conversation on ``server`` (its ``n_ctx`` and GGUF's tokenizer).
+
+    The tokenizer loads in the background now, once per process, so no turn waits for it.
+    """
+    gguf = getattr(server, "gguf", None)
+    if gguf is None:
+        try:
+            gguf = llm_gguf(settings.local_llm_gguf)
+        except Exception:  # noqa: BLE001 - no model on disk: prompts are fitted by bytes
+            gguf = None
+    gguf = Path(gguf) if gguf is not None else None
+    preload_tokenizer(gguf)
+    return PromptFitter(getattr(server, "n_ctx", None) or settings.llama_server_ctx,
+                        lambda: tokenizer_for(gguf))
+
+
 def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, system: str | None):
     server = local_llm_server(settings)
     cls = _local_llm_class()
@@ -273,6 +354,7 @@ def _build_local(choice: EngineChoice, persona: Persona, settings: Settings, sys
         settings=llm_settings(
             cls, LlamaServer.MODEL_ALIAS, extra, settings.llm_max_tokens, system
         ),
+        prompt_fit=local_prompt_fit(server, settings),
     )
     # llama.cpp rejects the "developer" role: the class turns those messages into system notes.
     service.local_server = server  # the session waits on it before the first turn

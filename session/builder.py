@@ -3,7 +3,8 @@
 Full mode:
 
     transport.input -> interactions -> STT -> user aggregator (VAD + turn strategies)
-      -> LLM (tools) -> TTS -> transport.output -> interruption fence -> assistant aggregator
+      -> LLM (tools) -> reply guard -> sentence cut -> TTS -> transport.output
+      -> interruption fence -> assistant aggregator
 
 Echo mode (``pipeline_mode: echo``): no STT and no LLM; ``conversation.echo``
 text is spoken by TTS and echo audio goes straight out:
@@ -34,6 +35,7 @@ from conversation.transcript import Transcript
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.interruption_fence import InterruptionFence
+from pipeline.reply_guard import APOLOGY, ReplyGuard
 from pipeline.sentence_cut import SentenceCut
 from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.turn_taking import TurnController, turn_plan
@@ -231,6 +233,10 @@ def build_pipeline(
         user_aggregator,
         wake_gate,
         services.llm,
+        # An LLM reply that failed or came back empty: logged, a system.error event, and in
+        # a voice conversation a spoken apology (text mode prints that it did not answer).
+        services.llm and ReplyGuard(apology=APOLOGY if voice else None,
+                                    on_failure=interactions.reply_failed),
         services.llm and SentenceCut(drop_repeats=services.plan.llm.engine == "llama-local"),
         services.tts,
         renderer,

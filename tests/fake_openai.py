@@ -24,7 +24,8 @@ class ToolCall:
 class FakeOpenAI:
     """Records every request and streams the next scripted answer (SSE ``chat.completion.chunk``).
 
-    An answer is a string (streamed word by word) or a list of :class:`ToolCall`.
+    An answer is a string (streamed word by word; ``""`` streams no content at all, as a
+    model that says nothing does) or a list of :class:`ToolCall`.
     ``delay_secs`` waits before the first chunk (a slow model).
     """
 
@@ -90,7 +91,7 @@ class FakeOpenAI:
             await send({}, "tool_calls")
         else:
             await send({"role": "assistant", "content": ""})
-            for word in answer.split(" "):
+            for word in answer.split(" ") if answer else ():
                 await send({"content": word + " "})
             await send({}, "stop")
         await response.write(b"data: [DONE]\n\n")

@@ -56,22 +56,25 @@ class Harness:
         lifecycle: ConversationLifecycle | None = None,
         env: dict[str, str] | None = None,
         renderer: str = "none",
+        force_local: bool = False,
     ) -> Harness:
         """Start the conversation. ``env``: settings (e.g. a fake Tavus); ``renderer``: the
-        ``--renderer`` choice; ``lifecycle``: the test's own (records, callbacks)."""
+        ``--renderer`` choice; ``lifecycle``: the test's own (records, callbacks);
+        ``force_local``: the embedded LLM (``--local``) instead of the scripted fake."""
         try:
             return await self._start(answers, persona, conversation, audio_in, registry,
-                                     llm_delay_secs, audio_in_filter, lifecycle, env, renderer)
+                                     llm_delay_secs, audio_in_filter, lifecycle, env, renderer,
+                                     force_local)
         except BaseException:
             await self.stop()  # nothing of a half-started conversation is left running
             raise
 
     async def _start(self, answers, persona, conversation, audio_in, registry, llm_delay_secs,
-                     audio_in_filter, lifecycle, env, renderer) -> Harness:
+                     audio_in_filter, lifecycle, env, renderer, force_local) -> Harness:
         self.fake = await FakeOpenAI(answers=answers or ["Hello there."],
                                      delay_secs=llm_delay_secs).start()
         data = copy.deepcopy(persona or BASE_PERSONA)
-        if data.get("pipeline_mode", "full") == "full":
+        if data.get("pipeline_mode", "full") == "full" and not force_local:
             llm = data.setdefault("layers", {}).setdefault("llm", {})
             llm.setdefault("model", "fake-model")
             llm.setdefault("api_key", "test-key")
@@ -83,6 +86,7 @@ class Harness:
         app = AppConfig.of(p, conv, self._settings)
         plan = NO_RENDERER if renderer == "none" else plan_renderer(renderer, conv, p, self._settings)
         self.session = ConversationSession(app, transport="file", renderer=plan,
+                                           force_local=force_local,
                                            registry=registry or build_registry(),
                                            lifecycle=lifecycle)
         await self.session.__aenter__()

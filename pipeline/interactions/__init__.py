@@ -17,7 +17,9 @@ from pipeline frames by :class:`InteractionsObserver`; every one carries
 ``conversation_id``, a monotonic ``seq``, ``turn_idx``, ``timestamp`` and,
 where it belongs to a turn, the ``inference_id`` that ties the turn's events
 together. A bad message is answered with a ``system.error`` event (our own
-addition; Tavus documents none) and a log line; the pipeline keeps running.
+addition; Tavus documents none) and a log line; the pipeline keeps running. So is
+a turn the LLM gave no answer to (the event then carries the turn's
+``inference_id``; see ``pipeline/reply_guard.py``).
 
 The package is split by role, as Pipecat splits RTVI:
 

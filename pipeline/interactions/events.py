@@ -201,7 +201,9 @@ class ClosedCaptionEvent(InteractionEvent):
 
 
 class SystemErrorEvent(InteractionEvent):
-    """An inbound message was rejected (our own addition; Tavus documents none)."""
+    """An inbound message was rejected (``received_event_type`` says which), or the LLM gave
+    no answer to a turn (``inference_id`` says which; the replica apologised). Our own
+    addition; Tavus documents none."""
 
     message_type: Literal["system"] = "system"
     event_type: Literal["system.error"] = "system.error"

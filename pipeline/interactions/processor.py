@@ -126,6 +126,10 @@ class InteractionsProcessor(FrameProcessor):
         await self.send(*self.tracker.error(error, event))
         await self._call_event_handler("on_protocol_error", error, received)
 
+    async def reply_failed(self, reason: str) -> None:
+        """``system.error`` for a turn the LLM gave no answer to (see pipeline/reply_guard.py)."""
+        await self.send(*self.tracker.reply_failed(reason))
+
     async def caption(self, role: str, text: str, final: bool, inference_id: str | None) -> None:
         """A live closed caption (``enable_closed_captions``): the text so far of one utterance."""
         await self.send(*self.tracker.caption(role, text, final, inference_id))

@@ -129,6 +129,12 @@ class InteractionTracker:
         return [SystemErrorEvent(properties=SystemErrorProperties(
             error=error, received_event_type=received))]
 
+    def reply_failed(self, reason: str) -> Events:
+        """``system.error`` for a turn the LLM gave no answer to (an error, or an empty
+        reply), with the turn's inference id and no ``received_event_type``."""
+        return [SystemErrorEvent(inference_id=self.current_inference_id,
+                                 properties=SystemErrorProperties(error=f"no reply: {reason}"[:500]))]
+
     def tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str) -> Events:
         """``conversation.tool_call`` for a call the LLM made (arguments as a JSON string)."""
         return [ToolCallEvent(inference_id=self.current_inference_id, properties=ToolCallProperties(
