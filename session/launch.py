@@ -18,6 +18,7 @@ from loguru import logger
 from config.app import AppConfig
 from config.errors import ConfigError, Problem
 from config.logging import register_secrets
+from config.redact import redact_text
 from config.settings import Settings
 from conversation.lifecycle import drain_callbacks, records
 from services.selection import EngineSelectionError
@@ -108,7 +109,12 @@ def load_app(args: argparse.Namespace) -> AppConfig:
 def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> tuple[str, bool]:
     """The ``--check`` report: effective config (redacted), then each layer's engine and why.
 
-    Returns the report and whether the persona can start.
+    Returns the report and whether the persona can start. Nothing secret is in it: the
+    effective configuration is redacted (``AppConfig.effective``: keys, headers,
+    credential values in ``extra_body``, userinfo and query tokens in ``base_url`` and
+    ``callback_url``), and the whole report then goes through
+    :func:`config.redact.redact_text` with the configuration's secrets (an engine's reason
+    quotes ``base_url``; a warning may quote a value).
     """
     from pipeline.turn_taking import turn_plan
 
@@ -136,7 +142,7 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
         lines += ["", "Warnings:"] + [f"  - {w}" for w in app.warnings]
     if app.notes:
         lines += ["", "Migrated legacy fields:"] + [f"  - {n}" for n in app.notes]
-    return "\n".join(lines), ok
+    return redact_text("\n".join(lines), app.secrets()), ok
 
 
 def run_records(args: argparse.Namespace) -> int:
@@ -232,13 +238,12 @@ async def _check_replica(app: AppConfig, replica_id: str) -> None:
 
 def run_headless(args: argparse.Namespace) -> int:
     """``--check``, ``--text`` and one-shot modes."""
-    from config.redact import redact_text
     from session.modes import run_oneshot, run_text
 
     app = load_app(args)
     if args.check:
         report, ok = render_check(app, args.local, args.renderer)
-        print(redact_text(report, app.secrets()))
+        print(report)  # redacted by render_check
         return 0 if ok else 2
     try:
         if args.text:
