@@ -11,7 +11,14 @@ from config.conversation import ConversationRequest
 from config.loader import load_conversation, load_persona, persona_from_dict
 from config.options import ConversationOptions
 from config.persona import Persona
-from config.redact import is_secret_key, redact
+from config.redact import (
+    credential_values,
+    header_secrets,
+    is_secret_key,
+    looks_like_credential,
+    redact,
+    url_secrets,
+)
 from config.settings import Settings
 
 DEFAULT_PERSONA = Path(__file__).resolve().parent.parent / "personas" / "default.json"
@@ -83,11 +90,20 @@ class AppConfig:
         )
 
     def secrets(self) -> list[str]:
-        """Every secret value in the environment settings and the persona."""
+        """Every secret value in the environment settings, the persona and the conversation.
+
+        The keys; every header value (and the token of ``Bearer <token>``); ``default_query``
+        values named or shaped like a secret; credential values in ``extra_body``; the
+        userinfo and query tokens of ``base_url`` and ``callback_url``.
+        """
         llm, tts = self.persona.layers.llm, self.persona.layers.tts
-        values = [*self.settings.secrets(), llm.api_key, tts.api_key, *llm.headers.values()]
-        values += [v for k, v in llm.default_query.items() if is_secret_key(k)]
-        return [v for v in values if v]
+        values = [*self.settings.secrets(), llm.api_key, tts.api_key, *header_secrets(llm.headers)]
+        values += [v for k, v in llm.default_query.items()
+                   if is_secret_key(k) or looks_like_credential(v, loose=True)]
+        values += credential_values(llm.extra_body)
+        values += url_secrets(llm.base_url)
+        values += url_secrets(self.conversation.callback_url, any_query=True)
+        return list(dict.fromkeys(v for v in values if v))
 
     def effective(self) -> dict[str, Any]:
         """The effective configuration (defaults applied), secrets redacted."""

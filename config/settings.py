@@ -120,7 +120,10 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def secrets(self) -> list[str]:
-        """Every secret value, for scrubbing text before it is shown."""
+        """Every secret value, for scrubbing text before it is shown (the keys, and
+        credentials inside the API URLs)."""
+        from config.redact import url_secrets
+
         return [
             s
             for s in (
@@ -131,6 +134,8 @@ class Settings:
                 self.daily_api_key,
                 self.tavus_api_key,
                 self.callback_signing_secret,
+                *url_secrets(self.tavus_api_url),
+                *url_secrets(self.daily_api_url),
             )
             if s
         ]

@@ -15,6 +15,11 @@ bytes on every attempt. One conversation's callbacks are delivered in order
 of one callback: receivers dedupe on it) and ``X-Delivery-Attempt``; with
 ``CALLBACK_SIGNING_SECRET`` set, ``X-Signature: t=<unix>,v1=<hex>`` where
 ``v1 = HMAC-SHA256(secret, "<t>.<body>")``.
+
+Secrets: the properties of every payload have the process's known secrets and every
+credential shape hidden (``config.redact``) before they are stored or sent; log lines
+name the callback URL without its query string or userinfo (``safe_url``: a receiver's
+token is often in the query, and a failing receiver is logged on every retry).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from loguru import logger
 
+from config.redact import redact_data, redact_text, safe_url
 from conversation.records import ConversationStore, iso_now
 
 MAX_BACKOFF_SECS = 300.0
@@ -99,6 +105,7 @@ class CallbackDispatcher:
 
         Returns at once; the database write and the delivery happen elsewhere.
         """
+        properties = redact_data(properties, names=False)
         payload = envelope(conversation_id, callback_url, event_type, message_type, properties)
 
         def write() -> None:
@@ -180,6 +187,9 @@ class CallbackDispatcher:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         except Exception as exc:  # noqa: BLE001 - a bad URL etc.: count it as a failed attempt
             error = f"{type(exc).__name__}: {exc}"
+        url = safe_url(item["url"])
+        if error is not None:  # an exception may quote the URL, token and all
+            error = redact_text(error.replace(item["url"], url))
         try:
             if error is None:
                 await self.store.call(self.store.delivery_attempted, delivery_id, ok=True)
@@ -187,14 +197,14 @@ class CallbackDispatcher:
                 return
             if attempt >= self.max_attempts:
                 await self.store.call(self.store.delivery_attempted, delivery_id, ok=False, error=error)
-                logger.error(f"Callback {item['event_type']} to {item['url']} failed {attempt} times "
+                logger.error(f"Callback {item['event_type']} to {url} failed {attempt} times "
                              f"({error}); giving up ({delivery_id})")
                 return
             delay = min(self.backoff_secs * 2 ** (attempt - 1), MAX_BACKOFF_SECS)
             delay *= 0.8 + random.random() * 0.4
             await self.store.call(self.store.delivery_attempted, delivery_id, ok=False, error=error,
                              next_attempt_at=time.time() + delay)
-            logger.warning(f"Callback {item['event_type']} to {item['url']}: {error}; "
+            logger.warning(f"Callback {item['event_type']} to {url}: {error}; "
                            f"retry {attempt}/{self.max_attempts - 1} in {delay:.1f}s")
         finally:
             self._in_flight.discard(delivery_id)

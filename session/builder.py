@@ -3,13 +3,17 @@
 Full mode:
 
     transport.input -> interactions -> STT -> user aggregator (VAD + turn strategies)
-      -> LLM (tools) -> reply guard -> sentence cut -> TTS -> transport.output
-      -> interruption fence -> assistant aggregator
+      -> LLM (tools) -> reply guard -> sentence cut -> TTS -> secret fence
+      -> transport.output -> interruption fence -> assistant aggregator
 
 Echo mode (``pipeline_mode: echo``): no STT and no LLM; ``conversation.echo``
 text is spoken by TTS and echo audio goes straight out:
 
-    transport.input -> interactions -> TTS -> transport.output
+    transport.input -> interactions -> TTS -> secret fence -> transport.output
+
+The secret fence (``pipeline.secret_fence``) is the one place every message to the
+client passes: RTVI errors made from a service's ``ErrorFrame`` and our app messages
+leave it with the configuration's secrets hidden.
 
 The interactions processor (Tavus Interactions Protocol) and its observer turn
 app messages into actions and pipeline frames into events. The transcript is
@@ -31,11 +35,13 @@ from config.conversation import ConversationRequest
 from config.options import ConversationOptions
 from config.persona import Persona
 from config.prompt import system_prompt_for
+from config.redact import register_secrets
 from conversation.transcript import Transcript
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.interruption_fence import InterruptionFence
 from pipeline.reply_guard import APOLOGY, ReplyGuard
+from pipeline.secret_fence import SecretFence
 from pipeline.sentence_cut import SentenceCut
 from pipeline.tool_dispatch import ToolDispatcher
 from pipeline.turn_taking import TurnController, turn_plan
@@ -137,6 +143,7 @@ def build_pipeline(
     )
 
     persona, conversation, options, settings = app.persona, app.conversation, app.options, app.settings
+    register_secrets(app.secrets())  # logs, callbacks; the fence below hides them from clients
     conversation_id = conversation_id or new_conversation_id()
     echo = options.echo
     transcript = Transcript()
@@ -240,6 +247,7 @@ def build_pipeline(
         services.llm and SentenceCut(drop_repeats=services.plan.llm.engine == "llama-local"),
         services.tts,
         renderer,
+        SecretFence(app.secrets()) if voice else None,
         transport.output() if voice else output,
         InterruptionFence() if voice and not echo else None,
         assistant_aggregator,

@@ -19,6 +19,7 @@ from config.app import AppConfig
 from config.errors import ConfigError, Problem
 from config.files import output_problem
 from config.logging import register_secrets
+from config.redact import redact_text
 from config.settings import Settings
 from conversation.lifecycle import drain_callbacks, records
 from conversation.records import data_dir_problem
@@ -112,6 +113,12 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
 
     Returns the report and whether the persona can start. The records are not opened: a
     ``PERSONA_DATA_DIR`` that cannot hold them is a warning here (the modes refuse to start).
+    Nothing secret is in it: the effective configuration is redacted
+    (``AppConfig.effective``: keys, headers, credential values in ``extra_body``, userinfo
+    and query tokens in ``base_url`` and ``callback_url``), and the whole report then goes
+    through
+    :func:`config.redact.redact_text` with the configuration's secrets (an engine's reason
+    quotes ``base_url``; a warning may quote a value).
     """
     from pipeline.turn_taking import turn_plan
 
@@ -143,7 +150,7 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
         lines += ["", "Warnings:"] + [f"  - {w}" for w in warnings]
     if app.notes:
         lines += ["", "Migrated legacy fields:"] + [f"  - {n}" for n in app.notes]
-    return "\n".join(lines), ok
+    return redact_text("\n".join(lines), app.secrets()), ok
 
 
 def run_records(args: argparse.Namespace) -> int:
@@ -239,13 +246,12 @@ async def _check_replica(app: AppConfig, replica_id: str) -> None:
 
 def run_headless(args: argparse.Namespace) -> int:
     """``--check``, ``--text`` and one-shot modes."""
-    from config.redact import redact_text
     from session.modes import run_oneshot, run_text
 
     app = load_app(args)
     if args.check:
         report, ok = render_check(app, args.local, args.renderer)
-        print(redact_text(report, app.secrets()))
+        print(report)  # redacted by render_check
         return 0 if ok else 2
     for flag, path in (("--audio-out", args.audio_out), ("--transcript", args.transcript)):
         problem = output_problem(path) if path else None

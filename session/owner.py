@@ -223,10 +223,12 @@ class ConversationSession:
             self._follow(transport)
             name = self.options.persona_name
 
-            def show(entry) -> None:  # what was heard and said, in the console at INFO
+            def show(entry) -> None:  # what was heard and said: DEBUG (INFO: LOG_TRANSCRIPT=1)
+                from config.logging import loggable, transcript_level
+
                 who = "User" if entry.role == "user" else name
                 cut = " (interrupted)" if entry.interrupted else ""
-                logger.info(f"{who}: {entry.content[:300]}{cut}")
+                logger.log(transcript_level(), f"{who}: {loggable(entry.content)}{cut}")
 
             self.built.transcript.add_listener(show)
         return self.built

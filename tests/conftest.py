@@ -26,7 +26,7 @@ LIVE_ENV = {var: os.environ.get(var, "") for var in _KEY_VARS}
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for var in _KEY_VARS + ["LOG_LEVEL", "DAILY_ROOM_URL"]:
+    for var in _KEY_VARS + ["LOG_LEVEL", "LOG_TRANSCRIPT", "DAILY_ROOM_URL"]:
         monkeypatch.delenv(var, raising=False)
     yield
     from conversation.lifecycle import close_records

@@ -26,15 +26,20 @@ class FakeOpenAI:
 
     An answer is a string (streamed word by word; ``""`` streams no content at all, as a
     model that says nothing does) or a list of :class:`ToolCall`.
-    ``delay_secs`` waits before the first chunk (a slow model).
+    ``delay_secs`` waits before the first chunk (a slow model). A request without
+    ``Authorization: Bearer <api_key>`` is answered 401 with a body that echoes the header
+    it got, as some OpenAI-compatible servers do ("Incorrect API key provided: ..."):
+    what a leak of the key into client messages looks like. ``rejected`` counts them.
     """
 
     answers: list[Any] = field(default_factory=lambda: ["Hello from the fake model."])
     delay_secs: float = 0.0
+    api_key: str = "test-key"  # the key it accepts (``Authorization: Bearer <api_key>``)
     requests: list[dict[str, Any]] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)  # time.time() of each request
     headers: list[dict[str, str]] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)
+    rejected: int = 0
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -61,8 +66,12 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != "Bearer test-key":
-            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {self.api_key}":
+            self.rejected += 1
+            return web.json_response({"error": {
+                "message": f"Incorrect API key provided: {auth}", "type": "invalid_request_error",
+                "code": "invalid_api_key", "received_headers": {"Authorization": auth}}}, status=401)
         body = await request.json()
         self.requests.append(body)
         self.request_times.append(time.time())

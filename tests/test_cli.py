@@ -83,6 +83,30 @@ def test_secrets_never_printed(tmp_path):
     assert '"api_key": "***"' in result.stdout
 
 
+def test_check_hides_extra_body_auth_url_credentials_and_callback_tokens(tmp_path):
+    persona = tmp_path / "p.json"
+    persona.write_text(json.dumps({"persona_name": "Ava", "system_prompt": "x", "layers": {"llm": {
+        "model": "m", "api_key": "sk-test-SECRET-5",
+        "base_url": "https://proxy:urlpw-SECRET-6@llm.example/v1?api-key=qk-SECRET-7",
+        "extra_body": {"max_tokens": 50, "auth": {"token": "xb-SECRET-8"},
+                       "metadata": {"note": "Bearer nest-SECRET-9"}}}}}))
+    conversation = tmp_path / "c.json"
+    conversation.write_text(json.dumps({"callback_url": "https://hooks.example/cb?token=cbtok-SECRET-10"}))
+    result = run_bot("--check", "--persona", str(persona), "--conversation", str(conversation))
+    assert result.returncode == 0, result.stderr
+    both = result.stdout + result.stderr
+    for secret in ("sk-test-SECRET-5", "urlpw-SECRET-6", "qk-SECRET-7", "xb-SECRET-8",
+                   "nest-SECRET-9", "cbtok-SECRET-10"):
+        assert secret not in both, both
+    out = result.stdout
+    effective = json.loads(out[out.index("{"): out.index("\nEngines:")])
+    llm = effective["persona"]["layers"]["llm"]
+    assert llm["base_url"] == "https://***@llm.example/v1?api-key=***"
+    assert llm["extra_body"] == {"max_tokens": 50, "auth": "***", "metadata": {"note": "***"}}
+    assert effective["conversation"]["callback_url"] == "https://hooks.example/cb?token=***"
+    assert "openai-compatible" in out and "llm.example/v1" in out  # the engine's reason, redacted
+
+
 def test_text_mode_conversation():
     result = run_bot("--text", "--no-greeting", stdin="Hello, who are you?\n")
     assert result.returncode == 0, result.stderr[-2000:]

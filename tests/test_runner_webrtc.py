@@ -55,6 +55,7 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
     player = MediaPlayer(str(wav))
     pc.addTrack(player.audio)
     received: list[tuple[float, float]] = []  # (monotonic time, rms)
+    utterances = _utterances(pc.createDataChannel("chat"))
 
     @pc.on("track")
     def on_track(track):
@@ -76,22 +77,19 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
             answer = await resp.json()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
-    # At the default level (INFO) the console shows what was heard and said.
-    heard_re = re.compile(r"^\S+ INFO +User: (.+)$", re.M)
-    said_re = re.compile(r"^\S+ INFO +Ava: (.+)$", re.M)
+    # What was heard and said, as the page sees it: the utterance events on the data channel.
     deadline = time.monotonic() + 90
     heard = None
     answered = False
     try:
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
-            text = log.read_text()
-            match = heard_re.search(text)
-            if match:
-                heard = match.group(1)
+            roles = [u["properties"]["role"] for u in utterances]
+            if "user" in roles:
+                heard = utterances[roles.index("user")]["properties"]["speech"]
                 # Done when a reply to the question has been spoken (the greeting may or
                 # may not have ended before the question).
-                if said_re.search(text, match.end()):
+                if "replica" in roles[roles.index("user"):]:
                     answered = True
                     break
     finally:
@@ -110,6 +108,31 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
     assert not re.search(r"^\S+ (DEBUG|ERROR)\b", text, re.M), text[-3000:]
     assert "| DEBUG" not in text and "| ERROR" not in text
     assert text.count("Open http://localhost:") == 1  # the one banner
+    # ... and none of what was said (LOG_TRANSCRIPT=1 would show it), no message bodies.
+    assert not re.search(r"^\S+ INFO +(User|Ava): ", text, re.M), text[-3000:]
+    assert "capital of france" not in text.lower()
+    for said in [u["properties"]["speech"] for u in utterances]:
+        assert said not in text
+    assert "event_type" not in text
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
+
+
+def _utterances(channel) -> list[dict]:
+    """The ``conversation.utterance`` events arriving on ``channel``, as a live list."""
+    import json
+
+    found: list[dict] = []
+
+    @channel.on("message")
+    def on_message(data):
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(message, dict) and message.get("event_type") == "conversation.utterance":
+            found.append(message)
+
+    return found
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -215,6 +238,19 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
         channel.send(json.dumps({"type": "tavus", "event_type": "conversation.nope"}))
         error = await wait_for(lambda m: m["event_type"] == "system.error")
         assert "unknown event_type" in error["properties"]["error"]
+        # The data channel's limit is the bot's: aiortc advertises 262144 bytes in its SDP and
+        # the sender refuses more (as a browser does); just under it, the message arrives
+        # and our own checks answer it.
+        from pipeline.interactions import MAX_MESSAGE_BYTES
+
+        with pytest.raises(ValueError, match=str(MAX_MESSAGE_BYTES)):
+            channel.send("x" * (MAX_MESSAGE_BYTES + 1))
+        big = {"type": "tavus", "event_type": "conversation.respond", "properties": {"text": ""}}
+        big["properties"]["text"] = "w" * (MAX_MESSAGE_BYTES - len(json.dumps(big)) - 16)
+        channel.send(json.dumps(big))
+        too_long = await wait_for(lambda m: m["event_type"] == "system.error"
+                                  and "properties.text" in m["properties"]["error"])
+        assert too_long["properties"]["received_event_type"] == "conversation.respond"
         seqs = [m["seq"] for m in received]
         assert seqs == sorted(seqs)
         assert {m["conversation_id"] for m in received} == {user["conversation_id"]}
@@ -222,3 +258,65 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
         await pc.close()
         if player.audio:
             player.audio.stop()
+
+
+async def test_a_provider_error_reaches_the_webrtc_client_without_the_key(tmp_path):
+    """The persona's LLM endpoint answers the greeting with 401, echoing the Authorization
+    header (tests/fake_openai.py): the client's data channel gets the RTVI ``error``, and
+    nothing on it, nor in the log, carries the key."""
+    import json
+    import threading
+
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    from tests.conftest import running_bot
+    from tests.fake_openai import FakeOpenAI
+    from transports.file import write_wav_mono16
+
+    secret = "sk-test-SECRET-e2e9"  # too short for Pipecat's own sk- pattern
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    fake = asyncio.run_coroutine_threadsafe(FakeOpenAI().start(), loop).result(10)
+    persona = tmp_path / "persona.json"
+    persona.write_text(json.dumps({"persona_name": "Ava", "system_prompt": "You are Ava.",
+                                   "layers": {"llm": {"model": "fake", "base_url": fake.base_url,
+                                                      "api_key": secret}}}))
+    silence = tmp_path / "silence.wav"
+    write_wav_mono16(silence, b"\x00\x00" * 16000 * 30, 16000)
+    raw: list[str] = []
+    try:
+        with running_bot(tmp_path, "--persona", str(persona)) as (base, log):
+            pc = RTCPeerConnection()
+            player = MediaPlayer(str(silence))
+            pc.addTrack(player.audio)
+            channel = pc.createDataChannel("chat")
+            channel.on("message", lambda data: raw.append(data if isinstance(data, str) else ""))
+            await pc.setLocalDescription(await pc.createOffer())
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{base}/api/offer", json={
+                        "sdp": pc.localDescription.sdp, "type": pc.localDescription.type}) as resp:
+                    answer = await resp.json()
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+            def rtvi_errors() -> list[dict]:
+                messages = [json.loads(r) for r in raw if r.startswith("{")]
+                return [m for m in messages if m.get("label") == "rtvi-ai" and m.get("type") == "error"]
+
+            try:
+                deadline = time.monotonic() + 60
+                while not rtvi_errors() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+            finally:
+                await pc.close()
+                if player.audio:
+                    player.audio.stop()
+            text = log.read_text()
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert fake.rejected >= 1, text[-3000:]  # the greeting asked the endpoint, with the key
+    errors = rtvi_errors()
+    assert errors and "401" in errors[0]["data"]["error"], (raw[:20], text[-3000:])
+    assert secret not in "".join(raw)
+    assert secret not in text

@@ -445,6 +445,11 @@ const TEMPLATES = {
   "conversation.tool_result": { tool_call_id: "call_...", output: "result", status: "success" },
 };
 
+// The largest message the bot's data channel takes: aiortc advertises
+// a=max-message-size:262144 in the bot's SDP and the browser refuses anything larger in
+// send() (pipeline/interactions/models.py MAX_MESSAGE_BYTES is the same limit).
+const MAX_MESSAGE_BYTES = 256 * 1024;
+
 function sendInteraction() {
   const eventType = $("event-type").value;
   // Pipecat's SmallWebRTC transport drops data-channel JSON without a "type" key.
@@ -457,7 +462,17 @@ function sendInteraction() {
       return;
     }
   }
-  channel.send(JSON.stringify(message));
+  const text = JSON.stringify(message);
+  const size = new TextEncoder().encode(text).length;
+  const limit = (pc && pc.sctp && pc.sctp.maxMessageSize) || MAX_MESSAGE_BYTES;
+  if (size > limit) {
+    log(`not sent: ${eventType} is ${size} bytes; the data channel takes at most ${limit} bytes`);
+    return;
+  }
+  try { channel.send(text); } catch (err) {
+    log(`not sent: ${eventType}: ${err.message}`);
+    return;
+  }
   log(`sent ${eventType}`);
 }
 

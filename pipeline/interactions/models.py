@@ -14,8 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-MAX_MESSAGE_BYTES = 1024 * 1024  # an audio echo chunk of a few seconds fits comfortably
+# The largest message the local page's data channel carries: aiortc (under Pipecat's
+# SmallWebRTC transport) advertises ``a=max-message-size:262144`` in the bot's SDP
+# (``aiortc.rtcsctptransport.LOCAL_MAX_MESSAGE_SIZE``), and the sending browser (or aiortc
+# client) refuses anything larger in ``RTCDataChannel.send()``: it never reaches the bot.
+# The same limit for every transport, so what works on one works on all (16-bit PCM at
+# 16 kHz: about 6 s of audio per echo chunk, base64-encoded).
+MAX_MESSAGE_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 10_000
+_SHOWN_CHARS = 80  # a client's value quoted in an error: at most this many characters
 
 INBOUND_EVENTS = (
     "conversation.echo",
@@ -100,11 +107,33 @@ class Interaction:
     sender: str | None = None
 
 
+def too_large(size: int) -> str:
+    """The error for a message of ``size`` bytes over :data:`MAX_MESSAGE_BYTES`."""
+    return (f"message too large ({size} bytes; the limit is {MAX_MESSAGE_BYTES} bytes "
+            f"({MAX_MESSAGE_BYTES // 1024} KiB), the data channel's maximum message size)")
+
+
+def shown(value: Any) -> str:
+    """A client's value quoted in an error (``repr``, cut to a few dozen characters)."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} chars)"
+
+
+def message_size(message: Any) -> int:
+    """The size of a message in bytes as it travels: UTF-8 JSON, compact."""
+    if isinstance(message, str):
+        return len(message.encode("utf-8", "surrogatepass"))
+    if isinstance(message, bytes):
+        return len(message)
+    return len(json.dumps(message, default=str, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
 def parse_interaction(message: Any, conversation_id: str, sender: str | None = None) -> Interaction:
     """Validate one inbound message; raise :class:`ProtocolError` saying what is wrong."""
     if isinstance(message, (str, bytes)):
-        if len(message) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(f"message too large (over {MAX_MESSAGE_BYTES} bytes)")
+        if message_size(message) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(too_large(message_size(message)))
         try:
             message = json.loads(message)
         except (ValueError, UnicodeDecodeError):
@@ -112,23 +141,23 @@ def parse_interaction(message: Any, conversation_id: str, sender: str | None = N
     if not isinstance(message, dict):
         raise ProtocolError("message must be a JSON object")
     try:
-        size = len(json.dumps(message, default=str))
+        size = message_size(message)
     except (TypeError, ValueError):
         raise ProtocolError("message is not serialisable JSON") from None
     if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message too large ({size} bytes; limit {MAX_MESSAGE_BYTES})")
+        raise ProtocolError(too_large(size))
     message_type = message.get("message_type", "conversation")
     if message_type != "conversation":
-        raise ProtocolError(f"message_type must be 'conversation' (got {message_type!r})")
+        raise ProtocolError(f"message_type must be 'conversation' (got {shown(message_type)})")
     event_type = message.get("event_type")
     if not isinstance(event_type, str):
         raise ProtocolError("event_type is missing")
     event_type = INBOUND_ALIASES.get(event_type, event_type)
     if event_type not in _PROPS:
-        raise ProtocolError(f"unknown event_type {event_type!r}; accepted: {', '.join(INBOUND_EVENTS)}")
+        raise ProtocolError(f"unknown event_type {shown(event_type)}; accepted: {', '.join(INBOUND_EVENTS)}")
     claimed = message.get("conversation_id")
     if claimed is not None and claimed != conversation_id:
-        raise ProtocolError(f"conversation_id {claimed!r} is not this conversation")
+        raise ProtocolError(f"conversation_id {shown(claimed)} is not this conversation")
     model = _PROPS[event_type]
     if model is None:
         return Interaction(event_type, None, sender)

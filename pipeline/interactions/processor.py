@@ -22,6 +22,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.processors.frameworks.rtvi.frames import RTVIClientMessageFrame
 from pipecat.services.settings import LLMSettings
 
+from config.logging import loggable
+
 from .events import InteractionEvent, build_event
 from .models import EchoProps, Interaction, ProtocolError, decode_pcm, parse_interaction
 from .observer import InteractionsObserver
@@ -122,7 +124,9 @@ class InteractionsProcessor(FrameProcessor):
     async def emit_error(self, error: str, received: Any = None) -> None:
         """Tell the room (and the log) that an inbound message was rejected."""
         event = received.get("event_type") if isinstance(received, dict) else None
-        logger.warning(f"Interactions: rejected message ({event or 'unparsed'}): {error}")
+        # The client's values at most cut and escaped (its message itself is never logged).
+        logger.warning(f"Interactions: rejected message ({loggable(event or 'unparsed', 80)}): "
+                       f"{loggable(error, 400)}")
         await self.send(*self.tracker.error(error, event))
         await self._call_event_handler("on_protocol_error", error, received)
 

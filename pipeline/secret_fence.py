@@ -1,0 +1,73 @@
+"""``SecretFence``: no secret leaves the bot in a message to the client.
+
+The one chokepoint for everything a client receives on the data channel (SmallWebRTC),
+as a Daily app message, or in the Tavus room: every transport sends exactly the
+``OutputTransportMessageFrame`` / ``OutputTransportMessageUrgentFrame``s that reach
+its *output* processor, and this processor sits right before it (``session.builder``).
+What reaches the client through it:
+
+- RTVI ``error`` messages. A service that fails (an LLM endpoint answering 401 with the
+  key echoed in its body) pushes an ``ErrorFrame`` upstream; Pipecat's ``RTVIProcessor``,
+  which the ``PipelineWorker`` puts first in the pipeline, turns it into an
+  ``OutputTransportMessageUrgentFrame`` (``RTVIProcessor._send_error_frame``) and pushes
+  that downstream through the whole pipeline to the output, so through here. The same
+  for ``RTVIProcessor.send_error``, RTVI ``error-response``s and every message
+  ``RTVIObserver`` sends (``send_rtvi_message`` -> ``RTVIProcessor.push_transport_message``).
+- Our interactions events (``system.error`` included), pushed downstream by
+  ``InteractionsProcessor`` right after the input.
+
+Error messages (RTVI ``error`` / ``error-response``, ``system.error``) get the whole of
+:func:`config.redact.redact_text`: known secrets, credential shapes and secret-named
+``key=value`` pairs; every other message the known secrets and credential shapes only
+(a client tool's argument may legitimately be called ``token``).
+
+Pipecat's output transports also send urgent messages pushed *upstream* into them; the
+processors after the output (the interruption fence, the assistant aggregator) push none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.frames.frames import (
+    Frame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from config.redact import redact_data
+
+_RTVI_ERRORS = {"error", "error-response"}
+
+
+def is_error_message(message: Any) -> bool:
+    """An RTVI error (response) or our ``system.error`` event."""
+    if not isinstance(message, dict):
+        return False
+    if message.get("label") == "rtvi-ai":
+        return message.get("type") in _RTVI_ERRORS
+    return message.get("event_type") == "system.error"
+
+
+def redact_message(message: Any, secrets: list[str] | tuple[str, ...] = ()) -> Any:
+    """``message`` as the client may see it (the same object when nothing was hidden)."""
+    return redact_data(message, secrets, names=is_error_message(message))
+
+
+class SecretFence(FrameProcessor):
+    """Hides secrets in every transport message on its way to the output transport.
+
+    ``secrets``: known secrets beyond the process's registered ones
+    (``config.redact.register_secrets``), e.g. ``AppConfig.secrets()``.
+    """
+
+    def __init__(self, secrets: list[str] | tuple[str, ...] = (), **kwargs):
+        super().__init__(name="secret-fence", **kwargs)
+        self._secrets = tuple(secrets)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)):
+            frame.message = redact_message(frame.message, self._secrets)
+        await self.push_frame(frame, direction)
