@@ -133,13 +133,17 @@ def run(argv: list[str]) -> int:
     if daily or known.renderer == "transport":
         return launch.run_conversation(known, daily)
     summary = launch.prepare_server(known)
+    from pipecat.runner.run import app as runner_app
     from pipecat.runner.run import main as runner_main
 
     from config.logging import add_stderr_sink
+    from config.settings import Settings
     from services.pipecat_seam import runner_banner, runner_logging
+    from transports.guard import install_signalling_guard
     from web import mount_local_page
 
     mount_local_page(describe=lambda: launch.load_app(known))
+    install_signalling_guard(runner_app, offers_per_minute=Settings.from_env().offers_per_minute)
     runner_logging(add_stderr_sink)  # the runner's sink at our level, not DEBUG
 
     def print_banner(runner_args: argparse.Namespace) -> None:
@@ -153,7 +157,6 @@ def run(argv: list[str]) -> int:
     try:
         runner_main(add_arguments(argparse.ArgumentParser(description=DESCRIPTION)))
     finally:
-        from config.settings import Settings
         from conversation.lifecycle import drain_callbacks
 
         drain_callbacks(Settings.from_env(), timeout=3)

@@ -50,6 +50,11 @@ class Settings:
     callback_timeout_secs: float = 10.0
     callback_max_attempts: int = 8
     callback_backoff_secs: float = 1.0
+    # Signalling (the local page's POST /api/offer): a peer must connect within this
+    # long or its offer is dropped before any conversation is built; offers per client
+    # address per minute.
+    peer_connect_timeout_secs: float = 10.0
+    offers_per_minute: int = 10
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -75,6 +80,8 @@ class Settings:
         "callback_timeout_secs": "CALLBACK_TIMEOUT_SECS",
         "callback_max_attempts": "CALLBACK_MAX_ATTEMPTS",
         "callback_backoff_secs": "CALLBACK_BACKOFF_SECS",
+        "peer_connect_timeout_secs": "PEER_CONNECT_TIMEOUT_SECS",
+        "offers_per_minute": "OFFERS_PER_MINUTE",
     }
 
     @classmethod
@@ -94,7 +101,8 @@ class Settings:
                 continue
             if f.name in ("llama_server_threads", "llama_server_ctx", "llm_max_tokens",
                           "tool_timeout_secs", "client_tool_timeout_secs", "callback_timeout_secs",
-                          "callback_max_attempts", "callback_backoff_secs"):
+                          "callback_max_attempts", "callback_backoff_secs",
+                          "peer_connect_timeout_secs", "offers_per_minute"):
                 kind = float if f.name.endswith("_secs") else int
                 try:
                     number = kind(raw)

@@ -1,12 +1,21 @@
-"""Give the memory a finished conversation freed back to the operating system.
+"""Give back what a finished conversation held, right after it ends.
 
-A conversation allocates a few hundred megabytes across native libraries (PyAV,
-ONNX Runtime, CTranslate2, soxr) from many threads. glibc's allocator keeps what
-they free in per-thread arenas, so the process's resident memory only grows from
-one conversation to the next even though nothing is leaked (benchmarks/soak.py
-measured ~40 MB per session). ``malloc_trim(0)`` hands the free pages back. It
-runs in a worker thread (ctypes releases the GIL for the call) a moment after
-the conversation's objects are dropped, never on the audio path.
+Root cause of the per-conversation "leak" (benchmarks/soak.py: +3 threads, +1 fd
+and ~110 MB per session, 1.5 GB after 10): a finished conversation's objects form
+reference cycles (processors, their tasks, event handlers and callbacks point at
+each other), so reference counting never frees them, and CPython's generational
+collector only runs a full collection after many more allocations. Until then
+every finished conversation kept its native resources alive: ONNX Runtime
+sessions with their thread pools (Piper, Smart Turn), pyrnnoise's FFmpeg filter
+graph and its worker thread, aiortc's codecs, soxr resamplers. A full
+``gc.collect()`` a moment after the conversation's last references are dropped
+frees all of it; ``malloc_trim(0)`` then hands the freed heap pages back to the
+system (glibc keeps them in per-thread arenas otherwise).
+
+Both run in a worker thread a moment after teardown, never on the audio path.
+``gc.collect()`` holds the GIL while it runs (measured on 2 cores: see the DEBUG
+line it logs; tens of milliseconds), which a conversation still running at that
+moment feels as one late audio frame at most; ``malloc_trim`` releases the GIL.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import time
 
 from loguru import logger
 
@@ -37,8 +47,13 @@ def _malloc_trim():
 
 def release_now() -> None:
     """Collect reference cycles, then return free heap pages to the system."""
-    gc.collect()
+    started = time.perf_counter()
+    found = gc.collect()
+    collected = time.perf_counter()
     _malloc_trim()
+    logger.debug(f"Released a finished conversation: {found} objects in cycles, "
+                 f"gc {1000 * (collected - started):.0f} ms, "
+                 f"malloc_trim {1000 * (time.perf_counter() - collected):.0f} ms")
 
 
 def release_soon(delay: float = RELEASE_DELAY_SECS) -> None:

@@ -42,20 +42,30 @@ from session.owner import (
 
 async def run_runner_session(
     runner_args: Any, app: AppConfig, *, force_local: bool = False, renderer: str = "auto",
-) -> Transcript:
+) -> Transcript | None:
     """One conversation through the development runner (local WebRTC page or Daily).
 
     With a Tavus replica (``renderer`` plan ``video``) the bot's TTS audio goes
-    to Tavus and the replica's video and audio come to the user.
+    to Tavus and the replica's video and audio come to the user. A WebRTC peer
+    that does not connect within ``PEER_CONNECT_TIMEOUT_SECS`` gets no
+    conversation at all (None; see :mod:`transports.guard`).
     """
     from pipecat.runner.types import DailyRunnerArguments
 
+    from transports.guard import wait_for_peer
     from transports.runner import make_transport
 
     rplan = renderer_plan_for(app, renderer)
     if rplan.mode == "transport":
         raise ModeError("--renderer transport runs its own session (the user joins the Tavus room)")
     daily = isinstance(runner_args, DailyRunnerArguments)
+    connection = getattr(runner_args, "webrtc_connection", None)
+    if connection is not None:
+        timeout = app.settings.peer_connect_timeout_secs
+        if not await wait_for_peer(connection, timeout):
+            logger.warning(f"A WebRTC offer's peer did not connect within {timeout:g}s: "
+                           "no conversation started")
+            return None
     async with ConversationSession(app, transport="daily" if daily else "webrtc",
                                    force_local=force_local, renderer=rplan) as session:
         transport = await make_transport(runner_args, session.options, video=session.video is not None)

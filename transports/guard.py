@@ -1,0 +1,190 @@
+"""What reaches the local server's signalling: real peers, at a human rate, well-formed.
+
+Two parts, both in front of the development runner's routes (``python bot.py``):
+
+- :class:`SignallingGuard`, an ASGI middleware on ``POST /api/offer``, ``POST /start``
+  and the ``/sessions/{id}/api/offer`` proxy. Per client address a token bucket allows
+  ``OFFERS_PER_MINUTE`` (burst of half that, at least 2); beyond it: ``429`` with
+  ``Retry-After``. Bodies over :data:`MAX_BODY_BYTES` are ``413``; a body that is not a
+  JSON object, an offer without a string ``sdp`` and ``type: "offer"``, and a ``/start``
+  for a transport this server does not run are ``400`` with a one-line reason, so none
+  of them starts a bot session (a ``/start`` for ``daily`` without Daily used to write a
+  conversation record and die with a traceback).
+- :func:`wait_for_peer`: the bot's runner entry waits for the WebRTC peer connection to
+  be established (ICE and DTLS: ``connectionState == "connected"``) before it builds a
+  conversation. A junk offer (``{"sdp": "v=0\\r\\n", "type": "offer"}`` is answered by
+  aiortc) never connects, so it costs an answer and a closed peer connection, not a
+  pipeline with its models, and no conversation record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+
+MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few KB; a /start body a few hundred bytes
+SIGNALLING_PATHS = ("/api/offer", "/start")
+
+
+class OfferLimiter:
+    """A token bucket per client address (``per_minute`` offers, burst ``per_minute // 2``)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = per_minute / 60.0
+        self.burst = max(2, per_minute // 2)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
+
+    def take(self, address: str) -> float:
+        """0 when an offer from ``address`` may go on, else seconds until one may."""
+        now = self._clock()
+        tokens, when = self._buckets.get(address, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - when) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[address] = (tokens - 1.0, now)
+            self._forget_idle(now)
+            return 0.0
+        self._buckets[address] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def _forget_idle(self, now: float) -> None:
+        if len(self._buckets) > 1024:  # full buckets carry no state: drop them
+            refill = self.burst / self.rate
+            self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < refill}
+
+
+def _is_signalling(path: str) -> bool:
+    return path in SIGNALLING_PATHS or (path.startswith("/sessions/") and path.endswith("/api/offer"))
+
+
+class SignallingGuard:
+    """ASGI middleware: rate, size and shape of signalling requests (see the module)."""
+
+    def __init__(self, app: Any, *, offers_per_minute: int, transports: tuple[str, ...] = ("webrtc",)):
+        self.app = app
+        self.limiter = OfferLimiter(offers_per_minute)
+        self.transports = transports
+        self._warned: dict[str, float] = {}  # address -> when its refusal was last logged
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not _is_signalling(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        address = (scope.get("client") or ("unknown", 0))[0]
+        wait = self.limiter.take(address)
+        if wait:
+            now = time.monotonic()
+            if now - self._warned.get(address, -math.inf) > 60:  # one line a minute per address
+                self._warned[address] = now
+                logger.warning(f"Signalling: too many offers from {address} "
+                               f"(over {self.limiter.rate * 60:g} a minute): refusing them")
+            await _reply(send, 429, f"too many sessions started from {address}: try again in "
+                         f"{math.ceil(wait)} s", {"retry-after": str(math.ceil(wait))})
+            return
+        body, complete = await _read_body(receive, MAX_BODY_BYTES)
+        if not complete:
+            await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+            return
+        problem = self._problem(scope["path"], body)
+        if problem:
+            logger.warning(f"Signalling: {scope['path']} from {address} refused: {problem}")
+            await _reply(send, 400, problem)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _problem(self, path: str, body: bytes) -> str | None:
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return "the body must be JSON"
+        if not isinstance(data, dict):
+            return "the body must be a JSON object"
+        if path == "/start":
+            transport = data.get("transport") or ("daily" if data.get("createDailyRoom") else None)
+            if transport is not None and transport not in self.transports:
+                return (f"transport {transport!r} is not served here (this server runs "
+                        f"{', '.join(self.transports)}; start the bot with -t daily for Daily)")
+            return None
+        if path.endswith("/api/offer"):
+            sdp, kind = data.get("sdp"), data.get("type")
+            if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+                return "sdp must be an SDP offer (a string starting with v=0)"
+            if kind != "offer":
+                return f"type must be \"offer\" (got {kind!r})"
+        return None
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), True
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", False
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # http.disconnect, when the client goes
+
+    return replay
+
+
+async def _reply(send: Any, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def install_signalling_guard(app: Any, *, offers_per_minute: int, daily: bool = False) -> None:
+    """Put :class:`SignallingGuard` in front of the runner's ``app`` (before it starts)."""
+    app.add_middleware(SignallingGuard, offers_per_minute=offers_per_minute,
+                       transports=("webrtc", "daily") if daily else ("webrtc",))
+
+
+async def wait_for_peer(connection: Any, timeout: float) -> bool:
+    """Until the SmallWebRTC peer connection is connected (True), or failed, closed or
+    ``timeout`` seconds passed (False: the connection is closed)."""
+    pc = connection.pc
+    settled = asyncio.Event()
+
+    def changed() -> None:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            settled.set()
+
+    pc.on("connectionstatechange", changed)
+    try:
+        changed()
+        await asyncio.wait_for(settled.wait(), timeout)
+    except TimeoutError:
+        pass
+    finally:
+        pc.remove_listener("connectionstatechange", changed)
+    if pc.connectionState == "connected":
+        return True
+    try:
+        await connection.disconnect()
+    except Exception as exc:  # noqa: BLE001 - a junk peer may fail to close cleanly
+        logger.debug(f"closing an unconnected peer: {exc}")
+    return False
