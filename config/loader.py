@@ -136,9 +136,6 @@ def read_json(path: str | Path) -> Any:
     text = read_text(path)
     try:
         return json.loads(text)
-    except RecursionError:  # Python's parser gives up near a thousand nested levels
-        raise ConfigError(source, [Problem(path="", message="invalid JSON: nested too deeply "
-                                           "(objects and arrays hundreds of levels deep)")]) from None
     except json.JSONDecodeError as exc:
         hint = ""
         if exc.msg.startswith("Expecting property name") or exc.msg.startswith("Expecting value"):
@@ -147,7 +144,7 @@ def read_json(path: str | Path) -> Any:
                       f"{exc.msg}{hint}") from None
     except ValueError as exc:  # an integer of more than 4300 digits
         raise _refuse(source, f"invalid JSON: {str(exc).split(':')[0]}") from None
-    except RecursionError:
+    except RecursionError:  # Python's parser gives up near a thousand nested levels
         raise _refuse(source, _TOO_DEEP) from None
 
 

@@ -499,12 +499,23 @@ def test_deep_nesting_is_refused_without_recursion(tmp_path):
 
 
 def test_a_deep_tool_schema_up_to_the_limit_still_loads():
-    schema: dict = {"type": "string", "enum": ["x"]}
-    for _ in range(28):  # 64 levels in all, the deepest legitimate part of a persona
-        schema = {"type": "object", "properties": {"a": schema}}
-    tool = {"type": "function", "function": {"name": "f", "description": "d", "parameters": schema}}
-    persona = persona_from_dict(with_layers(llm={"tools": [tool]})).value
+    """A tool schema is the deepest legitimate part of a persona; its own limit
+    (config.tool_schema.MAX_SCHEMA_DEPTH) is tighter than the document's (MAX_DEPTH)."""
+    from config.tool_schema import MAX_SCHEMA_DEPTH
+
+    def tool(levels: int) -> dict:
+        schema: dict = {"type": "string", "enum": ["x"]}
+        for _ in range(levels):  # two JSON levels each (the object, its properties)
+            schema = {"type": "object", "properties": {"a": schema}}
+        return {"type": "function", "function": {"name": "f", "description": "d",
+                                                 "parameters": schema}}
+
+    deepest = MAX_SCHEMA_DEPTH // 2 - 1
+    persona = persona_from_dict(with_layers(llm={"tools": [tool(deepest)]})).value
     assert json.dumps(persona.model_dump(mode="json"))  # printed by --check
+    with pytest.raises(ConfigError) as info:
+        persona_from_dict(with_layers(llm={"tools": [tool(deepest + 2)]}))
+    assert "nested more than" in info.value.render()
 
 
 def test_huge_integer_is_one_line(tmp_path):
