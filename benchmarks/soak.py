@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.soak                      # 50 sessions (~15 min on 2 cores)
     .venv/bin/python -m benchmarks.soak --sessions 10 --hold 6
+    .venv/bin/python -m benchmarks.soak --env LOG_LEVEL=DEBUG   # also the memory release's cost
 
 ``python bot.py`` runs as a user starts it (embedded models, default persona, no keys). A
 headless WebRTC peer (aiortc, as the local page does it: ``POST /api/offer``) joins, plays a
@@ -32,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 ENDED = re.compile(r"Conversation \S+ ended")
+RELEASED = re.compile(r"Released a finished conversation: (\d+) objects in cycles, gc (\d+) ms, "
+                      r"malloc_trim (\d+) ms")
 
 
 def proc_stats(pid: int) -> dict[str, float]:
@@ -165,12 +168,15 @@ def run(sessions: int, hold: float, extra_env: dict[str, str]) -> dict[str, Any]
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    releases = [tuple(map(int, m)) for m in RELEASED.findall(log.read_text())]
     first, last = samples[0], samples[-1]
     half = samples[len(samples) // 2:]
     return {
         "benchmark": "soak", "date": datetime.date.today().isoformat(), "machine": machine(),
         "sessions": sessions, "hold_secs": hold, "env": extra_env,
-        "baseline": baseline, "samples": samples,
+        "baseline": baseline, "samples": samples, "log": str(log),
+        # session/memory.py's DEBUG line (run with --env LOG_LEVEL=DEBUG): (objects, gc ms, trim ms)
+        "releases": releases,
         "summary": {
             "rss_mb_after_first": first["rss_mb"], "rss_mb_after_last": last["rss_mb"],
             "rss_mb_max": max(s["rss_mb"] for s in samples),
@@ -179,6 +185,8 @@ def run(sessions: int, hold: float, extra_env: dict[str, str]) -> dict[str, Any]
             "threads": [baseline["threads"], first["threads"], last["threads"]],
             "fds": [baseline["fds"], first["fds"], last["fds"]],
             "max_secs_from_leave_to_end": max(s["secs_from_leave_to_end"] for s in samples),
+            "gc_ms_max": max((r[1] for r in releases), default=None),
+            "malloc_trim_ms_max": max((r[2] for r in releases), default=None),
         },
     }
 

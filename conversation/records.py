@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from config.errors import AgentError
 from config.files import nearest_existing
+from config.redact import redact_url
 
 T = TypeVar("T")
 
@@ -431,7 +432,8 @@ def render_conversation(record: dict[str, Any]) -> str:
     for key in ("conversation_name", "persona_name", "persona_id", "persona_source", "replica_id",
                 "transport", "language", "created_at", "ended_at", "shutdown_reason", "callback_url"):
         if record.get(key):
-            lines.append(f"  {key}: {record[key]}")
+            value = redact_url(record[key], all_query=True) if key == "callback_url" else record[key]
+            lines.append(f"  {key}: {value}")  # a token in the callback URL stays hidden
     lines += ["", f"Transcript ({len(record['transcript'])} utterances):"]
     for item in record["transcript"]:
         who = "user" if item["role"] == "user" else "replica"

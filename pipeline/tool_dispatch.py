@@ -32,6 +32,7 @@ from typing import Any
 
 from loguru import logger
 
+from config.logging import loggable
 from config.persona import Tool
 from config.tool_schema import ArgumentValidator
 from tools.registry import ToolContext, ToolError, ToolRegistry
@@ -158,7 +159,10 @@ class ToolDispatcher:
             json.dumps(value)
         except (TypeError, ValueError):
             value = json.loads(json.dumps(value, default=str))
-        logger.info(f"Tool {local.name} ({call_id}) -> {json.dumps(value)[:200]}")
+        # The result may carry what the user said or asked for: its body only at DEBUG.
+        result = json.dumps(value)
+        logger.info(f"Tool {local.name} ({call_id}) answered ({len(result)} chars)")
+        logger.debug(f"Tool {local.name} ({call_id}) -> {loggable(result)}")
         return value
 
     async def _wait_for_client(self, name: str, call_id: str) -> Any:
