@@ -69,11 +69,17 @@ def output_problem(path: str | Path) -> str | None:
             if not os.access(path, os.W_OK):
                 return "is not writable"
             return None
-        ancestor = nearest_existing(path)
-        if not ancestor.is_dir():
-            return f"cannot be created: {ancestor} is a file, not a directory"
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            return f"cannot be created: {ancestor} is not writable"
+        return creation_problem(path)
     except OSError as exc:
         return f"cannot be written: {exc.strerror or exc}"
+    return None
+
+
+def creation_problem(path: Path) -> str | None:
+    """Why ``path`` (which does not exist) cannot be created with its missing parents."""
+    ancestor = nearest_existing(path)
+    if not ancestor.is_dir():
+        return f"cannot be created: {ancestor} is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be created: {ancestor} is not writable"
     return None

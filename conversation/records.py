@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from config.errors import AgentError
-from config.files import nearest_existing
+from config.files import creation_problem
 from config.redact import redact_url
 
 T = TypeVar("T")
@@ -153,11 +153,8 @@ def data_dir_problem(data_dir: str | Path) -> str | None:
             if db.exists() and not db.is_file():
                 return f"{where}: {db} is not a file"
             return None
-        ancestor = nearest_existing(path)
-        if not ancestor.is_dir():
-            return f"{where}: cannot be created: {ancestor} is a file, not a directory"
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            return f"{where}: cannot be created: {ancestor} is not writable"
+        problem = creation_problem(path)
+        return f"{where}: {problem}" if problem else None
     except OSError as exc:
         return f"{where}: cannot be used: {exc.strerror or exc}"
     return None
