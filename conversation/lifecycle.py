@@ -13,7 +13,9 @@
 
 Ending is graceful: an ``EndFrame`` is queued, so what the replica is saying
 finishes before the pipeline stops (if it has not stopped after
-``END_GRACE_SECS`` the pipeline is cancelled). Then the record is closed and
+``END_GRACE_SECS`` the pipeline is cancelled). Except when the participant left: nobody
+hears the rest, so the pipeline is cancelled at once (the reply being generated is aborted
+at the llama.cpp server, which the next conversation shares). Then the record is closed and
 ``system.shutdown`` and ``application.transcription_ready`` are sent;
 ``system.replica_joined`` is sent when the pipeline is up.
 """
@@ -237,6 +239,15 @@ class ConversationLifecycle:
         self.ending_because(reason)
         worker = self._worker
         if worker is None:
+            return
+        if reason == PARTICIPANT_LEFT:
+            # Nobody is left to hear the rest: cancel now rather than let the reply being
+            # generated and spoken finish (an EndFrame waits for it, and the LLM request on
+            # the shared llama.cpp server with it). Cancelling closes the LLM's stream, which
+            # the server sees as a disconnect: it stops generating at the next token.
+            logger.info(f"Conversation {self.conversation_id}: nobody left to hear it; "
+                        "cancelling what was still being generated")
+            await worker.cancel(reason=reason)
             return
         from pipecat.frames.frames import EndFrame
 
