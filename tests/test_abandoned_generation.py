@@ -121,3 +121,37 @@ async def test_a_reply_nobody_will_hear_is_aborted_at_the_server_and_the_next_se
     finally:
         await second.stop()
     assert dropped(llama) == before + 1  # nothing else was cut off
+
+
+async def test_an_interrupted_reply_is_aborted_at_the_server_and_the_conversation_goes_on(
+        llama, monkeypatch, tmp_path):
+    """``conversation.interrupt`` at a long reply's first words: Pipecat cancels the LLM's
+    work, the stream is closed, the server drops the generation; the next question is
+    answered on the same (idle) server."""
+    from pipecat.frames.frames import LLMTextFrame
+
+    monkeypatch.setattr(llm_factory, "local_llm_server", lambda settings: llama)
+    before = dropped(llama)
+    harness = Harness(tmp_path)
+    try:
+        await harness.start(persona=LONG, force_local=True)
+        llm = harness.session.services.llm
+        pushed = [0]
+
+        @llm.event_handler("on_after_push_frame")
+        async def _interrupt(_llm, frame):
+            if isinstance(frame, LLMTextFrame):
+                pushed[0] += 1
+                if pushed[0] == 1:
+                    asyncio.get_running_loop().create_task(
+                        harness.send({"event_type": "conversation.interrupt"}))
+
+        await harness.send({"event_type": "conversation.respond",
+                            "properties": {"text": "Tell me a long story about the old ships."}})
+        assert await until(lambda: dropped(llama) == before + 1, 120)
+        assert 1 <= pushed[0] < 200  # far fewer than the 200 tokens it had to generate
+        assert not harness.task.done()  # the conversation goes on
+        tokens, reason = await completion_tokens(llama, 8)  # the server is idle
+        assert (tokens, reason) == (8, "length")
+    finally:
+        await harness.stop()
