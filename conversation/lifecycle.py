@@ -209,7 +209,18 @@ class ConversationLifecycle:
         secs = self.conversation.properties.participant_left_timeout
         if secs:
             logger.info(f"Participant left; ending in {secs}s unless someone joins")
+            await self._interrupt()  # what was being said is for nobody: stop generating it
         self._timer("left", secs, PARTICIPANT_LEFT)
+
+    async def _interrupt(self) -> None:
+        """Interrupt the reply in progress (the LLM's request is cancelled, its stream closed,
+        and the llama.cpp server drops the generation), as a barge-in would."""
+        worker = self._worker
+        if worker is None or worker.has_finished():
+            return
+        from pipecat.frames.frames import InterruptionFrame
+
+        await worker.queue_frames([InterruptionFrame()])
 
     # ------------------------------------------------------------------ ending
 

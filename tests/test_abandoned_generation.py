@@ -155,3 +155,24 @@ async def test_an_interrupted_reply_is_aborted_at_the_server_and_the_conversatio
         assert (tokens, reason) == (8, "length")
     finally:
         await harness.stop()
+
+
+async def test_a_participant_who_left_within_the_left_timeout_is_not_spoken_to(
+        llama, monkeypatch, tmp_path):
+    """With a ``participant_left_timeout`` the conversation waits for a rejoin, but the reply
+    in progress is for nobody: it is interrupted, and aborted at the server."""
+    monkeypatch.setattr(llm_factory, "local_llm_server", lambda settings: llama)
+    before = dropped(llama)
+    harness = Harness(tmp_path)
+    try:
+        await harness.start(persona=LONG, force_local=True,
+                            conversation={"properties": {"participant_left_timeout": 60}})
+        pushed = await leave_at_the_first_words(harness)
+        assert await until(lambda: dropped(llama) == before + 1, 120)
+        assert 1 <= pushed[0] < 200
+        assert not harness.task.done()  # still waiting for the participant to come back
+        assert harness.session.lifecycle.shutdown_reason is None
+        tokens, reason = await completion_tokens(llama, 8)  # the server is idle
+        assert (tokens, reason) == (8, "length")
+    finally:
+        await harness.stop()
