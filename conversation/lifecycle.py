@@ -13,7 +13,9 @@
 
 Ending is graceful: an ``EndFrame`` is queued, so what the replica is saying
 finishes before the pipeline stops (if it has not stopped after
-``END_GRACE_SECS`` the pipeline is cancelled). Then the record is closed and
+``END_GRACE_SECS`` the pipeline is cancelled). Except when the participant left: nobody
+hears the rest, so the pipeline is cancelled at once (the reply being generated is aborted
+at the llama.cpp server, which the next conversation shares). Then the record is closed and
 ``system.shutdown`` and ``application.transcription_ready`` are sent;
 ``system.replica_joined`` is sent when the pipeline is up.
 """
@@ -207,7 +209,18 @@ class ConversationLifecycle:
         secs = self.conversation.properties.participant_left_timeout
         if secs:
             logger.info(f"Participant left; ending in {secs}s unless someone joins")
+            await self._interrupt()  # what was being said is for nobody: stop generating it
         self._timer("left", secs, PARTICIPANT_LEFT)
+
+    async def _interrupt(self) -> None:
+        """Interrupt the reply in progress (the LLM's request is cancelled, its stream closed,
+        and the llama.cpp server drops the generation), as a barge-in would."""
+        worker = self._worker
+        if worker is None or worker.has_finished():
+            return
+        from pipecat.frames.frames import InterruptionFrame
+
+        await worker.queue_frames([InterruptionFrame()])
 
     # ------------------------------------------------------------------ ending
 
@@ -237,6 +250,15 @@ class ConversationLifecycle:
         self.ending_because(reason)
         worker = self._worker
         if worker is None:
+            return
+        if reason == PARTICIPANT_LEFT:
+            # Nobody is left to hear the rest: cancel now rather than let the reply being
+            # generated and spoken finish (an EndFrame waits for it, and the LLM request on
+            # the shared llama.cpp server with it). Cancelling closes the LLM's stream, which
+            # the server sees as a disconnect: it stops generating at the next token.
+            logger.info(f"Conversation {self.conversation_id}: nobody left to hear it; "
+                        "cancelling what was still being generated")
+            await worker.cancel(reason=reason)
             return
         from pipecat.frames.frames import EndFrame
 

@@ -148,6 +148,12 @@ class LlamaServer:
             str(self.threads),
             "--verbose",
             "False",
+            # Its default, stated: a streamed generation ends (at its next token) when another
+            # request is waiting, so one conversation's reply never holds up the next one's
+            # (the server generates one at a time). A client that closes its stream (a
+            # cancelled or interrupted reply, see services/llm.py) is dropped in any case.
+            "--interrupt_requests",
+            "True",
         ]
 
     @property
