@@ -68,3 +68,20 @@ async def test_a_burst_of_500_responds_reaches_the_llm_a_few_times_and_the_next_
     assert len(harness.fake.requests) <= 15, len(harness.fake.requests)  # not 500
     users = [m for m in harness.fake.requests[-1]["messages"] if m["role"] == "user"]
     assert users[-1]["content"] == "When does the museum open?"
+
+
+async def test_echo_audio_over_the_buffer_budget_is_refused_once_and_the_next_question_is_answered(
+        harness):
+    await harness.start(answers=["Hello there."])
+    chunk = base64.b64encode(b"\x10\x00" * 16000 * 6).decode()  # 6 s of 16 kHz PCM
+    for _ in range(20):  # 120 s sent at once; 60 s may wait ahead of playback
+        await harness.send({"event_type": "conversation.echo", "properties": {
+            "modality": "audio", "audio": chunk, "sample_rate": 16000,
+            "inference_id": "echo-1", "done": False}})
+    (error,) = await harness.wait_for("system.error")
+    assert "60 s of echo audio" in error["properties"]["error"]
+    assert error["properties"]["received_event_type"] == "conversation.echo"
+    await harness.wait_for("conversation.replica.started_speaking")
+    reply = await answered(harness, "When does the museum open?")  # interrupts the echo
+    assert reply["properties"]["speech"] == "Hello there."
+    assert len(harness.of("system.error")) == 1

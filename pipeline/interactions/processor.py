@@ -275,7 +275,8 @@ class InteractionsProcessor(FrameProcessor):
     @property
     def reply_pending(self) -> bool:
         """A respond's reply is queued, being generated or spoken."""
-        return self._respond_pending or self.tracker.replica_speaking
+        return (self._respond_pending or self.tracker.replica_speaking
+                or self._echo_audio_until > self._clock())
 
     def reply_done(self) -> None:
         """The replica finished speaking (the observer tells it): no respond is pending."""
