@@ -41,7 +41,6 @@ from .models import (
 from .observer import InteractionsObserver
 from .tracker import InteractionTracker
 
-
 ECHO_AUDIO_SECS = 60.0  # echo audio buffered ahead of playback when no limits are given
 
 
