@@ -85,3 +85,18 @@ async def test_echo_audio_over_the_buffer_budget_is_refused_once_and_the_next_qu
     reply = await answered(harness, "When does the museum open?")  # interrupts the echo
     assert reply["properties"]["speech"] == "Hello there."
     assert len(harness.of("system.error")) == 1
+
+
+def test_sender_budgets_one_report_per_burst_and_per_sender():
+    from pipeline.interactions.budgets import LLM_BURST, SenderBudgets
+
+    now = [0.0]
+    budgets = SenderBudgets(clock=lambda: now[0])
+    results = [budgets.admit("alice", "conversation.respond") for _ in range(LLM_BURST + 5)]
+    assert [ok for ok, _ in results] == [True] * LLM_BURST + [False] * 5
+    assert [report for _, report in results].count(True) == 1  # one error for the burst
+    assert budgets.admit("bob", "conversation.respond") == (True, False)  # another sender
+    assert budgets.admit("alice", "conversation.echo") == (True, False)  # another class
+    now[0] += 1.0
+    assert budgets.admit("alice", "conversation.respond") == (True, False)
+    assert [budgets.admit("alice", "conversation.respond") for _ in range(2)][-1] == (False, True)
