@@ -39,6 +39,7 @@ from config.redact import register_secrets
 from conversation.transcript import Transcript
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
+from pipeline.interactions.budgets import MessageLimits, embedded_limits
 from pipeline.interruption_fence import InterruptionFence
 from pipeline.reply_guard import APOLOGY, ReplyGuard
 from pipeline.secret_fence import SecretFence
@@ -53,6 +54,15 @@ from tools import ToolRegistry, build_registry
 # developer role, gets it as a note in its system message (services/llm.py system_notes), never
 # as something the user said. Short and literal: a 135M model garbles "greet them in character".
 GREETING_INSTRUCTION = "The user just joined the call. Say hello and ask how you can help."
+
+
+def message_limits(services) -> MessageLimits:
+    """The size limits of app messages for this conversation's LLM: the embedded engine's
+    from its context window (its prompt fitter's), a cloud LLM's the protocol's own."""
+    fitter = getattr(services.llm, "prompt_fit", None)
+    if fitter is not None:
+        return embedded_limits(fitter)
+    return MessageLimits()
 
 
 def new_conversation_id() -> str:
@@ -172,6 +182,8 @@ def build_pipeline(
         update_context=update_context,
         apply_sensitivity=turns.apply_sensitivity if turns else None,
         user_text=lambda text: transcript.add("user", text),
+        limits=message_limits(services),
+        current_context=lambda: live["conversation"].conversational_context,
     )
     interactions = InteractionsProcessor(
         conversation_id, hooks, captions=options.closed_captions

@@ -1,8 +1,9 @@
 """Conversations that cannot go dead silently: the probe's cases, through the real pipeline.
 
-- A 100,000-character ``conversation.append_llm_context`` (the documented limit) on the
-  real embedded stack (the llama.cpp server with SmolLM2, the local LLM service, local
-  Whisper and Piper): the questions after it are answered, not met with silence.
+- A 100,000-character ``conversation.append_llm_context`` or ``overwrite_llm_context``, or a
+  10,000-character ``conversation.respond``, on the real embedded stack (the llama.cpp
+  server with SmolLM2, the local LLM service, local Whisper and Piper): refused with a
+  ``system.error`` naming the model's limit, and the questions after it are answered.
 - The llama.cpp server's child process killed (SIGKILL) in the middle of a reply: that
   turn ends with a spoken apology and a ``system.error`` event, the server is restarted,
   and the next question is answered normally.
@@ -82,20 +83,47 @@ async def ask(harness: Harness, text: str, count: int) -> str:
     return found[count - 1]["properties"]["speech"]
 
 
-async def test_a_100k_append_llm_context_still_gets_answers(local, llama, log):
+async def test_a_100k_append_llm_context_is_refused_and_the_questions_are_answered(local, llama, log):
     await local.start(persona=PERSONA, force_local=True)
     assert local.session.plan.llm.engine == "llama-local"
     await local.send({"event_type": "conversation.append_llm_context",
                       "properties": {"context": APPENDED}})
+    (error,) = await local.wait_for("system.error")
+    assert "100,000 characters" in error["properties"]["error"]
+    assert "1024-token context" in error["properties"]["error"]  # the limit and where from
     first = await ask(local, "When does the museum open?", 1)
     assert first.strip()
-    second = await ask(local, "And when does it close?", 2)  # every later turn, too
+    # A context within the model's limit is taken, and every later turn is answered too.
+    await local.send({"event_type": "conversation.append_llm_context",
+                      "properties": {"context": APPENDED[:1500]}})
+    second = await ask(local, "And when does it close?", 2)
     assert second.strip()
-    assert not local.of("system.error")
-    cuts = [m for level, m in log if "system prompt" in m]
-    assert len(cuts) == 1 and "1024 tokens" in cuts[0]  # once per conversation, not per turn
+    assert len(local.of("system.error")) == 1
     # What was said is in the transcript.
     assert local.built.transcript.of("assistant") == [first, second]
+
+
+async def test_a_100k_overwrite_and_a_10k_respond_are_refused_and_the_next_question_answered(
+        local, llama):
+    """The probe: neither leaves the conversation silent; the previous context stays."""
+    await local.start(persona=PERSONA, force_local=True)
+    llm = local.session.services.llm
+    before = llm._settings.system_instruction
+    await local.send({"event_type": "conversation.overwrite_llm_context",
+                      "properties": {"context": APPENDED}})
+    await local.send({"event_type": "conversation.respond",
+                      "properties": {"text": APPENDED[:10_000]}})
+    errors = await local.wait_for("system.error", count=2)
+    overwrite, respond = (e["properties"] for e in errors)
+    assert overwrite["received_event_type"] == "conversation.overwrite_llm_context"
+    assert "keeps its previous context" in overwrite["error"]
+    assert respond["received_event_type"] == "conversation.respond"
+    assert "10,000 characters" in respond["error"] and "at most" in respond["error"]
+    assert llm._settings.system_instruction == before
+    answer = await ask(local, "When does the museum open?", 1)
+    assert answer.strip()
+    assert len(local.of("system.error")) == 2
+    assert local.built.transcript.of("user") == ["When does the museum open?"]
 
 
 # --------------------------------------------------------------------------- the server dies

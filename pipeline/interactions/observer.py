@@ -70,5 +70,6 @@ class InteractionsObserver(BaseObserver):
         if isinstance(frame, InterruptionFrame):
             return tracker.interrupted()
         if isinstance(frame, BotStoppedSpeakingFrame):
+            self._processor.reply_done()
             return tracker.replica_stopped()
         return []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +26,22 @@ from pipecat.services.settings import LLMSettings
 
 from config.logging import loggable
 
+from .budgets import MessageLimits, SenderBudgets
 from .events import InteractionEvent, build_event
-from .models import EchoProps, Interaction, ProtocolError, decode_pcm, parse_interaction
+from .models import (
+    INBOUND_ALIASES,
+    MAX_MESSAGE_BYTES,
+    EchoProps,
+    Interaction,
+    ProtocolError,
+    decode_pcm,
+    message_size,
+    parse_interaction,
+)
 from .observer import InteractionsObserver
 from .tracker import InteractionTracker
+
+ECHO_AUDIO_SECS = 60.0  # echo audio buffered ahead of playback when no limits are given
 
 
 @dataclass
@@ -45,6 +59,10 @@ class InteractionHooks:
     user_text: Callable[[str], None] | None = None
     # called before an app's conversation.respond asks for a reply (opens a wake-phrase gate)
     allow_reply: Callable[[], None] | None = None
+    # the LLM's size limits (the embedded engine's come from its context window)
+    limits: MessageLimits | None = None
+    # the conversation's current conversational_context (for the size of an append)
+    current_context: Callable[[], str | None] | None = None
 
 
 def _tracker_attribute(name: str, doc: str) -> property:
@@ -70,10 +88,16 @@ class InteractionsProcessor(FrameProcessor):
     """
 
     def __init__(self, conversation_id: str, hooks: InteractionHooks | None = None, *,
-                 captions: bool = False, tracker: InteractionTracker | None = None, **kwargs):
+                 captions: bool = False, tracker: InteractionTracker | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kwargs):
         super().__init__(name="interactions", **kwargs)
         self.hooks = hooks or InteractionHooks()
         self.tracker = tracker or InteractionTracker(conversation_id, captions=captions)
+        self._clock = clock
+        self.budgets = SenderBudgets(clock)
+        self._echo_audio_until = 0.0  # when the echo audio pushed so far has played out
+        self._echo_over_reported = False
+        self._respond_pending = False  # a respond's reply not yet spoken to its end
         self._send_lock = asyncio.Lock()
         self._register_event_handler("on_event")
         self._register_event_handler("on_interaction")
@@ -169,6 +193,19 @@ class InteractionsProcessor(FrameProcessor):
         """Validate and act on one inbound message; errors never escape."""
         if isinstance(message, dict) and message.get("label") == "rtvi-ai":
             return  # RTVI's own traffic (client-ready etc.) is not ours
+        if isinstance(message, (str, bytes)) and message_size(message) <= MAX_MESSAGE_BYTES:
+            try:  # decoded once here so that the budget knows its event type
+                decoded = json.loads(message)
+            except (ValueError, UnicodeDecodeError):
+                decoded = None
+            message = decoded if isinstance(decoded, dict) else message
+        raw_type = message.get("event_type") if isinstance(message, dict) else None
+        raw_type = INBOUND_ALIASES.get(raw_type, raw_type) if isinstance(raw_type, str) else None
+        admitted, report = self.budgets.admit(sender, raw_type)
+        if not admitted:  # dropped, never queued: one system.error per burst
+            if report:
+                await self.emit_error(SenderBudgets.error(raw_type), message)
+            return
         try:
             interaction = parse_interaction(message, self.conversation_id, sender)
             await self._dispatch(interaction)
@@ -193,6 +230,7 @@ class InteractionsProcessor(FrameProcessor):
             mode = "overwrite" if kind.endswith("overwrite_llm_context") else "append"
             if self.hooks.update_context is None:
                 raise ProtocolError(f"{kind} is not available in this pipeline")
+            self._check_context(kind, mode, props.context)
             instruction = self.hooks.update_context(mode, props.context)
             if self.hooks.pipeline_mode == "full":
                 await self.push_frame(
@@ -213,15 +251,52 @@ class InteractionsProcessor(FrameProcessor):
                     f"conversation.tool_result: no pending tool call {props.tool_call_id!r}"
                 )
 
+    def _check_context(self, kind: str, mode: str, text: str) -> None:
+        """Refuse a context the LLM cannot hold (the conversation keeps its previous one)."""
+        limits = self.hooks.limits
+        if limits is None or limits.context_chars is None:
+            return
+        size = len(text)
+        if mode == "append" and self.hooks.current_context is not None:
+            current = self.hooks.current_context() or ""
+            size += len(current) + 2 if current else 0
+        if size > limits.context_chars:
+            whole = "the conversation's context with it" if mode == "append" else "the context"
+            raise ProtocolError(
+                f"{kind}: {whole} would be {size:,} characters; {limits.engine} holds at most "
+                f"{limits.context_chars:,}. Refused: the conversation keeps its previous context")
+
     async def _interrupt(self) -> None:
         self.tracker.echo_ended()
+        self._echo_audio_until = 0.0
         await self.broadcast_interruption()
+
+    @property
+    def reply_pending(self) -> bool:
+        """A respond's reply is queued, being generated or spoken."""
+        return (self._respond_pending or self.tracker.replica_speaking
+                or self._echo_audio_until > self._clock())
+
+    def reply_done(self) -> None:
+        """The replica finished speaking (the observer tells it): no respond is pending."""
+        self._respond_pending = False
 
     async def _respond(self, text: str) -> None:
         if self.hooks.pipeline_mode != "full":
             raise ProtocolError("conversation.respond needs pipeline_mode 'full' (this is echo mode)")
-        if self.tracker.replica_speaking:
+        limits = self.hooks.limits
+        if limits is not None and limits.respond_chars is not None and (
+                len(text) > limits.respond_chars):
+            raise ProtocolError(
+                f"conversation.respond: text is {len(text):,} characters; {limits.engine} "
+                f"takes at most {limits.respond_chars:,}. Refused (send it as "
+                "conversation.append_llm_context, or shorter)")
+        if self.reply_pending:
+            # The newest respond wins: the reply still queued or being generated (or spoken)
+            # for the previous one is interrupted, so a burst never queues LLM runs.
+            self._echo_audio_until = 0.0
             await self.broadcast_interruption()
+        self._respond_pending = True
         self.tracker.respond_started()
         if self.hooks.user_text:
             self.hooks.user_text(text)
@@ -232,12 +307,24 @@ class InteractionsProcessor(FrameProcessor):
             LLMMessagesAppendFrame([{"role": "user", "content": text}], run_llm=True)
         )
 
+    def _echo_audio_fits(self, secs: float) -> bool:
+        """Whether ``secs`` more echo audio stay within the buffered-audio budget (taken if so)."""
+        cap = self.hooks.limits.echo_audio_secs if self.hooks.limits else ECHO_AUDIO_SECS
+        now = self._clock()
+        start = max(self._echo_audio_until, now)
+        if start - now + secs > cap:
+            return False
+        self._echo_audio_until = start + secs
+        return True
+
     async def _echo(self, props: EchoProps) -> None:
         tracker = self.tracker
         continues = tracker.echo_continues(props.inference_id)
         if not continues:
             if tracker.replica_speaking or tracker.echo_open:
                 await self.broadcast_interruption()
+            self._echo_audio_until = 0.0
+            self._echo_over_reported = False
             tracker.echo_started(props.inference_id)
         if props.resolved_modality() == "text":
             tracker.echo_text(props.text or "", continues)
@@ -246,6 +333,17 @@ class InteractionsProcessor(FrameProcessor):
             )
         else:
             audio = decode_pcm(props.audio or "")
+            if audio and not self._echo_audio_fits(len(audio) / 2 / props.sample_rate):
+                if props.done:
+                    await self.push_frame(TTSStoppedFrame())
+                    tracker.echo_ended()
+                if self._echo_over_reported:
+                    return  # one system.error per echo over its budget
+                self._echo_over_reported = True
+                cap = self.hooks.limits.echo_audio_secs if self.hooks.limits else ECHO_AUDIO_SECS
+                raise ProtocolError(
+                    f"conversation.echo: more than {cap:g} s of echo audio buffered ahead of "
+                    "playback; this chunk is dropped (send audio at about real time)")
             if audio:
                 await self.push_frame(
                     TTSAudioRawFrame(audio=audio, sample_rate=props.sample_rate, num_channels=1)
