@@ -407,3 +407,6 @@ async def test_docs_are_off_and_a_token_guards_page_and_signalling(tmp_path, mon
                 assert resp.status == 404
         text = log.read_text()
         assert "?token=e2e-token-42" in text  # the banner's URL carries it
+        requests = [line for line in text.splitlines() if '"GET /' in line]
+        leaked = [line for line in requests if "e2e-token-42" in line]
+        assert requests and not leaked, leaked  # the access log does not show it

@@ -203,3 +203,18 @@ def test_without_a_token_nothing_asks_for_one_and_unserved_transports_are_404():
     for path in ("/ws", "/ws-client", "/daily", "/daily-dialin-webhook"):
         assert client.get(path).status_code == 404
     assert client.post("/", json={}).status_code == 404  # the runner's telephony webhook
+
+
+def test_the_token_is_taken_out_of_the_query_the_server_logs():
+    seen: list = []
+    app = FastAPI()
+
+    @app.get("/page-info")
+    async def info(request: Request):
+        seen.append(request.url.query)
+        return {}
+
+    app.add_middleware(SignallingGuard, offers_per_minute=10, access_token="tok",
+                       capacity=Capacity())
+    assert TestClient(app).get("/page-info?ec=0&token=tok").status_code == 200
+    assert seen == ["ec=0"]

@@ -97,6 +97,17 @@ def request_token(scope: dict) -> str | None:
     return (query.get("token") or [None])[0]
 
 
+def _drop_token_from_query(scope: dict) -> None:
+    """Remove ``token=`` from the request's query, in the scope the server logs from."""
+    from urllib.parse import parse_qsl, urlencode
+
+    raw = scope.get("query_string", b"")
+    if b"token=" not in raw:
+        return
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
+
+
 def token_matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
@@ -120,11 +131,13 @@ class SignallingGuard:
             await self.app(scope, receive, send)
             return
         path, method = scope["path"], scope.get("method")
+        given = request_token(scope)
+        _drop_token_from_query(scope)  # the server's access log shows the query: not the token
         if scope["type"] == "websocket" or _is_unserved(path, method):
             await _refuse(scope, send, 404, "not served here (this server runs the WebRTC page)")
             return
         if self.access_token and path not in OPEN_PATHS and not token_matches(
-                request_token(scope), self.access_token):
+                given, self.access_token):
             await _reply(send, 401, "an access token is required: open the URL with ?token=... "
                          "that the bot printed at start-up")
             return
