@@ -165,8 +165,9 @@ def run(argv: list[str]) -> int:
         query = f"?token={quote(access_token)}" if access_token else ""
         url = (None if runner_args.transport == "daily"
                else f"http://{host}:{runner_args.port}/{query}")
-        lines = [*summary, f"At most {limit} conversation{'s' if limit != 1 else ''} at once "
-                 "(MAX_CONVERSATIONS); more are told to try again"]
+        plural = "s" if limit != 1 else ""
+        lines = [*summary, (f"At most {limit} conversation{plural} at once "
+                            "(MAX_CONVERSATIONS); more are told to try again")]
         print(launch.banner(lines, url), flush=True)
 
     runner_banner(print_banner)

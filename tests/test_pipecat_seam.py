@@ -435,10 +435,9 @@ def test_runner_logging_and_banner_replace_the_runners_own():
 
 def test_runner_app_without_docs_removes_fastapis_docs_routes():
     """``pipecat.runner.run.app``: a ``FastAPI()`` made at import, docs routes included."""
+    import pipecat.runner.run as run
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-
-    import pipecat.runner.run as run
 
     assert isinstance(run.app, FastAPI), _upgrade("pipecat.runner.run.app")
     app = FastAPI()  # what the runner makes: the same defaults

@@ -22,7 +22,7 @@ def app_with_guard(per_minute: int = 10, *, token: str | None = None,
     async def offer(request: Request):
         reached.append(("offer", await request.json()))
         if conversation is not None:
-            conversation(capacity.claim("pc-%d" % len(reached)))
+            conversation(capacity.claim(f"pc-{len(reached)}"))
         return {"sdp": "v=0 answer", "type": "answer", "pc_id": "x"}
 
     @app.get("/")
