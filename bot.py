@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from urllib.parse import quote
 
 from config.app import DEFAULT_PERSONA
 from config.errors import AgentError
@@ -64,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     recs.add_argument("--show-conversation", metavar="ID",
                       help="one conversation with its transcript, events and callbacks, then exit")
     recs.add_argument("--json", action="store_true", help="JSON output for the two above")
+    server = parser.add_argument_group("local server (python bot.py)")
+    server.add_argument(
+        "--insecure", action="store_true",
+        help="allow --host beyond loopback without ACCESS_TOKEN (anyone who reaches the "
+        "port can talk to the bot)",
+    )
     modes = parser.add_argument_group("headless modes")
     modes.add_argument("--check", action="store_true", help="print the effective configuration and engines, then exit")
     modes.add_argument("--text", action="store_true", help="a terminal conversation (no STT/TTS)")
@@ -132,27 +139,41 @@ def run(argv: list[str]) -> int:
     daily = transport.transport == "daily" or transport.direct
     if daily or known.renderer == "transport":
         return launch.run_conversation(known, daily)
+    access_token = check_exposure(argv, known.insecure)  # before anything loads or binds
     summary = launch.prepare_server(known)
     from pipecat.runner.run import app as runner_app
     from pipecat.runner.run import main as runner_main
 
     from config.logging import add_stderr_sink
     from config.settings import Settings
-    from services.pipecat_seam import runner_banner, runner_logging
+    from services.pipecat_seam import runner_app_without_docs, runner_banner, runner_logging
     from transports.guard import install_signalling_guard
     from web import mount_local_page
 
+    settings = Settings.from_env()
+    limit = max_conversations(known, settings)
+    runner_app_without_docs(runner_app)
     mount_local_page(describe=lambda: launch.load_app(known))
-    install_signalling_guard(runner_app, offers_per_minute=Settings.from_env().offers_per_minute)
+    install_signalling_guard(runner_app, offers_per_minute=settings.offers_per_minute,
+                             access_token=access_token, max_conversations=limit)
     runner_logging(add_stderr_sink)  # the runner's sink at our level, not DEBUG
 
     def print_banner(runner_args: argparse.Namespace) -> None:
         host = "localhost" if runner_args.host in ("0.0.0.0", "::") else runner_args.host
-        url = None if runner_args.transport == "daily" else f"http://{host}:{runner_args.port}/"
-        print(launch.banner(summary, url), flush=True)
+        if ":" in host:
+            host = f"[{host}]"
+        query = f"?token={quote(access_token)}" if access_token else ""
+        url = (None if runner_args.transport == "daily"
+               else f"http://{host}:{runner_args.port}/{query}")
+        plural = "s" if limit != 1 else ""
+        lines = [*summary, (f"At most {limit} conversation{plural} at once "
+                            "(MAX_CONVERSATIONS); more are told to try again")]
+        print(launch.banner(lines, url), flush=True)
 
     runner_banner(print_banner)
     launch.end_conversations_on_exit_signal()
+    if transport.transport is None:  # only the WebRTC page's transport (not every one)
+        argv = [*argv, "-t", "webrtc"]
     sys.argv = [sys.argv[0], *argv]
     try:
         runner_main(add_arguments(argparse.ArgumentParser(description=DESCRIPTION)))
@@ -162,6 +183,41 @@ def run(argv: list[str]) -> int:
         drain_callbacks(Settings.from_env(), timeout=3)
     fast_exit(0)
     return 0
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def check_exposure(argv: list[str], insecure: bool) -> str | None:
+    """A ``--host`` beyond loopback needs ``ACCESS_TOKEN`` (returned) or ``--insecure``.
+
+    Checked before any model loads or the runner binds: a usage error (exit 2) otherwise.
+    """
+    from config.settings import Settings
+    from session.errors import ModeError
+
+    hosts = argparse.ArgumentParser(add_help=False)
+    hosts.add_argument("--host", default="localhost")
+    host = hosts.parse_known_args(argv)[0].host
+    token = Settings.from_env().access_token
+    if host in LOOPBACK_HOSTS or token or insecure:
+        if host not in LOOPBACK_HOSTS and not token:
+            print(f"WARNING: --insecure: anyone who can reach {host} can talk to the bot",
+                  file=sys.stderr)
+        return token
+    raise ModeError(f"--host {host} is reachable from other machines: set ACCESS_TOKEN "
+                    "(the page and signalling then require it) or pass --insecure")
+
+
+def max_conversations(known: argparse.Namespace, settings) -> int:
+    """MAX_CONVERSATIONS, or the machine's default for the engines that will run."""
+    if settings.max_conversations:
+        return settings.max_conversations
+    from session import launch
+    from session.owner import plan_for
+    from transports.capacity import default_max_conversations
+
+    return default_max_conversations(plan_for(launch.load_app(known), known.local))
 
 
 def fast_exit(code: int) -> None:

@@ -55,6 +55,11 @@ class Settings:
     # address per minute.
     peer_connect_timeout_secs: float = 10.0
     offers_per_minute: int = 10
+    # Conversations at once (the local server); None: derived from the machine and engines
+    # (transports/capacity.py). Beyond it an offer is 503 "busy, try again".
+    max_conversations: int | None = None
+    # Required (or --insecure) to bind beyond loopback: every request must carry it.
+    access_token: str | None = None
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -82,6 +87,8 @@ class Settings:
         "callback_backoff_secs": "CALLBACK_BACKOFF_SECS",
         "peer_connect_timeout_secs": "PEER_CONNECT_TIMEOUT_SECS",
         "offers_per_minute": "OFFERS_PER_MINUTE",
+        "max_conversations": "MAX_CONVERSATIONS",
+        "access_token": "ACCESS_TOKEN",
     }
 
     @classmethod
@@ -102,7 +109,8 @@ class Settings:
             if f.name in ("llama_server_threads", "llama_server_ctx", "llm_max_tokens",
                           "tool_timeout_secs", "client_tool_timeout_secs", "callback_timeout_secs",
                           "callback_max_attempts", "callback_backoff_secs",
-                          "peer_connect_timeout_secs", "offers_per_minute"):
+                          "peer_connect_timeout_secs", "offers_per_minute",
+                          "max_conversations"):
                 kind = float if f.name.endswith("_secs") else int
                 try:
                     number = kind(raw)
@@ -142,6 +150,7 @@ class Settings:
                 self.daily_api_key,
                 self.tavus_api_key,
                 self.callback_signing_secret,
+                self.access_token,
                 *url_secrets(self.tavus_api_url),
                 *url_secrets(self.daily_api_url),
             )

@@ -33,6 +33,7 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``pipecat.runner.run._print_dev_runner_banner`` / ``_print_startup_message`` | our one banner (persona, engines, URL of our page) | the runner prints its own, pointing at its prebuilt client | :func:`runner_banner` |
 | ``pipecat.services.piper.tts.PiperVoice`` (module global) | one loaded Piper voice per process, shared by every conversation | ``PiperTTSService.__init__`` loads its own ONNX session (a thread pool and ~60 MB each); no parameter to pass one in | :func:`shared_piper_tts` |
 | ``pipecat.audio.turn.smart_turn.local_smart_turn_v3.ort`` (module global) | one Smart Turn ONNX session per process | ``LocalSmartTurnAnalyzerV3.__init__`` creates its own ``InferenceSession``; no parameter to pass one in | :func:`shared_smart_turn_v3` |
+| ``pipecat.runner.run.app`` (module global) and its FastAPI docs routes | no ``/docs``, ``/redoc``, ``/openapi.json`` on the local server | the runner builds ``FastAPI()`` with the defaults at import, which adds those routes then (setting ``openapi_url`` later removes nothing) | :func:`runner_app_without_docs` |
 | ``BaseObject._register_event_handler`` / ``_call_event_handler`` | our processors declare and fire events | the subclassing API for events (no function) | — (listed, tested) |
 """
 
@@ -314,6 +315,34 @@ def runner_banner(print_banner: Any) -> Any:
             setattr(run, name, value)
 
     return restore
+
+
+def runner_app_without_docs(app: Any = None) -> Any:
+    """Remove the FastAPI docs and OpenAPI routes from the runner's ``app``; returns it.
+
+    Why: ``pipecat.runner.run`` creates ``app = FastAPI()`` at import, and FastAPI adds
+    ``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect`` and ``/redoc`` in ``__init__``;
+    the runner has no option to leave them out. They describe every route the runner
+    mounts (transports we do not run included) to anyone who can reach the port.
+    """
+    if app is None:
+        import pipecat.runner.run as run
+
+        app = run.__dict__.get("app")
+        if app is None or not hasattr(app, "router"):
+            raise _missing(run, "app")
+    names = ("openapi_url", "docs_url", "redoc_url", "swagger_ui_oauth2_redirect_url")
+    for name in names:
+        if name not in vars(app):
+            raise _missing(app, name)
+    docs = {vars(app)[name] for name in names if vars(app)[name]}
+    if app.docs_url and app.swagger_ui_oauth2_redirect_url:
+        docs.add(app.swagger_ui_oauth2_redirect_url)
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in docs]
+    for name in names:
+        setattr(app, name, None)
+    app.openapi_schema = None
+    return app
 
 
 # --------------------------------------------------------------------------- shared models

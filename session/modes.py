@@ -52,14 +52,29 @@ async def run_runner_session(
     """
     from pipecat.runner.types import DailyRunnerArguments
 
+    from transports import capacity
+
+    connection = getattr(runner_args, "webrtc_connection", None)
+    # The slot the signalling guard took for this offer (MAX_CONVERSATIONS): held until the
+    # conversation ends, given back at once if the peer never connects.
+    slot = capacity.claim(getattr(connection, "pc_id", None))
+    try:
+        return await _runner_session(runner_args, app, connection, force_local=force_local,
+                                     renderer=renderer, daily=isinstance(runner_args,
+                                                                         DailyRunnerArguments))
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+async def _runner_session(runner_args: Any, app: AppConfig, connection: Any, *, force_local: bool,
+                          renderer: str, daily: bool) -> Transcript | None:
     from transports.guard import wait_for_peer
     from transports.runner import make_transport
 
     rplan = renderer_plan_for(app, renderer)
     if rplan.mode == "transport":
         raise ModeError("--renderer transport runs its own session (the user joins the Tavus room)")
-    daily = isinstance(runner_args, DailyRunnerArguments)
-    connection = getattr(runner_args, "webrtc_connection", None)
     if connection is not None:
         timeout = app.settings.peer_connect_timeout_secs
         if not await wait_for_peer(connection, timeout):

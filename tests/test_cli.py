@@ -378,3 +378,25 @@ def test_outputs_are_checked_before_the_conversation(tmp_path):
                            stdin="Hi\n", env=data),
                    f"--transcript {a_file / 't.json'}: cannot be created: {a_file} is a file")
     assert not (tmp_path / "data").exists()  # refused before a conversation was recorded
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::"])
+def test_a_host_beyond_loopback_needs_a_token_or_insecure_before_anything_starts(host):
+    result = run_bot("--host", host, "--port", "9", timeout=60)  # port 9: nothing binds
+    _just_one_line(result, f"--host {host} is reachable from other machines: set ACCESS_TOKEN")
+    assert "--insecure" in result.stderr
+    assert "Loading" not in result.stdout + result.stderr  # no model was warmed
+
+
+def test_exposure_check_accepts_loopback_a_token_or_insecure(monkeypatch):
+    import bot
+    from session.errors import ModeError
+
+    for host in ("localhost", "127.0.0.1", "::1"):
+        assert bot.check_exposure(["--host", host], insecure=False) is None
+    assert bot.check_exposure([], insecure=False) is None
+    with pytest.raises(ModeError, match="ACCESS_TOKEN"):
+        bot.check_exposure(["--host", "0.0.0.0"], insecure=False)
+    assert bot.check_exposure(["--host", "0.0.0.0"], insecure=True) is None
+    monkeypatch.setenv("ACCESS_TOKEN", "tok-123")
+    assert bot.check_exposure(["--host=0.0.0.0"], insecure=False) == "tok-123"

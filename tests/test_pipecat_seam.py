@@ -431,3 +431,27 @@ def test_runner_logging_and_banner_replace_the_runners_own():
     finally:
         restore()
     assert run._print_startup_message is not shown.append
+
+
+def test_runner_app_without_docs_removes_fastapis_docs_routes():
+    """``pipecat.runner.run.app``: a ``FastAPI()`` made at import, docs routes included."""
+    import pipecat.runner.run as run
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    assert isinstance(run.app, FastAPI), _upgrade("pipecat.runner.run.app")
+    app = FastAPI()  # what the runner makes: the same defaults
+    assert {"/openapi.json", "/docs", "/redoc"} <= {getattr(r, "path", None) for r in app.routes}
+
+    @app.get("/kept")
+    async def kept():
+        return {}
+
+    assert seam.runner_app_without_docs(app) is app
+    client = TestClient(app)
+    for path in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/kept").status_code == 200
+    assert app.openapi_url is None and app.docs_url is None and app.redoc_url is None
+    with pytest.raises(seam.PipecatSeamError):
+        seam.runner_app_without_docs(SimpleNamespace(router=SimpleNamespace(routes=[])))

@@ -323,3 +323,90 @@ async def test_a_provider_error_reaches_the_webrtc_client_without_the_key(tmp_pa
     assert errors and "401" in errors[0]["data"]["error"], (raw[:20], text[-3000:])
     assert secret not in "".join(raw)
     assert secret not in text
+
+
+async def _open_peer(base: str, wav) -> tuple:
+    """An aiortc peer as benchmarks/soak.py's one_session: (peer, player, offer response status,
+    its JSON, its headers); the peer is connected when the answer was 200."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    pc = RTCPeerConnection()
+    player = MediaPlayer(str(wav))
+    pc.addTrack(player.audio)
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/offer", json={
+                "sdp": pc.localDescription.sdp, "type": pc.localDescription.type}) as resp:
+            status, body, headers = resp.status, await resp.json(), dict(resp.headers)
+    if status == 200:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        deadline = time.monotonic() + 20
+        while pc.connectionState != "connected" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    return pc, player, status, body, headers
+
+
+async def _close_peer(pc, player) -> None:
+    await pc.close()
+    if player.audio:
+        player.audio.stop()
+
+
+async def test_a_conversation_beyond_max_conversations_is_busy_503(tmp_path, monkeypatch):
+    """MAX_CONVERSATIONS=1: while one conversation runs a second offer is 503 with a reason
+    and Retry-After (the first goes on), and once it has ended a new one is accepted."""
+    from tests.conftest import running_bot
+
+    monkeypatch.setenv("MAX_CONVERSATIONS", "1")
+    monkeypatch.setenv("PERSONA_DATA_DIR", str(tmp_path / "data"))
+    wav = write_question_wav(tmp_path / "q.wav", "Hello there.", lead_secs=0.5, tail_secs=20.0)
+    with running_bot(tmp_path) as (base, log):
+        first, player, status, _, _ = await _open_peer(base, wav)
+        try:
+            assert status == 200 and first.connectionState == "connected", log.read_text()[-3000:]
+            second, player2, status2, body2, headers2 = await _open_peer(base, wav)
+            await _close_peer(second, player2)
+            assert status2 == 503, (status2, body2)
+            assert "busy" in body2["detail"] and int(headers2["Retry-After"]) >= 1
+            assert first.connectionState == "connected"  # the running one goes on
+        finally:
+            await _close_peer(first, player)
+        ended = re.compile(r"Conversation \S+ ended")
+        deadline = time.monotonic() + 60
+        while not ended.search(log.read_text()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert ended.search(log.read_text()), log.read_text()[-3000:]
+        third, player3, status3, body3, _ = await _open_peer(base, wav)
+        await _close_peer(third, player3)
+        assert status3 == 200, (status3, body3)
+        assert "MAX_CONVERSATIONS): refused" in log.read_text()
+
+
+async def test_docs_are_off_and_a_token_guards_page_and_signalling(tmp_path, monkeypatch):
+    from tests.conftest import running_bot
+
+    monkeypatch.setenv("ACCESS_TOKEN", "e2e-token-42")
+    with running_bot(tmp_path) as (base, log):
+        async with aiohttp.ClientSession() as session:
+            for path in ("/docs", "/redoc", "/openapi.json"):
+                async with session.get(f"{base}{path}?token=e2e-token-42") as resp:
+                    assert resp.status == 404, path
+            for path in ("/", "/page-info"):
+                async with session.get(f"{base}{path}") as resp:
+                    assert resp.status == 401 and "access token" in (await resp.json())["detail"]
+                async with session.get(f"{base}{path}?token=e2e-token-42") as resp:
+                    assert resp.status == 200, path
+            async with session.get(f"{base}/local.js") as resp:
+                assert resp.status == 200
+            async with session.post(f"{base}/api/offer", json={"sdp": "v=0\r\n", "type": "offer"}) as resp:
+                assert resp.status == 401
+            async with session.get(f"{base}/status", headers={"X-Access-Token": "e2e-token-42"}) as resp:
+                assert (await resp.json())["transports"] == ["webrtc"]  # only what we serve
+            async with session.get(f"{base}/ws-client?token=e2e-token-42") as resp:
+                assert resp.status == 404
+        text = log.read_text()
+        assert "?token=e2e-token-42" in text  # the banner's URL carries it
+        requests = [line for line in text.splitlines() if '"GET /' in line]
+        leaked = [line for line in requests if "e2e-token-42" in line]
+        assert requests and not leaked, leaked  # the access log does not show it

@@ -6,17 +6,28 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
+from transports import capacity
+from transports.capacity import Capacity, default_max_conversations
 from transports.guard import MAX_BODY_BYTES, OfferLimiter, SignallingGuard
 
 
-def app_with_guard(per_minute: int = 10) -> tuple[TestClient, list]:
+def app_with_guard(per_minute: int = 10, *, token: str | None = None,
+                   slots: Capacity | None = None, conversation=None) -> tuple[TestClient, list]:
+    """The guard in front of stand-ins for the runner's routes. ``conversation(slot)``
+    stands in for the bot session the runner starts from an answered offer."""
     reached: list = []
     app = FastAPI()
 
     @app.post("/api/offer")
     async def offer(request: Request):
         reached.append(("offer", await request.json()))
+        if conversation is not None:
+            conversation(capacity.claim(f"pc-{len(reached)}"))
         return {"sdp": "v=0 answer", "type": "answer", "pc_id": "x"}
+
+    @app.get("/")
+    async def page():
+        return {}
 
     @app.post("/start")
     async def start(request: Request):
@@ -33,7 +44,8 @@ def app_with_guard(per_minute: int = 10) -> tuple[TestClient, list]:
     async def info():
         return {}
 
-    app.add_middleware(SignallingGuard, offers_per_minute=per_minute)
+    app.add_middleware(SignallingGuard, offers_per_minute=per_minute, access_token=token,
+                       capacity=slots if slots is not None else Capacity())
     return TestClient(app), reached
 
 
@@ -99,3 +111,110 @@ def test_the_bucket_refills_and_is_per_address():
     now[0] += 5.0
     assert limiter.take("a") == 0
     assert limiter.take("a") > 0
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def test_offers_beyond_max_conversations_are_503_and_running_ones_keep_their_slots():
+    slots = Capacity(limit=2)
+    running: list = []  # the conversations the stand-in runner started (their slots)
+    client, reached = app_with_guard(per_minute=60, slots=slots, conversation=running.append)
+    assert [client.post("/api/offer", json=OFFER).status_code for _ in range(2)] == [200, 200]
+    assert slots.in_use == 2 and all(s is not None and s.claimed for s in running)
+    busy = client.post("/api/offer", json=OFFER)
+    assert busy.status_code == 503
+    assert int(busy.headers["retry-after"]) >= 1
+    assert "busy" in busy.json()["detail"] and "MAX_CONVERSATIONS" in busy.json()["detail"]
+    assert client.post("/start", json={}).status_code == 503  # told before it offers
+    assert len(reached) == 2  # the runner never saw the extra offer
+    assert slots.in_use == 2 and not any(s.released for s in running)  # the two go on
+    # A renegotiation of a running conversation's peer is not a new conversation.
+    again = client.post("/api/offer", json={**OFFER, "pc_id": running[0].pc_id})
+    assert again.status_code == 200 and slots.in_use == 2
+    running[0].release()  # the first conversation ends
+    assert client.post("/api/offer", json=OFFER).status_code == 200
+    assert slots.in_use == 2
+
+
+def test_a_refused_or_unclaimed_offer_gives_its_slot_back():
+    now = [0.0]
+    slots = Capacity(limit=1, clock=lambda: now[0])
+    app = FastAPI()
+
+    @app.post("/api/offer")
+    async def offer(request: Request):
+        if (await request.json()).get("fail"):
+            from fastapi import HTTPException
+
+            raise HTTPException(500)
+        return {"sdp": "v=0 answer", "type": "answer"}  # answered, no conversation claims it
+
+    app.add_middleware(SignallingGuard, offers_per_minute=60, capacity=slots)
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.post("/api/offer", json={**OFFER, "fail": True}).status_code == 500
+    assert slots.in_use == 0  # the runner failed: nothing is running
+    assert client.post("/api/offer", json=OFFER).status_code == 200
+    assert slots.in_use == 1  # answered: a conversation may still claim it ...
+    assert client.post("/api/offer", json=OFFER).status_code == 503
+    now[0] += capacity.UNCLAIMED_GRACE_SECS
+    assert slots.in_use == 0  # ... but none did within the grace
+    assert client.post("/api/offer", json=OFFER).status_code == 200
+
+
+@pytest.mark.parametrize("engines, cores, expected", [
+    (("llama-local", "whisper"), 2, 1), (("llama-local", "whisper"), 1, 1),
+    (("llama-local", "whisper"), 8, 4), (("openai", "whisper"), 2, 1),
+    (("openai", "deepgram"), 2, 4), (("openai", "deepgram"), 1, 2),
+])
+def test_the_default_capacity_follows_the_engines_and_cores(engines, cores, expected):
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(llm=SimpleNamespace(engine=engines[0]),
+                           stt=SimpleNamespace(engine=engines[1]))
+    assert default_max_conversations(plan, cores) == expected
+
+
+# --------------------------------------------------------------------------- access token
+
+
+@pytest.mark.parametrize("how", ["query", "header", "bearer"])
+def test_with_a_token_the_page_and_signalling_need_it(how):
+    client, reached = app_with_guard(token="s3cret-token")
+    for path in ("/", "/page-info"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and "access token" in refused.json()["detail"]
+    assert client.post("/api/offer", json=OFFER).status_code == 401
+    assert client.post("/api/offer?token=wrong", json=OFFER).status_code == 401
+    assert client.post("/start", json={}, headers={"x-access-token": "s3cret-toke"}).status_code == 401
+    assert reached == []
+    kwargs = {"query": {"params": {"token": "s3cret-token"}},
+              "header": {"headers": {"X-Access-Token": "s3cret-token"}},
+              "bearer": {"headers": {"Authorization": "Bearer s3cret-token"}}}[how]
+    assert client.get("/page-info", **kwargs).status_code == 200
+    assert client.get("/", **kwargs).status_code == 200
+    assert client.post("/api/offer", json=OFFER, **kwargs).status_code == 200
+    assert len(reached) == 1
+
+
+def test_without_a_token_nothing_asks_for_one_and_unserved_transports_are_404():
+    client, _ = app_with_guard()
+    assert client.get("/page-info").status_code == 200
+    for path in ("/ws", "/ws-client", "/daily", "/daily-dialin-webhook"):
+        assert client.get(path).status_code == 404
+    assert client.post("/", json={}).status_code == 404  # the runner's telephony webhook
+
+
+def test_the_token_is_taken_out_of_the_query_the_server_logs():
+    seen: list = []
+    app = FastAPI()
+
+    @app.get("/page-info")
+    async def info(request: Request):
+        seen.append(request.url.query)
+        return {}
+
+    app.add_middleware(SignallingGuard, offers_per_minute=10, access_token="tok",
+                       capacity=Capacity())
+    assert TestClient(app).get("/page-info?ec=0&token=tok").status_code == 200
+    assert seen == ["ec=0"]

@@ -15,11 +15,20 @@ Two parts, both in front of the development runner's routes (``python bot.py``):
   conversation. A junk offer (``{"sdp": "v=0\\r\\n", "type": "offer"}`` is answered by
   aiortc) never connects, so it costs an answer and a closed peer connection, not a
   pipeline with its models, and no conversation record.
+
+The guard also enforces the process's capacity (:mod:`transports.capacity`): an offer
+beyond ``MAX_CONVERSATIONS`` (and a ``/start`` then) is ``503`` with ``Retry-After`` and
+a reason, before the runner sees it. With an access token (``ACCESS_TOKEN``; required to
+bind beyond loopback) every request but ``/local.js`` must carry it (``?token=``, an
+``X-Access-Token`` header or ``Authorization: Bearer``), else ``401``. The routes of the
+runner's transports this server does not run (WebSocket, telephony, Daily webhooks) are
+``404``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
 import time
@@ -28,8 +37,13 @@ from typing import Any
 
 from loguru import logger
 
+from transports import capacity as capacity_registry
+
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few KB; a /start body a few hundred bytes
 SIGNALLING_PATHS = ("/api/offer", "/start")
+# The runner's routes for transports this server does not run (it serves WebRTC).
+UNSERVED_PATHS = ("/ws", "/ws-client", "/daily", "/daily-dialin-webhook")
+OPEN_PATHS = ("/local.js",)  # served without the access token: static code, no data
 
 
 class OfferLimiter:
@@ -63,17 +77,71 @@ def _is_signalling(path: str) -> bool:
     return path in SIGNALLING_PATHS or (path.startswith("/sessions/") and path.endswith("/api/offer"))
 
 
-class SignallingGuard:
-    """ASGI middleware: rate, size and shape of signalling requests (see the module)."""
+def _is_unserved(path: str, method: str | None) -> bool:
+    if path == "/" and method == "POST":  # the runner's telephony webhook
+        return True
+    return any(path == p or path.startswith(p + "/") for p in UNSERVED_PATHS)
 
-    def __init__(self, app: Any, *, offers_per_minute: int, transports: tuple[str, ...] = ("webrtc",)):
+
+def request_token(scope: dict) -> str | None:
+    """The access token a request carries: ``?token=``, ``X-Access-Token`` or a bearer."""
+    from urllib.parse import parse_qs
+
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    if headers.get("x-access-token"):
+        return headers["x-access-token"]
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return (query.get("token") or [None])[0]
+
+
+def _drop_token_from_query(scope: dict) -> None:
+    """Remove ``token=`` from the request's query, in the scope the server logs from."""
+    from urllib.parse import parse_qsl, urlencode
+
+    raw = scope.get("query_string", b"")
+    if b"token=" not in raw:
+        return
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class SignallingGuard:
+    """ASGI middleware: access token, capacity, rate, size and shape of signalling requests
+    (see the module)."""
+
+    def __init__(self, app: Any, *, offers_per_minute: int, transports: tuple[str, ...] = ("webrtc",),
+                 access_token: str | None = None,
+                 capacity: capacity_registry.Capacity | None = None):
         self.app = app
         self.limiter = OfferLimiter(offers_per_minute)
         self.transports = transports
+        self.access_token = access_token
+        self.capacity = capacity if capacity is not None else capacity_registry.conversations
         self._warned: dict[str, float] = {}  # address -> when its refusal was last logged
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or not _is_signalling(scope["path"]):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope.get("method")
+        given = request_token(scope)
+        _drop_token_from_query(scope)  # the server's access log shows the query: not the token
+        if scope["type"] == "websocket" or _is_unserved(path, method):
+            await _refuse(scope, send, 404, "not served here (this server runs the WebRTC page)")
+            return
+        if self.access_token and path not in OPEN_PATHS and not token_matches(
+                given, self.access_token):
+            await _reply(send, 401, "an access token is required: open the URL with ?token=... "
+                         "that the bot printed at start-up")
+            return
+        if method != "POST" or not _is_signalling(path):
             await self.app(scope, receive, send)
             return
         address = (scope.get("client") or ("unknown", 0))[0]
@@ -96,7 +164,45 @@ class SignallingGuard:
             logger.warning(f"Signalling: {scope['path']} from {address} refused: {problem}")
             await _reply(send, 400, problem)
             return
-        await self.app(scope, _replay(body, receive), send)
+        if not path.endswith("/api/offer") or self._renegotiation(body):
+            if path == "/start" and self.capacity.full():
+                await self._busy(send, address)
+                return
+            await self.app(scope, _replay(body, receive), send)
+            return
+        slot = self.capacity.reserve()
+        if slot is None:
+            await self._busy(send, address)
+            return
+        status: list[int] = []
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        token = capacity_registry.enter(slot)
+        try:
+            await self.app(scope, _replay(body, receive), watch)
+        finally:
+            capacity_registry.leave(token)
+            self.capacity.settle(slot, answered=bool(status) and 200 <= status[0] < 300)
+
+    def _renegotiation(self, body: bytes) -> bool:
+        """An offer for the peer of a running conversation (its slot is already counted)."""
+        try:
+            return self.capacity.holds_peer(json.loads(body).get("pc_id"))
+        except (ValueError, AttributeError):
+            return False
+
+    async def _busy(self, send: Any, address: str) -> None:
+        limit = self.capacity.limit
+        logger.warning(f"Signalling: busy ({limit} conversation{'s' if limit != 1 else ''} "
+                       f"running, MAX_CONVERSATIONS): refused a session from {address}")
+        retry = capacity_registry.RETRY_AFTER_SECS
+        await _reply(send, 503, f"busy: this machine is already running its {limit} "
+                     f"conversation{'s' if limit != 1 else ''} at once (MAX_CONVERSATIONS); "
+                     f"try again in {retry} s", {"retry-after": str(retry)})
 
     def _problem(self, path: str, body: bytes) -> str | None:
         try:
@@ -157,10 +263,21 @@ async def _reply(send: Any, status: int, detail: str, headers: dict[str, str] | 
     await send({"type": "http.response.body", "body": payload})
 
 
-def install_signalling_guard(app: Any, *, offers_per_minute: int, daily: bool = False) -> None:
+async def _refuse(scope: dict, send: Any, status: int, detail: str) -> None:
+    if scope["type"] == "websocket":  # closed before it is accepted: a 403 to the client
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await _reply(send, status, detail)
+
+
+def install_signalling_guard(app: Any, *, offers_per_minute: int, daily: bool = False,
+                             access_token: str | None = None,
+                             max_conversations: int | None = None) -> None:
     """Put :class:`SignallingGuard` in front of the runner's ``app`` (before it starts)."""
+    capacity_registry.set_limit(max_conversations)
     app.add_middleware(SignallingGuard, offers_per_minute=offers_per_minute,
-                       transports=("webrtc", "daily") if daily else ("webrtc",))
+                       transports=("webrtc", "daily") if daily else ("webrtc",),
+                       access_token=access_token)
 
 
 async def wait_for_peer(connection: Any, timeout: float) -> bool:

@@ -21,6 +21,11 @@ let timers = [];
 // human recordings 17 % -> 24 % word error rate). ?ec=0&ns=1&agc=1 switch each one.
 const QUERY = new URLSearchParams(location.search);
 const flag = (name, fallback) => (QUERY.has(name) ? !["0", "false", "off"].includes(QUERY.get(name)) : fallback);
+// The access token the bot printed with its URL (?token=...; needed when it listens beyond
+// this machine): sent with every request to this server.
+const TOKEN = QUERY.get("token");
+const authHeaders = () => (TOKEN ? { "X-Access-Token": TOKEN } : {});
+
 const AUDIO_CONSTRAINTS = {
   echoCancellation: flag("ec", true),
   noiseSuppression: flag("ns", false),
@@ -84,7 +89,7 @@ function idleState() {
 
 async function loadPageInfo() {
   try {
-    const response = await fetch("/page-info");
+    const response = await fetch("/page-info", { headers: authHeaders() });
     const info = response.ok ? await response.json() : {};
     if (info.persona_name) personaName = info.persona_name;
     if (info.greets === false) greets = false;
@@ -113,6 +118,27 @@ const latencies = []; // [{seconds, stages}]
 function log(line) {
   $("log").textContent += `${new Date().toLocaleTimeString()} ${line}\n`;
   $("log").scrollTop = $("log").scrollHeight;
+}
+
+// Why the last connection attempt failed (the server's one-line reason: busy, a token
+// needed, ...), shown until the next Connect.
+function showProblem(text) {
+  const problem = $("problem");
+  problem.textContent = text || "";
+  problem.hidden = !text;
+}
+
+async function refusal(response) {
+  let detail = "";
+  try { detail = (await response.json()).detail || ""; } catch { /* not JSON */ }
+  if (typeof detail !== "string") detail = JSON.stringify(detail);
+  if (response.status === 503) {
+    const wait = response.headers.get("Retry-After");
+    return `${personaName} is busy with other conversations right now. Please try again` +
+      (wait ? ` in about ${wait} seconds.` : " in a little while.") + (detail ? ` (${detail})` : "");
+  }
+  if (response.status === 401) return `This page needs the link with its access token. (${detail})`;
+  return `Could not connect: ${detail || `HTTP ${response.status}`}`;
 }
 
 function setStatus(text) {
@@ -484,6 +510,7 @@ function fillTemplate() {
 // ------------------------------------------------------------------ connection
 
 async function connect() {
+  showProblem("");
   $("connect").disabled = true;
   setStatus("Connecting");
   setState("connecting");
@@ -527,10 +554,17 @@ async function connect() {
     await waitForIce(pc);
     const response = await fetch("/api/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...authHeaders() },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
     });
-    if (!response.ok) throw new Error(`offer rejected: HTTP ${response.status}`);
+    if (!response.ok) {
+      const reason = await refusal(response);
+      log(`offer refused: HTTP ${response.status}: ${reason}`);
+      disconnect();
+      showProblem(reason);
+      $("hint").textContent = reason;
+      return;
+    }
     const answer = await response.json();
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
     watchBotAudio();
@@ -540,6 +574,7 @@ async function connect() {
   } catch (err) {
     log(`error: ${err.message || err}`);
     disconnect();
+    showProblem(`Could not connect: ${err.message || err}`);
   }
 }
 
