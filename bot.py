@@ -140,20 +140,20 @@ def run(argv: list[str]) -> int:
     if daily or known.renderer == "transport":
         return launch.run_conversation(known, daily)
     access_token = check_exposure(argv, known.insecure)  # before anything loads or binds
-    summary = launch.prepare_server(known)
+    app = launch.load_app(known)  # once: its warnings print once, a Tavus persona is fetched once
+    summary = launch.prepare(app, known)
     from pipecat.runner.run import app as runner_app
     from pipecat.runner.run import main as runner_main
 
     from config.logging import add_stderr_sink
-    from config.settings import Settings
     from services.pipecat_seam import runner_app_without_docs, runner_banner, runner_logging
     from transports.guard import install_signalling_guard
     from web import mount_local_page
 
-    settings = Settings.from_env()
-    limit = max_conversations(known, settings)
+    settings = app.settings
+    limit = max_conversations(app, known.local, settings)
     runner_app_without_docs(runner_app)
-    mount_local_page(describe=lambda: launch.load_app(known))
+    mount_local_page(describe=lambda: app)
     install_signalling_guard(runner_app, offers_per_minute=settings.offers_per_minute,
                              access_token=access_token, max_conversations=limit)
     runner_logging(add_stderr_sink)  # the runner's sink at our level, not DEBUG
@@ -180,7 +180,7 @@ def run(argv: list[str]) -> int:
     finally:
         from conversation.lifecycle import drain_callbacks
 
-        drain_callbacks(Settings.from_env(), timeout=3)
+        drain_callbacks(settings, timeout=3)
     fast_exit(0)
     return 0
 
@@ -209,15 +209,14 @@ def check_exposure(argv: list[str], insecure: bool) -> str | None:
                     "(the page and signalling then require it) or pass --insecure")
 
 
-def max_conversations(known: argparse.Namespace, settings) -> int:
+def max_conversations(app, force_local: bool, settings) -> int:
     """MAX_CONVERSATIONS, or the machine's default for the engines that will run."""
     if settings.max_conversations:
         return settings.max_conversations
-    from session import launch
     from session.owner import plan_for
     from transports.capacity import default_max_conversations
 
-    return default_max_conversations(plan_for(launch.load_app(known), known.local))
+    return default_max_conversations(plan_for(app, force_local))
 
 
 def fast_exit(code: int) -> None:

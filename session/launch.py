@@ -303,13 +303,6 @@ def run_conversation(args: argparse.Namespace, daily: bool) -> int:
         drain_callbacks(app.settings, app.settings.callback_timeout_secs)
 
 
-def prepare_server(args: argparse.Namespace) -> list[str]:
-    """Validate the configuration and warm the embedded models before the runner starts.
-
-    Returns the banner's summary lines."""
-    return prepare(load_app(args), args)
-
-
 def end_conversations_on_exit_signal() -> None:
     """Ctrl-C / SIGTERM of the local server ends every live conversation at once.
 
