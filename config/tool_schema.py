@@ -149,26 +149,28 @@ def schema_problems(schema: Any) -> list[FieldProblem]:
     return problems + _Walk(schema).problems
 
 
-def _size_problems(schema: Any) -> list[FieldProblem]:
-    stack = [(schema, 1)]
-    nodes = 0
+def _json_values(value: Any):
+    """Every JSON value in ``value`` with its depth (1 at the top), without recursion; a
+    container's children come only after it is yielded, so stopping early walks no further."""
+    stack = [(value, 1)]
     while stack:
-        value, depth = stack.pop()
-        nodes += 1
+        node, depth = stack.pop()
+        yield node, depth
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+
+
+def _size_problems(schema: Any) -> list[FieldProblem]:
+    for nodes, (value, depth) in enumerate(_json_values(schema), start=1):
         if nodes > MAX_SCHEMA_NODES:
             return [FieldProblem((), f"has more than {MAX_SCHEMA_NODES} JSON values; a tool "
                                      f"schema may have at most {MAX_SCHEMA_NODES}")]
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > MAX_SCHEMA_DEPTH:
+        if isinstance(value, dict | list) and depth > MAX_SCHEMA_DEPTH:
             return [FieldProblem((), f"is nested more than {MAX_SCHEMA_DEPTH} levels deep "
                                      f"(objects and arrays); a tool schema may nest at most "
                                      f"{MAX_SCHEMA_DEPTH}")]
-        stack.extend((child, depth + 1) for child in children)
     return []
 
 
@@ -435,18 +437,9 @@ def safe_validator(schema: Any) -> Any:
 
 
 def _argument_problem(arguments: Any) -> str | None:
-    stack = [(arguments, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > MAX_ARGUMENT_DEPTH:
+    for value, depth in _json_values(arguments):
+        if isinstance(value, dict | list) and depth > MAX_ARGUMENT_DEPTH:
             return f"nested more than {MAX_ARGUMENT_DEPTH} levels deep"
-        stack.extend((child, depth + 1) for child in children)
     size = len(json.dumps(arguments, ensure_ascii=False).encode("utf-8"))
     if size > MAX_ARGUMENT_BYTES:
         return f"{size} bytes of JSON; at most {MAX_ARGUMENT_BYTES}"
