@@ -93,6 +93,23 @@ def running_bot(tmp_path: Path, *args: str):
             proc.kill()
 
 
+@contextlib.contextmanager
+def running_llama_server(n_ctx: int):
+    """A real embedded llama.cpp server (2 threads, context ``n_ctx``), ready, until the
+    block ends (a small context keeps real-model tests cheap)."""
+    import asyncio
+
+    from services.local.llama_server import LlamaServer
+    from services.local.models import llm_gguf
+
+    server = LlamaServer(llm_gguf(), threads=2, n_ctx=n_ctx)
+    try:
+        asyncio.run(server.wait_ready(timeout=120))
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def bot_server(tmp_path):
     """`python bot.py --port N` as a user starts it; yields (base URL, log)."""

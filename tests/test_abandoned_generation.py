@@ -15,6 +15,8 @@ generating at the next token. These tests assert that state on the real server, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +24,7 @@ import pytest
 from conversation.lifecycle import PARTICIPANT_LEFT
 from services import llm as llm_factory
 from services.local.llama_server import LlamaServer
-from services.local.models import llm_gguf
+from tests.conftest import running_llama_server
 from tests.harness import Harness
 
 # A reply that would take well over a hundred tokens (llama.cpp's min_tokens), so it is
@@ -36,12 +38,8 @@ DROPPED = "Disconnected from client"
 
 @pytest.fixture(scope="module")
 def llama():
-    server = LlamaServer(llm_gguf(), threads=2, n_ctx=512)
-    try:
-        asyncio.run(server.wait_ready(timeout=120))
+    with running_llama_server(n_ctx=512) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def dropped(server: LlamaServer) -> int:
@@ -67,25 +65,29 @@ async def completion_tokens(server: LlamaServer, max_tokens: int) -> tuple[int, 
     return data["usage"]["completion_tokens"], data["choices"][0]["finish_reason"]
 
 
-async def leave_at_the_first_words(harness: Harness) -> list[int]:
-    """Ask for a long reply; at its first words the participant leaves. The LLM text frames
-    pushed are counted (a list of one count)."""
+async def at_the_first_words(harness: Harness, act: Callable[[], Awaitable[Any]]) -> list[int]:
+    """Ask for a long reply; at its first words, ``act()`` (leave, interrupt). The LLM text
+    frames pushed are counted (a list of one count)."""
     from pipecat.frames.frames import LLMTextFrame
 
     llm = harness.session.services.llm
     pushed = [0]
 
     @llm.event_handler("on_after_push_frame")
-    async def _leave(_llm, frame):
+    async def _act(_llm, frame):
         if isinstance(frame, LLMTextFrame):
             pushed[0] += 1
             if pushed[0] == 1:
-                asyncio.get_running_loop().create_task(
-                    harness.session.lifecycle.participant_left())
+                asyncio.get_running_loop().create_task(act())
 
     await harness.send({"event_type": "conversation.respond",
                         "properties": {"text": "Tell me a long story about the old ships."}})
     return pushed
+
+
+async def leave_at_the_first_words(harness: Harness) -> list[int]:
+    """The participant leaves at a long reply's first words."""
+    return await at_the_first_words(harness, harness.session.lifecycle.participant_left)
 
 
 async def test_a_reply_nobody_will_hear_is_aborted_at_the_server_and_the_next_session_finds_it_idle(
@@ -128,26 +130,13 @@ async def test_an_interrupted_reply_is_aborted_at_the_server_and_the_conversatio
     """``conversation.interrupt`` at a long reply's first words: Pipecat cancels the LLM's
     work, the stream is closed, the server drops the generation; the next question is
     answered on the same (idle) server."""
-    from pipecat.frames.frames import LLMTextFrame
-
     monkeypatch.setattr(llm_factory, "local_llm_server", lambda settings: llama)
     before = dropped(llama)
     harness = Harness(tmp_path)
     try:
         await harness.start(persona=LONG, force_local=True)
-        llm = harness.session.services.llm
-        pushed = [0]
-
-        @llm.event_handler("on_after_push_frame")
-        async def _interrupt(_llm, frame):
-            if isinstance(frame, LLMTextFrame):
-                pushed[0] += 1
-                if pushed[0] == 1:
-                    asyncio.get_running_loop().create_task(
-                        harness.send({"event_type": "conversation.interrupt"}))
-
-        await harness.send({"event_type": "conversation.respond",
-                            "properties": {"text": "Tell me a long story about the old ships."}})
+        pushed = await at_the_first_words(
+            harness, lambda: harness.send({"event_type": "conversation.interrupt"}))
         assert await until(lambda: dropped(llama) == before + 1, 120)
         assert 1 <= pushed[0] < 200  # far fewer than the 200 tokens it had to generate
         assert not harness.task.done()  # the conversation goes on

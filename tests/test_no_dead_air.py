@@ -25,8 +25,7 @@ from loguru import logger
 
 from pipeline.reply_guard import APOLOGY
 from services import llm as llm_factory
-from services.local.llama_server import LlamaServer
-from services.local.models import llm_gguf
+from tests.conftest import running_llama_server
 from tests.harness import Harness
 
 PERSONA = {"persona_name": "Ava",
@@ -38,12 +37,8 @@ APPENDED = ("The museum opens at nine in the morning and closes at five in the e
 @pytest.fixture(scope="module")
 def llama():
     """A real llama.cpp server for this module's conversations."""
-    server = LlamaServer(llm_gguf(), threads=2, n_ctx=1024)
-    try:
-        asyncio.run(server.wait_ready(timeout=120))
+    with running_llama_server(n_ctx=1024) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
     player = MediaPlayer(str(wav))
     pc.addTrack(player.audio)
     received: list[tuple[float, float]] = []  # (monotonic time, rms)
-    utterances = _utterances(pc.createDataChannel("chat"))
+    utterances = _events(pc.createDataChannel("chat"), "conversation.utterance")
 
     @pc.on("track")
     def on_track(track):
@@ -120,8 +120,9 @@ async def test_webrtc_client_hears_a_spoken_answer(bot_server, tmp_path):
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
 
 
-def _utterances(channel) -> list[dict]:
-    """The ``conversation.utterance`` events arriving on ``channel``, as a live list."""
+def _events(channel, event_type: str | None = None) -> list[dict]:
+    """The interactions events (of ``event_type``, or all) arriving on ``channel``, as a
+    live list."""
     import json
 
     found: list[dict] = []
@@ -132,7 +133,8 @@ def _utterances(channel) -> list[dict]:
             message = json.loads(data)
         except ValueError:
             return
-        if isinstance(message, dict) and message.get("event_type") == "conversation.utterance":
+        if isinstance(message, dict) and "event_type" in message and (
+                event_type is None or message["event_type"] == event_type):
             found.append(message)
 
     return found
@@ -193,21 +195,12 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
     player = MediaPlayer(str(silence))
     pc.addTrack(player.audio)
     channel = pc.createDataChannel("chat")
-    received: list[dict] = []
+    received = _events(channel)
     opened = asyncio.Event()
 
     @channel.on("open")
     def on_open():
         opened.set()
-
-    @channel.on("message")
-    def on_message(data):
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(message, dict) and "event_type" in message:
-            received.append(message)
 
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as session:
