@@ -159,12 +159,13 @@ class SignallingGuard:
         if not complete:
             await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
             return
-        problem = self._problem(scope["path"], body)
+        problem, data = self._checked(scope["path"], body)
         if problem:
             logger.warning(f"Signalling: {scope['path']} from {address} refused: {problem}")
             await _reply(send, 400, problem)
             return
-        if not path.endswith("/api/offer") or self._renegotiation(body):
+        if not path.endswith("/api/offer") or self.capacity.holds_peer(data.get("pc_id")):
+            # (an offer for the peer of a running conversation: its slot is already counted)
             if path == "/start" and self.capacity.full():
                 await self._busy(send, address)
                 return
@@ -188,13 +189,6 @@ class SignallingGuard:
             capacity_registry.leave(token)
             self.capacity.settle(slot, answered=bool(status) and 200 <= status[0] < 300)
 
-    def _renegotiation(self, body: bytes) -> bool:
-        """An offer for the peer of a running conversation (its slot is already counted)."""
-        try:
-            return self.capacity.holds_peer(json.loads(body).get("pc_id"))
-        except (ValueError, AttributeError):
-            return False
-
     async def _busy(self, send: Any, address: str) -> None:
         limit = self.capacity.limit
         logger.warning(f"Signalling: busy ({limit} conversation{'s' if limit != 1 else ''} "
@@ -204,13 +198,17 @@ class SignallingGuard:
                      f"conversation{'s' if limit != 1 else ''} at once (MAX_CONVERSATIONS); "
                      f"try again in {retry} s", {"retry-after": str(retry)})
 
-    def _problem(self, path: str, body: bytes) -> str | None:
+    def _checked(self, path: str, body: bytes) -> tuple[str | None, dict]:
+        """What is wrong with a signalling body (None: nothing), and the body parsed."""
         try:
             data = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
-            return "the body must be JSON"
+            return "the body must be JSON", {}
         if not isinstance(data, dict):
-            return "the body must be a JSON object"
+            return "the body must be a JSON object", {}
+        return self._problem(path, data), data
+
+    def _problem(self, path: str, data: dict) -> str | None:
         if path == "/start":
             transport = data.get("transport") or ("daily" if data.get("createDailyRoom") else None)
             if transport is not None and transport not in self.transports:
