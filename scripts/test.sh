@@ -18,10 +18,22 @@ if { ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; } && [ "$
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; } \
     || echo "Could not install espeak-ng/sox: the browser test will be skipped" >&2
 fi
-if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
-  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund) \
-    || echo "Could not install playwright-core: the browser test will be skipped" >&2
+# Test-only npm packages (tests/browser/package.json): installed again when the lock changes.
+npm_want="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
+if command -v npm >/dev/null 2>&1 \
+    && [ "$(cat tests/browser/node_modules/.installed 2>/dev/null)" != "$npm_want" ]; then
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund \
+    && echo "$npm_want" > node_modules/.installed) \
+    || echo "Could not install the test npm packages: the browser and client-contract tests will be skipped" >&2
 fi
+# Tavus's Python client (tavus-cli) drives the bot in tests/test_tavus_clients.py: its wheel only
+# (its CLI's dependencies are not needed for the module the test imports).
+TAVUS_CLI_WHEEL=".venv/test-packages/tavus_cli-0.11.0-py3-none-any.whl"
+if [ ! -f "$TAVUS_CLI_WHEEL" ]; then
+  .venv/bin/python -m pip download --quiet --no-deps tavus-cli==0.11.0 -d .venv/test-packages \
+    || echo "Could not download tavus-cli: its client test will be skipped" >&2
+fi
+export TAVUS_CLI_WHEEL
 # In CI the browser test must run, not skip.
 if [ "${CI:-}" = "true" ]; then
   export REQUIRE_BROWSER=1
