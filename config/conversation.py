@@ -59,6 +59,8 @@ class ConversationProperties(ConfigModel):
     recording_s3_bucket_name: str | None = None
     recording_s3_bucket_region: str | None = None
     aws_assume_role_arn: str | None = None
+    # Our addition: overrides the persona's layers.llm.local_tool_call_events for this call.
+    local_tool_call_events: Literal["local", "tool_call", "none"] | None = None
 
     @field_validator("language")
     @classmethod

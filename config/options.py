@@ -19,6 +19,7 @@ resolved value and never re-derives a default. Where each option is realised:
 | ``custom_greeting`` / ``greet`` | conversation ``custom_greeting``; ``--no-greeting`` | ``session/builder.py`` (``greeting_frames``) |
 | ``language`` | conversation ``properties.language`` (english) | ``services/language.py`` and the STT/TTS factories |
 | ``closed_captions`` | conversation ``properties.enable_closed_captions`` | ``pipeline/interactions/`` |
+| ``local_tool_call_events`` | conversation ``properties.local_tool_call_events``, else ``layers.llm.local_tool_call_events`` (local) | ``pipeline/interactions/processor.py`` |
 
 Fields with no default to resolve (the request model's own defaults are final), or that
 configure an engine or the prompt, are read where they act, not copied here:
@@ -78,6 +79,7 @@ class ConversationOptions:
     greet: bool = True
     language: str = "english"
     closed_captions: bool = False
+    local_tool_call_events: str = "local"
 
     @property
     def echo(self) -> bool:
@@ -106,4 +108,6 @@ class ConversationOptions:
             greet=greet,
             language=props.language,
             closed_captions=props.enable_closed_captions,
+            local_tool_call_events=(props.local_tool_call_events
+                                    or persona.layers.llm.local_tool_call_events or "local"),
         )

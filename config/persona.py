@@ -147,6 +147,11 @@ class LLMLayer(ConfigModel):
     api_key: str | None = None
     speculative_inference: bool = True
     tools: list[Tool] = Field(default_factory=list)
+    # Our addition (Tavus runs no tool in the bot): how a call of a tool the bot runs itself
+    # (tools/) is announced to the room. "local": as conversation.local_tool_call (default);
+    # "tool_call": as conversation.tool_call, Tavus's shape, for front ends that only show
+    # calls (one that executes every tool_call would repeat the side effect); "none": not at all.
+    local_tool_call_events: Literal["local", "tool_call", "none"] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     default_query: dict[str, str] = Field(default_factory=dict)

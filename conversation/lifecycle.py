@@ -127,6 +127,7 @@ class ConversationLifecycle:
     persona_source: str = ""
     transport: str = ""
     replica_id: str | None = None
+    tavus_conversation_id: str | None = None  # the Tavus replica's conversation, if any
     system_prompt: str | None = None
     shutdown_reason: str | None = None
     _opened: bool = False
@@ -143,15 +144,19 @@ class ConversationLifecycle:
 
     # ------------------------------------------------------------------ start
 
-    def open(self, conversation_id: str | None = None, *, system_prompt: str | None = None) -> None:
+    def open(self, conversation_id: str | None = None, *, tavus_conversation_id: str | None = None,
+             system_prompt: str | None = None) -> None:
         """Create the record (status active) and start the absent and duration timers.
 
-        ``conversation_id``: the Tavus conversation's, when there is one (so the protocol and
-        the records agree); ``system_prompt``: sent with the transcript at the end.
+        ``conversation_id``: the id the conversation goes by from now on, when it is not the
+        one it was made with (the Tavus conversation's, when the user joins Tavus's room);
+        ``tavus_conversation_id``: the Tavus replica's conversation, recorded beside it;
+        ``system_prompt``: sent with the transcript at the end.
         """
         if self._opened:
             return
         self.conversation_id = conversation_id or self.conversation_id
+        self.tavus_conversation_id = tavus_conversation_id or self.tavus_conversation_id
         self.system_prompt = system_prompt or self.system_prompt
         self._create_record()
         props = self.conversation.properties
@@ -169,6 +174,7 @@ class ConversationLifecycle:
             persona_id=self.persona.persona_id or self.conversation.persona_id,
             persona_source=self.persona_source,
             replica_id=self.replica_id,
+            tavus_conversation_id=self.tavus_conversation_id,
             callback_url=self.callback_url,
             transport=self.transport,
             language=self.conversation.properties.language,

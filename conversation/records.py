@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     language TEXT,
     properties TEXT,
     host TEXT,
-    pid INTEGER
+    pid INTEGER,
+    tavus_conversation_id TEXT
 );
 CREATE TABLE IF NOT EXISTS transcript (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +99,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
 """
+
+
+# Columns added after the first release: ALTER TABLE on a database that lacks them.
+_ADDED_COLUMNS = (("tavus_conversation_id", "TEXT"),)
 
 
 def _storable(value: Any) -> Any:
@@ -204,7 +209,12 @@ class ConversationStore:
         return conn
 
     def _init(self) -> None:
-        self._conn().executescript(_SCHEMA)
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
+        for column, kind in _ADDED_COLUMNS:  # a database written by an older version
+            if column not in columns:
+                conn.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
 
     def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn`` on the store's thread (in submission order)."""
@@ -331,8 +341,13 @@ class ConversationStore:
             "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
 
     def get(self, conversation_id: str) -> dict[str, Any] | None:
-        row = self._conn().execute(
+        """The record of a conversation, by its id or by its Tavus replica's conversation id."""
+        conn = self._conn()
+        row = conn.execute(
             "SELECT * FROM conversations WHERE conversation_id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            row = conn.execute("SELECT * FROM conversations WHERE tavus_conversation_id = ? "
+                               "ORDER BY created_at DESC", (conversation_id,)).fetchone()
         return dict(row) if row else None
 
     def transcript(self, conversation_id: str) -> list[dict[str, Any]]:
@@ -378,6 +393,7 @@ class ConversationStore:
         if row is None:
             return None
         out = self._public(row)
+        conversation_id = row["conversation_id"]  # asked for by its Tavus id, perhaps
         out["transcript"] = self.transcript(conversation_id)
         out["events"] = self.events(conversation_id)
         out["callbacks"] = self.deliveries(conversation_id)
@@ -427,7 +443,7 @@ def render_conversation(record: dict[str, Any]) -> str:
     """``--show-conversation``: the verbose record, readable."""
     lines = [f"Conversation {record['conversation_id']} ({record['status']})"]
     for key in ("conversation_name", "persona_name", "persona_id", "persona_source", "replica_id",
-                "transport", "language", "created_at", "ended_at", "shutdown_reason", "callback_url"):
+                "tavus_conversation_id", "transport", "language", "created_at", "ended_at", "shutdown_reason", "callback_url"):
         if record.get(key):
             value = redact_url(record[key], all_query=True) if key == "callback_url" else record[key]
             lines.append(f"  {key}: {value}")  # a token in the callback URL stays hidden

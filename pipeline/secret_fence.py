@@ -23,6 +23,13 @@ Error messages (RTVI ``error`` / ``error-response``, ``system.error``) get the w
 
 Pipecat's output transports also send urgent messages pushed *upstream* into them; the
 processors after the output (the interruption fence, the assistant aggregator) push none.
+
+Being that chokepoint, it is also the **RTVI gate**: Pipecat's RTVI messages (transcripts,
+speaking and metrics events; most of a short session's traffic) go out only once an RTVI
+client has asked for them. Such a client (our local page, Pipecat's client SDK) sends
+``client-ready``, which Pipecat answers with ``bot-ready``; until that ``bot-ready`` passes
+here every RTVI message is dropped, so a Tavus front end in a Daily room (which speaks only
+the Interactions Protocol) never receives any.
 """
 
 from __future__ import annotations
@@ -59,15 +66,33 @@ class SecretFence(FrameProcessor):
     """Hides secrets in every transport message on its way to the output transport.
 
     ``secrets``: known secrets beyond the process's registered ones
-    (``config.redact.register_secrets``), e.g. ``AppConfig.secrets()``.
+    (``config.redact.register_secrets``), e.g. ``AppConfig.secrets()``. ``rtvi_gate``: drop
+    RTVI messages until ``bot-ready`` (see the module docstring); off, every RTVI message
+    goes out.
     """
 
-    def __init__(self, secrets: list[str] | tuple[str, ...] = (), **kwargs):
+    def __init__(self, secrets: list[str] | tuple[str, ...] = (), *, rtvi_gate: bool = True,
+                 **kwargs):
         super().__init__(name="secret-fence", **kwargs)
         self._secrets = tuple(secrets)
+        self._rtvi_open = not rtvi_gate
+
+    @property
+    def rtvi_client(self) -> bool:
+        """Whether an RTVI client asked for RTVI messages (they go out)."""
+        return self._rtvi_open
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)):
+            if not self._rtvi_open and is_rtvi_message(frame.message):
+                if frame.message.get("type") != "bot-ready":
+                    return  # no RTVI client asked for it
+                self._rtvi_open = True
             frame.message = redact_message(frame.message, self._secrets)
         await self.push_frame(frame, direction)
+
+
+def is_rtvi_message(message: Any) -> bool:
+    """One of Pipecat's RTVI messages."""
+    return isinstance(message, dict) and message.get("label") == "rtvi-ai"

@@ -1,6 +1,9 @@
 """Tool calls from ``layers.llm.tools``: run locally, or hand them to the client.
 
-Every call is announced as a ``conversation.tool_call`` event. Then:
+Every call is announced to the room: a call the client is to execute as Tavus's
+``conversation.tool_call``; a call the bot runs itself as ``conversation.local_tool_call``
+(by default; ``local_tool_call_events``), so that a Tavus front end that executes every
+``conversation.tool_call`` never repeats a side effect. Then:
 
 - arguments that fail the tool's JSON schema -> an error result, no handler runs. The schema
   is persona data: it is checked in a worker thread, never fetches a ``$ref``, matches
@@ -17,7 +20,9 @@ Every call is announced as a ``conversation.tool_call`` event. Then:
   (``cancel_on_interruption=False``): the conversation is not held while the
   client works, and a result that arrives later, even while the user speaks,
   is still put into the context. With no answer within the timeout, the LLM is
-  told so. No call is left pending.
+  told so, and a result that comes later still (a client's slow action) is added to the
+  context as a note for the next reply (:meth:`ToolDispatcher.late_result`; the call itself
+  already has its answer). No call is left pending.
 
 Results go back to the LLM as JSON: the handler's value on success,
 ``{"error": "..."}`` otherwise.
@@ -36,6 +41,9 @@ from config.logging import loggable
 from config.persona import Tool
 from config.tool_schema import ArgumentValidator
 from tools.registry import ToolContext, ToolError, ToolRegistry
+
+LATE_RESULTS = 64  # client calls that timed out whose result is still taken
+LATE_RESULT_CHARS = 4000  # of a late result, at most this much goes into the context
 
 
 class ToolDispatcher:
@@ -66,6 +74,7 @@ class ToolDispatcher:
         self._handler_timeout = handler_timeout_secs
         self._client_timeout = client_timeout_secs
         self._pending: dict[str, asyncio.Future] = {}
+        self._timed_out: dict[str, str] = {}  # call id -> tool name, the newest LATE_RESULTS
 
     @property
     def local_tools(self) -> list[str]:
@@ -120,7 +129,8 @@ class ToolDispatcher:
         arguments = params.arguments if isinstance(params.arguments, dict) else {}
         if self._announce is not None:
             try:
-                await self._announce(name, dict(arguments), call_id)
+                local = name in self._tools and self._registry.get(name) is not None
+                await self._announce(name, dict(arguments), call_id, local)
             except Exception as exc:  # an event that could not be sent must not lose the call
                 logger.warning(f"Tool call {name} ({call_id}) not announced: {exc}")
         result = await self.run(name, call_id, dict(arguments))
@@ -172,6 +182,9 @@ class ToolDispatcher:
             output, status = await asyncio.wait_for(future, self._client_timeout)
         except TimeoutError:
             logger.warning(f"Tool {name} ({call_id}): no result from the client")
+            self._timed_out[call_id] = name
+            while len(self._timed_out) > LATE_RESULTS:
+                self._timed_out.pop(next(iter(self._timed_out)))
             return {"error": f"the client did not return a result within "
                              f"{self._client_timeout:g} seconds"}
         finally:
@@ -187,3 +200,18 @@ class ToolDispatcher:
             return False
         future.set_result((output, status))
         return True
+
+    def late_result(self, call_id: str, output: Any, status: str = "success"
+                    ) -> dict[str, Any] | None:
+        """A result for a call that timed out: the context message that tells the LLM (None
+        if no such call timed out; each call's late result is taken once)."""
+        name = self._timed_out.pop(call_id, None)
+        if name is None:
+            return None
+        text = output if isinstance(output, str) else json.dumps(output, default=str)
+        if len(text) > LATE_RESULT_CHARS:
+            text = text[:LATE_RESULT_CHARS] + " [cut]"
+        outcome = "failed" if status == "error" else "returned"
+        return {"role": "developer",
+                "content": f"The {name} tool call ({call_id}) that timed out earlier has now "
+                           f"{outcome}: {text}"}

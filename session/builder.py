@@ -137,13 +137,17 @@ def build_pipeline(
     registry: ToolRegistry | None = None,
     renderer: Any = None,
     output: Any = None,
+    also_known_as: tuple[str, ...] = (),
+    replica_id: str | None = None,
 ) -> PersonaPipeline:
     """Assemble the persona's pipeline on ``transport``.
 
     ``renderer`` (e.g. Tavus's video service) goes between TTS and the output:
     it takes the TTS audio and emits the replica's audio and video instead.
     Without a transport (text mode) ``output`` (a processor that shows the
-    replies) takes the place of TTS and the transport's output.
+    replies) takes the place of TTS and the transport's output. ``also_known_as``: other ids
+    a client may address the conversation by (a Tavus replica's conversation);
+    ``replica_id``: the replica ``system.replica_joined`` names.
     """
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -186,7 +190,8 @@ def build_pipeline(
         current_context=lambda: live["conversation"].conversational_context,
     )
     interactions = InteractionsProcessor(
-        conversation_id, hooks, captions=options.closed_captions
+        conversation_id, hooks, captions=options.closed_captions, also_known_as=also_known_as,
+        replica_id=replica_id, local_tool_call_events=options.local_tool_call_events,
     )
     wake_gate = None
     if not echo and voice and flow.wake_phrase:
@@ -216,6 +221,7 @@ def build_pipeline(
             client_timeout_secs=settings.client_tool_timeout_secs,
         )
         hooks.tool_result = tools.resolve
+        hooks.late_tool_result = tools.late_result
         tools.register(services.llm)
 
     context = tools.new_context() if tools else LLMContext()

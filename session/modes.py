@@ -29,6 +29,7 @@ from config.redact import redact_text
 from conversation.lifecycle import PARTICIPANT_LEFT
 from conversation.transcript import Transcript
 from services.voice_isolation import input_filter
+from session.builder import new_conversation_id
 from session.errors import ModeError, OneShotError
 from session.owner import (
     QUICK_END_SECS,
@@ -42,6 +43,7 @@ from session.owner import (
 
 async def run_runner_session(
     runner_args: Any, app: AppConfig, *, force_local: bool = False, renderer: str = "auto",
+    conversation_id: str | None = None,
 ) -> Transcript | None:
     """One conversation through the development runner (local WebRTC page or Daily).
 
@@ -60,15 +62,16 @@ async def run_runner_session(
     slot = capacity.claim(getattr(connection, "pc_id", None))
     try:
         return await _runner_session(runner_args, app, connection, force_local=force_local,
-                                     renderer=renderer, daily=isinstance(runner_args,
-                                                                         DailyRunnerArguments))
+                                     renderer=renderer, conversation_id=conversation_id,
+                                     daily=isinstance(runner_args, DailyRunnerArguments))
     finally:
         if slot is not None:
             slot.release()
 
 
 async def _runner_session(runner_args: Any, app: AppConfig, connection: Any, *, force_local: bool,
-                          renderer: str, daily: bool) -> Transcript | None:
+                          renderer: str, daily: bool,
+                          conversation_id: str | None = None) -> Transcript | None:
     from transports.guard import wait_for_peer
     from transports.runner import make_transport
 
@@ -82,7 +85,8 @@ async def _runner_session(runner_args: Any, app: AppConfig, connection: Any, *, 
                            "no conversation started")
             return None
     async with ConversationSession(app, transport="daily" if daily else "webrtc",
-                                   force_local=force_local, renderer=rplan) as session:
+                                   force_local=force_local, renderer=rplan,
+                                   conversation_id=conversation_id) as session:
         transport = await make_transport(runner_args, session.options, video=session.video is not None)
         session.build(transport)
         return await session.run(handle_sigint=getattr(runner_args, "handle_sigint", False))
@@ -92,7 +96,8 @@ async def run_daily_session(
     app: AppConfig, *, force_local: bool = False, renderer: str = "auto",
     announce: Callable[[str], None] = print,
 ) -> Transcript:
-    """``-t daily``: create a Daily room with the conversation's limits, print its URL, run there."""
+    """``-t daily``: create a Daily room with the conversation's limits, print its URL and the
+    conversation id (the room's name; the id app messages carry), run there."""
     import aiohttp
     from pipecat.runner.types import DailyRunnerArguments
 
@@ -103,12 +108,16 @@ async def run_daily_session(
     renderer_plan_for(app, renderer)  # fail on a bad renderer before creating anything
     async with aiohttp.ClientSession() as http:
         rooms = DailyRooms(app.settings.daily_api_key, app.settings.daily_api_url, http)
-        room = await rooms.create(app.conversation, app.options.persona_name)
+        conversation_id = new_conversation_id()
+        room = await rooms.create(app.conversation, app.options.persona_name,
+                                  conversation_id=conversation_id)
         try:
-            announce(f"Join the conversation: {room.join_url}")
+            announce(f"Join the conversation: {room.join_url}\n"
+                     f"Conversation id: {conversation_id}")
             args = DailyRunnerArguments(room_url=room.url, token=room.bot_token)
             args.handle_sigint = True
-            return await run_runner_session(args, app, force_local=force_local, renderer=renderer)
+            return await run_runner_session(args, app, force_local=force_local, renderer=renderer,
+                                            conversation_id=conversation_id)
         finally:
             deleting = asyncio.ensure_future(rooms.delete(room))
             try:  # after Ctrl-C, bounded: the room expires at max_call_duration anyway
@@ -130,7 +139,8 @@ async def run_tavus_transport_session(
     rplan = renderer_plan_for(app, "transport")
     async with ConversationSession(app, transport="tavus", force_local=force_local,
                                    renderer=rplan) as session:
-        announce(f"Join the conversation: {session.tavus.join_url}")
+        announce(f"Join the conversation: {session.tavus.join_url}\n"
+                 f"Conversation id: {session.conversation_id}")
         transport = PersonaTavusTransport(
             conversation=session.tavus,
             session=session.http,

@@ -102,6 +102,10 @@ class ConversationSession:
         stt, tts: build these layers (text mode has neither; echo mode never has STT or LLM).
         registry: local tool handlers (default: the built-ins and ``tools/*.py``).
         lifecycle: a lifecycle of the caller's (tests); by default one on this process's records.
+        conversation_id: the conversation's id (default: a new one; ``-t daily`` names its room
+            after it first). With ``--renderer transport`` the user joins Tavus's room, and the
+            conversation goes by that room's (the Tavus conversation's) id instead; with the
+            video renderer it keeps its own. The other id is accepted from clients too.
         replace_services: called with the built services before they are used
             (the benchmarks swap in stand-ins).
     """
@@ -118,6 +122,7 @@ class ConversationSession:
         registry: ToolRegistry | None = None,
         lifecycle: ConversationLifecycle | None = None,
         replace_services: Callable[[Services], None] | None = None,
+        conversation_id: str | None = None,
     ):
         self.app = app
         self.options = app.options
@@ -130,12 +135,14 @@ class ConversationSession:
         if lifecycle is None:
             store, callbacks = records(app.settings)
             lifecycle = ConversationLifecycle(
-                store=store, callbacks=callbacks, conversation_id=new_conversation_id(),
+                store=store, callbacks=callbacks,
+                conversation_id=conversation_id or new_conversation_id(),
                 conversation=app.conversation, persona=app.persona,
                 persona_source=app.persona_source, transport=transport,
                 replica_id=renderer.replica_id,
             )
         self.lifecycle = lifecycle
+        self._own_id = lifecycle.conversation_id  # before a Tavus room's id may replace it
         self.plan: EnginePlan | None = None
         self.system_prompt = ""
         self.services: Services | None = None
@@ -153,6 +160,12 @@ class ConversationSession:
     @property
     def conversation_id(self) -> str:
         return self.lifecycle.conversation_id
+
+    @property
+    def also_known_as(self) -> tuple[str, ...]:
+        """The conversation's other id, which clients may use too (see ``conversation_id``)."""
+        ids = {self._own_id, self.lifecycle.tavus_conversation_id} - {self.conversation_id, None}
+        return tuple(sorted(ids))
 
     @property
     def transcript(self) -> Transcript:
@@ -183,8 +196,9 @@ class ConversationSession:
         await self.services.ready()
         if self.renderer.mode != "none":
             await self._open_replica()
-        self.lifecycle.open(self.tavus.conversation_id if self.tavus else None,
-                            system_prompt=self.system_prompt)
+        tavus_id = self.tavus.conversation_id if self.tavus else None
+        self.lifecycle.open(tavus_id if self.renderer.mode == "transport" else None,
+                            tavus_conversation_id=tavus_id, system_prompt=self.system_prompt)
 
     async def _open_replica(self) -> None:
         """Create the replica's Tavus conversation; it is ended however the session ends."""
@@ -216,6 +230,7 @@ class ConversationSession:
         self.built = build_pipeline(
             self.app, transport, self.services, conversation_id=self.conversation_id,
             registry=self._registry, renderer=self.video, output=output,
+            also_known_as=self.also_known_as, replica_id=self.renderer.replica_id,
         )
         self.worker = build_worker(self.built, observers=list(observers))
         self.lifecycle.attach(self.worker, self.built.transcript)
@@ -264,8 +279,10 @@ class ConversationSession:
             transport.set_on_fatal(fatal)
 
     async def participant_joined(self) -> None:
-        """Someone joined: the absent timer stops, and the persona greets (once)."""
+        """Someone joined: the absent timer stops, the replica says it is there
+        (``system.replica_present``, before the next heartbeat) and greets (once)."""
         await self.lifecycle.participant_joined()
+        await self.built.interactions.replica_present()
         await self.built.greet(self.worker)
 
     async def fail(self, message: str, error: type[Exception] = SessionError) -> None:

@@ -33,7 +33,8 @@ async def answered(harness: Harness, question: str, timeout: float = 60) -> dict
     await harness.send(respond(question))
     (user,) = await harness.wait_for(
         "conversation.utterance", timeout=timeout,
-        where=lambda e: e["properties"] == {"role": "user", "speech": question})
+        where=lambda e: e["properties"]["role"] == "user"
+        and e["properties"]["speech"] == question)
     (reply,) = await harness.wait_for(
         "conversation.utterance", timeout=timeout,
         where=lambda e: e["properties"]["role"] == "replica"

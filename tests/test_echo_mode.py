@@ -31,7 +31,8 @@ async def test_echo_text_is_spoken_verbatim(harness):
     await harness.send({"event_type": "conversation.echo",
                         "properties": {"modality": "text", "text": "Exactly these words."}})
     utterance = await harness.wait_for("conversation.utterance")
-    assert utterance[0]["properties"] == {"role": "replica", "speech": "Exactly these words."}
+    assert utterance[0]["properties"] == {"role": "replica", "speech": "Exactly these words.",
+                                          "visual_context": ""}
     await harness.wait_for("conversation.replica.stopped_speaking")
     audio = np.frombuffer(bytes(harness.transport.recorded), np.int16).astype(np.float32)
     assert np.sqrt((audio ** 2).mean()) > 300

@@ -52,7 +52,10 @@ from pipeline.interactions import (
     InteractionsObserver,
     InteractionsProcessor,
     InteractionTracker,
+    LocalToolCallEvent,
     ReplicaInterruptedEvent,
+    ReplicaJoinedEvent,
+    ReplicaPresentEvent,
     ReplicaStartedSpeakingEvent,
     ReplicaStoppedSpeakingEvent,
     StartedSpeakingEvent,
@@ -126,6 +129,8 @@ def wire(event_type: str, properties: Any = _ABSENT, *, seq: int = 7, turn_idx: 
     message: dict[str, Any] = {"message_type": message_type, "event_type": event_type,
                                "conversation_id": CID, "seq": seq, "turn_idx": turn_idx,
                                "timestamp": 1746000000.123}
+    if message_type == "system":  # not tied to a turn
+        del message["turn_idx"]
     if inference_id:
         message["inference_id"] = inference_id
     if properties is not _ABSENT:
@@ -188,7 +193,7 @@ async def play(steps: list[Any], processor: InteractionsProcessor | None = None
     A step is a frame to queue, a dict (an inbound app message), ``SYNC``, or a coroutine
     function called with the processor once everything before it was handled.
     """
-    processor = processor or InteractionsProcessor(CID)
+    processor = processor or InteractionsProcessor(CID, heartbeat_secs=None)
     collector = Collector()
     worker = PipelineWorker(Pipeline([FakeOutputTransport(), processor, collector]),
                             observers=[ScriptObserver(processor)], cancel_on_idle_timeout=False,
@@ -224,7 +229,11 @@ async def play(steps: list[Any], processor: InteractionsProcessor | None = None
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await asyncio.gather(runner.run(), script())
-    return collector.messages, collector
+    # Every conversation starts with system.replica_joined (checked here, left out of what
+    # the scripts compare).
+    joined, *messages = collector.messages
+    assert joined["event_type"] == "system.replica_joined" and joined["seq"] == 1, joined
+    return messages, collector
 
 
 def respond(text: str) -> dict[str, Any]:
@@ -245,12 +254,15 @@ def reply(text: str, words: list[str] | None = None, *, stop: bool = True) -> li
 
 
 def assert_envelopes(messages: list[dict[str, Any]]) -> None:
-    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    first = messages[0]["seq"] if messages else 1
+    assert [m["seq"] for m in messages] == list(range(first, first + len(messages)))
     for m in messages:
         assert m["conversation_id"] == CID
-        assert isinstance(m["timestamp"], float) and isinstance(m["turn_idx"], int)
-        assert m["message_type"] == ("system" if m["event_type"].startswith("system.")
-                                     else "conversation")
+        assert isinstance(m["timestamp"], float)
+        system = m["event_type"].startswith("system.")
+        assert m["message_type"] == ("system" if system else "conversation")
+        # turn_idx only on events tied to a turn (Tavus omits it on the others)
+        assert ("turn_idx" not in m) if system else isinstance(m["turn_idx"], int)
         assert parse_event(m).to_message() == m  # every message is one of the event models
 
 
@@ -263,7 +275,7 @@ def _stamped(event: InteractionEvent) -> dict[str, Any]:
 
 @pytest.mark.parametrize("event,expected", [
     (UtteranceEvent(inference_id="i1", properties={"role": "user", "speech": "Hi there"}),
-     wire("conversation.utterance", {"role": "user", "speech": "Hi there"}, inference_id="i1")),
+     wire("conversation.utterance", {"role": "user", "speech": "Hi there", "visual_context": ""}, inference_id="i1")),
     (UtteranceStreamingEvent(inference_id="i1", properties={
         "role": "replica", "speech": "Sure, the order", "content_index": 4, "final": False}),
      wire("conversation.utterance.streaming", {"role": "replica", "speech": "Sure, the order",
@@ -308,8 +320,15 @@ def _stamped(event: InteractionEvent) -> dict[str, Any]:
      wire("system.wake_phrase_detected", inference_id="i1", message_type="system")),
     (WakePhraseDetectedEvent(),  # before any turn: no inference id, no properties
      wire("system.wake_phrase_detected", message_type="system")),
+    (LocalToolCallEvent(inference_id="i1", properties={
+        "name": "get_current_time", "arguments": "{}", "tool_call_id": "call_2"}),
+     wire("conversation.local_tool_call", {"name": "get_current_time", "arguments": "{}",
+          "tool_call_id": "call_2"}, inference_id="i1")),
+    (ReplicaJoinedEvent(properties={"replica_id": "r1"}),
+     wire("system.replica_joined", {"replica_id": "r1"}, message_type="system")),
+    (ReplicaPresentEvent(), wire("system.replica_present", message_type="system")),
     (UtteranceEvent(properties={"role": "replica", "speech": "x"}),  # no inference id: omitted
-     wire("conversation.utterance", {"role": "replica", "speech": "x"})),
+     wire("conversation.utterance", {"role": "replica", "speech": "x", "visual_context": ""})),
 ])
 def test_each_event_model_serialises_to_the_documented_shape(event, expected):
     message = _stamped(event)
@@ -327,6 +346,7 @@ def test_every_outbound_event_type_has_one_model():
         "conversation.started_speaking", "conversation.stopped_speaking",
         "conversation.replica_interrupted", "conversation.tool_call",
         "conversation.closed_caption", "system.error", "system.wake_phrase_detected",
+        "conversation.local_tool_call", "system.replica_joined", "system.replica_present",
     ])
     assert len(EVENT_MODELS) == len(OUTBOUND_EVENTS)
 
@@ -373,7 +393,7 @@ def test_tracker_user_turn_started_streaming_stopped_final():
         ("conversation.stopped_speaking", {"role": "user", "interrupted": False, "duration": 1.5}),
         ("conversation.utterance.streaming", {"role": "user",
          "speech": "What is the capital of France?", "content_index": 3, "final": True}),
-        ("conversation.utterance", {"role": "user", "speech": "What is the capital of France?"}),
+        ("conversation.utterance", {"role": "user", "speech": "What is the capital of France?", "visual_context": ""}),
     ]
     assert {m["inference_id"] for m in messages} == {"inf-1"}
     assert [m["turn_idx"] for m in messages] == [0] * 7 + [1, 1]
@@ -407,7 +427,7 @@ def test_tracker_replica_reply_utterance_when_it_starts_speaking():
         "conversation.replica.stopped_speaking", "conversation.stopped_speaking/replica",
     ]
     props = [m.get("properties") for m in messages]
-    assert props[4] == {"role": "replica", "speech": "Hello there."}
+    assert props[4] == {"role": "replica", "speech": "Hello there.", "visual_context": ""}
     assert [p["speech"] for p in props[5:8]] == ["Hello", "Hello there.", "Hello there."]
     assert [p["content_index"] for p in props[5:8]] == [0, 1, 2]
     assert props[7]["final"] is True and props[7]["is_interrupted"] is False
@@ -501,7 +521,7 @@ def test_tracker_a_committed_turn_starts_the_next_one_afresh():
     tracker.reply_ended()
     started = sent(tracker, tracker.replica_started())
     assert {m["inference_id"] for m in started} == {"inf-2"}
-    assert started[-1]["properties"] == {"role": "replica", "speech": "Said."}
+    assert started[-1]["properties"] == {"role": "replica", "speech": "Said.", "visual_context": ""}
 
 
 @pytest.mark.parametrize("captions", [True, False])
@@ -580,7 +600,7 @@ async def test_spoken_user_turn_event_order():
         ("What is", 0, False), ("What is the capital of France?", 1, False),
         ("What is the capital of France?", 2, True)]
     assert messages[-1]["properties"] == {"role": "user",
-                                          "speech": "What is the capital of France?"}
+                                          "speech": "What is the capital of France?", "visual_context": ""}
     assert len({m["inference_id"] for m in messages}) == 1
     assert [m["turn_idx"] for m in messages] == [0] * 6 + [1, 1]
     stopped = messages[5]["properties"]
@@ -590,7 +610,7 @@ async def test_spoken_user_turn_event_order():
 
 @pytest.mark.parametrize("captions", [False, True])
 async def test_replica_reply_event_order(captions):
-    processor = InteractionsProcessor(CID, captions=captions)
+    processor = InteractionsProcessor(CID, captions=captions, heartbeat_secs=None)
     messages, collector = await play([
         respond("Hi"), SYNC, *reply("Hello there, friend.", ["Hello", "there,", "friend."]),
     ], processor)
@@ -679,11 +699,28 @@ async def test_two_turns_have_their_own_inference_ids():
                           (2, "user", "Second?"), (2, "replica", "Two.")]
 
 
+# Traffic on the shared channel that is not an interaction: ignored without a word.
+NOT_OURS = [
+    ["not", "an", "object"],
+    "not json",
+    {"label": "rtvi-ai", "type": "client-ready", "id": "1", "data": {}},  # RTVI
+    {"date": "2026-12-02T06:00:00Z", "event": "chat-msg", "message": "hi", "name": "Ann"},
+    {"message_type": "conversation", "event_type": "conversation.utterance",  # a replica's
+     "properties": {"role": "replica", "speech": "Hi"}},
+    {"message_type": "conversation", "event_type": "conversation.perception_analysis",
+     "properties": {"analysis": "x"}},
+    {"message_type": "system", "event_type": "system.replica_present"},
+    {"event_type": 42},
+]
+
+
 async def test_bad_messages_get_system_error_events():
     messages, _ = await play([
+        *NOT_OURS,
         {"event_type": "conversation.dance"},
-        ["not", "an", "object"],
         {"event_type": "conversation.respond", "conversation_id": "c-other",
+         "properties": {"text": "x"}},
+        {"message_type": "system", "event_type": "conversation.respond",
          "properties": {"text": "x"}},
         SYNC,
         respond("Still there?"),
@@ -693,13 +730,28 @@ async def test_bad_messages_get_system_error_events():
     assert all(e["message_type"] == "system" and "inference_id" not in e for e in errors)
     assert "unknown event_type" in errors[0]["properties"]["error"]
     assert errors[0]["properties"]["received_event_type"] == "conversation.dance"
-    assert errors[1]["properties"] == {"error": "message must be a JSON object"}
-    assert "not this conversation" in errors[2]["properties"]["error"]
-    assert errors[2]["properties"]["received_event_type"] == "conversation.respond"
+    assert "not this conversation" in errors[1]["properties"]["error"]
+    assert errors[1]["properties"]["received_event_type"] == "conversation.respond"
+    assert "message_type must be 'conversation'" in errors[2]["properties"]["error"]
     # The processor kept going.
     assert kinds(messages[3:]) == ["conversation.utterance.streaming/user",
                                    "conversation.utterance/user"]
     assert_envelopes(messages)
+
+
+async def test_a_conversations_other_id_is_accepted():
+    """With a Tavus replica rendering through its own conversation, a client may know either."""
+    processor = InteractionsProcessor(CID, heartbeat_secs=None, also_known_as=("c-tavus",))
+    messages, _ = await play([
+        {**respond("By our id."), "conversation_id": CID}, SYNC,
+        {**respond("By Tavus's id."), "conversation_id": "c-tavus"}, SYNC,
+        {**respond("By another."), "conversation_id": "c-other"},
+    ], processor)
+    said = [m["properties"]["speech"] for m in messages
+            if m["event_type"] == "conversation.utterance"]
+    assert said == ["By our id.", "By Tavus's id."]
+    assert [m["event_type"] for m in messages][-1] == "system.error"
+    assert {m["conversation_id"] for m in messages} == {CID}  # events carry the one id
 
 
 async def test_echo_text_is_spoken_and_reported_with_its_inference_id():
@@ -722,7 +774,7 @@ async def test_echo_text_is_spoken_and_reported_with_its_inference_id():
 
 
 async def test_processor_api_used_by_the_session():
-    processor = InteractionsProcessor(CID, captions=True)
+    processor = InteractionsProcessor(CID, captions=True, heartbeat_secs=None)
     assert processor.conversation_id == CID and processor.captions and processor.turn_idx == 0
     seen: list[dict[str, Any]] = []
 
@@ -746,4 +798,45 @@ async def test_processor_api_used_by_the_session():
                                   "tool_call_id": "call_w"}
     assert call["inference_id"] == messages[1]["inference_id"]
     assert seen == [messages[5]]
+    assert_envelopes(messages)
+
+
+async def test_a_rejected_message_is_answered_to_its_sender_only():
+    """In a Daily (or Tavus) room the transport names the sender: its system.error goes to
+    that participant alone, not to everyone in the room."""
+    from pipecat.transports.daily.transport import (
+        DailyInputTransportMessageFrame,
+        DailyOutputTransportMessageUrgentFrame,
+    )
+
+    _messages, collector = await play([
+        DailyInputTransportMessageFrame(message={"event_type": "conversation.dance"},
+                                        participant_id="p-7"),
+        DailyInputTransportMessageFrame(message=respond("Hi"), participant_id="p-7"),
+    ])
+    frames = [f for f in collector.frames if isinstance(f, OutputTransportMessageUrgentFrame)]
+    error = next(f for f in frames if f.message["event_type"] == "system.error")
+    assert isinstance(error, DailyOutputTransportMessageUrgentFrame)
+    assert error.participant_id == "p-7"
+    # Everything else is the room's.
+    others = [f for f in frames if f is not error]
+    assert others and not any(isinstance(f, DailyOutputTransportMessageUrgentFrame) for f in others)
+
+
+async def test_replica_joined_then_a_heartbeat_and_present_when_someone_joins():
+    processor = InteractionsProcessor(CID, heartbeat_secs=0.2, replica_id="r-face")
+
+    async def wait(_p):
+        await asyncio.sleep(0.7)
+
+    async def someone_joined(p):
+        await p.replica_present()
+
+    messages, collector = await play([wait, someone_joined], processor)
+    joined = collector.messages[0]
+    assert joined["properties"] == {"replica_id": "r-face"} and "turn_idx" not in joined
+    present = [m for m in messages if m["event_type"] == "system.replica_present"]
+    assert len(present) >= 3  # ~3 beats in 0.7 s, and one for the participant
+    for m in present:
+        assert m["message_type"] == "system" and "properties" not in m and "turn_idx" not in m
     assert_envelopes(messages)

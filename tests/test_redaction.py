@@ -138,6 +138,10 @@ async def test_a_provider_401_echoing_the_key_never_reaches_the_client(tmp_path)
                "layers": {"llm": {"model": "m", "api_key": SECRET}}}
     await h.start(persona=persona)
     try:
+        # An RTVI client (our page, Pipecat's SDK) says client-ready first; until then no
+        # RTVI message goes out at all (the RTVI gate in SecretFence).
+        await h.transport.receive_message({"label": "rtvi-ai", "type": "client-ready",
+                                           "id": "ready-1", "data": {"version": "1.0.0"}})
         await h.send({"event_type": "conversation.respond", "properties": {"text": "Hello?"}})
 
         def rtvi_errors():
@@ -177,3 +181,27 @@ def test_callback_payloads_have_no_known_secret(tmp_path):
     assert payload["properties"]["transcript"][0]["content"] == f"my key is {REDACTED}"
     store.flush()
     store.close()
+
+
+async def test_no_rtvi_message_reaches_a_room_where_no_rtvi_client_asked(tmp_path):
+    """A Tavus front end in a Daily room speaks only the Interactions Protocol: Pipecat's RTVI
+    traffic (transcripts, speaking events, metrics, errors) never reaches it; an RTVI
+    client's client-ready opens it."""
+    h = Harness(tmp_path)
+    await h.start(answers=["Hello there."])
+    try:
+        def rtvi():
+            return [m for m in h.transport.sent_messages
+                    if isinstance(m, dict) and m.get("label") == "rtvi-ai"]
+
+        await h.send({"event_type": "conversation.respond", "properties": {"text": "Hi?"}})
+        await h.wait_for("conversation.replica.stopped_speaking")
+        assert rtvi() == [] and h.of("conversation.utterance")
+        await h.transport.receive_message({"label": "rtvi-ai", "type": "client-ready",
+                                           "id": "ready-1", "data": {"version": "1.0.0"}})
+        await h.send({"event_type": "conversation.respond", "properties": {"text": "Again?"}})
+        await h.wait_for("conversation.replica.stopped_speaking", count=2)
+        types = [m["type"] for m in rtvi()]
+        assert types[0] == "bot-ready" and "bot-started-speaking" in types, types
+    finally:
+        await h.stop()

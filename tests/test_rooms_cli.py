@@ -138,6 +138,13 @@ def test_daily_room_with_the_conversation_limits_and_a_private_token(tmp_path):
         (name,) = fake.rooms
         bot_token, user_token = fake.tokens
         assert line.strip().endswith(f"https://fake.daily.co/{name}?t=tok-2-{name}")
+        # As on Tavus: the room is named after the conversation id (printed too), and the
+        # bot is the participant whose user_id contains "tavus-replica" (cvi-ui's
+        # useReplicaIDs); the user's token has no such id.
+        assert bot.wait_for("Conversation id: ").strip().endswith(f"Conversation id: {name}")
+        assert name.startswith("c") and len(name) == 13
+        assert bot_token["user_id"] == f"tavus-replica-{name}" and len(bot_token["user_id"]) <= 36
+        assert bot_token["user_name"] and "user_id" not in user_token
         bot.wait_for(f"Joining https://fake.daily.co/{name}")
         bot.proc.send_signal(signal.SIGINT)
         bot.finish()

@@ -185,6 +185,22 @@ async def test_client_handoff_result_error_and_timeout(tmp_path):
     assert d.pending == []
 
 
+async def test_a_client_result_after_the_timeout_is_taken_once(tmp_path):
+    d = dispatcher([tool("book", {"slot": {"type": "string"}}, ["slot"])],
+                   ToolRegistry(), tmp_path, client_timeout_secs=0.2)
+    assert await d.run("book", "call_1", {"slot": "9am"}) == {
+        "error": "the client did not return a result within 0.2 seconds"}
+    assert d.resolve("call_1", "booked") is False  # nothing is pending any more
+    note = d.late_result("call_1", {"booked": "9am"})
+    assert note["role"] == "developer"
+    assert "book tool call (call_1)" in note["content"] and '{"booked": "9am"}' in note["content"]
+    assert d.late_result("call_1", "again") is None  # taken once
+    assert d.late_result("call_never", "x") is None
+    await d.run("book", "call_2", {"slot": "10am"})
+    failed = d.late_result("call_2", "slot gone", "error")
+    assert "has now failed: slot gone" in failed["content"]
+
+
 # --------------------------------------------------------------------------- interruptions
 
 
@@ -241,6 +257,83 @@ async def test_client_result_after_an_interruption_is_not_lost(harness):
     else:
         raise AssertionError(f"late client result lost: {harness.fake.requests}")
     assert not harness.of("system.error")
+
+
+async def test_a_late_client_result_is_added_to_the_context_not_rejected(harness):
+    """tavus-cli's carrier builder sends results that "usually land after CVI synthesized
+    one": the result is kept for the next reply, and the client gets no error."""
+    await harness.start(
+        answers=[[ToolCall("book", {"slot": "9am"}, id="call_late")], "Let me check.",
+                 "You are booked at nine."],
+        persona={"system_prompt": "x", "layers": {"llm": {"tools": [
+            tool("book", {"slot": {"type": "string"}}, ["slot"])]}}},
+        env={"CLIENT_TOOL_TIMEOUT_SECS": "0.3"},
+    )
+    await harness.send({"event_type": "conversation.respond", "properties": {"text": "Book 9am"}})
+    await harness.wait_for("conversation.tool_call")
+    await harness.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"]
+                           == "replica" and e["properties"]["speech"] == "Let me check.")
+    await harness.send({"event_type": "conversation.tool_result", "properties": {
+        "tool_call_id": "call_late", "name": "book", "output": json.dumps({"booked": "9am"}),
+        "status": "success"}})  # tavus-cli's shape: output as a JSON string, and its name
+    await harness.wait_for("conversation.replica.stopped_speaking")  # "Let me check." is said
+    assert not harness.of("system.error")
+    await harness.send({"event_type": "conversation.respond", "properties": {"text": "Well?"}})
+    await harness.wait_for("conversation.utterance", where=lambda e: e["properties"]["speech"]
+                           == "You are booked at nine.")
+    last = harness.fake.requests[-1]["messages"]
+    # A note in the context (Pipecat's OpenAI adapter sends our developer role as "user");
+    # nothing else is lost: the call's own answer and the reply given without the result stay.
+    notes = [m for m in last if "call_late" in str(m.get("content"))]
+    assert len(notes) == 1 and '{"booked": "9am"}' in notes[0]["content"]
+    assert "Let me check." in [m.get("content") for m in last if m["role"] == "assistant"]
+    assert any(m["role"] == "tool" and "did not return a result" in m["content"] for m in last)
+    # A second result for the same call is an error again (it was taken once).
+    await harness.send({"event_type": "conversation.tool_result", "properties": {
+        "tool_call_id": "call_late", "output": "again"}})
+    errors = await harness.wait_for("system.error")
+    assert "no pending tool call" in errors[0]["properties"]["error"]
+
+
+@pytest.mark.parametrize("setting, announced", [
+    (None, ["conversation.local_tool_call"]),
+    ("tool_call", ["conversation.tool_call"]),
+    ("none", []),
+])
+async def test_how_a_local_tool_call_is_announced(harness, setting, announced):
+    conversation = {"properties": {"local_tool_call_events": setting}} if setting else None
+    await harness.start(
+        answers=[[ToolCall("get_current_time", {"location": "Tokyo"}, id="call_l")], "Late."],
+        persona={"system_prompt": "x", "layers": {"llm": {"tools": [
+            tool("get_current_time", {"location": {"type": "string"}}, ["location"])]}}},
+        conversation=conversation,
+    )
+    await harness.send({"event_type": "conversation.respond", "properties": {"text": "Time?"}})
+    await harness.wait_for("conversation.utterance", where=lambda e: e["properties"]["speech"]
+                           == "Late.")
+    calls = [e for e in harness.events
+             if e["event_type"] in ("conversation.tool_call", "conversation.local_tool_call")]
+    assert [e["event_type"] for e in calls] == announced
+    for e in calls:
+        assert e["properties"]["tool_call_id"] == "call_l" and e["inference_id"]
+
+
+def test_the_persona_sets_local_tool_call_events_and_the_conversation_overrides_it():
+    from config import conversation_from_dict
+    from config.options import ConversationOptions
+
+    persona = persona_from_dict({"system_prompt": "x", "layers": {"llm": {
+        "local_tool_call_events": "none"}}}).value
+    assert ConversationOptions.resolve(persona).local_tool_call_events == "none"
+    conv = conversation_from_dict({"properties": {"local_tool_call_events": "tool_call"}}).value
+    assert ConversationOptions.resolve(persona, conv).local_tool_call_events == "tool_call"
+    plain = persona_from_dict({"system_prompt": "x"}).value
+    assert ConversationOptions.resolve(plain).local_tool_call_events == "local"
+    from config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="local_tool_call_events"):
+        persona_from_dict({"system_prompt": "x", "layers": {"llm": {
+            "local_tool_call_events": "always"}}})
 
 
 # --------------------------------------------------------------------------- the tools persona

@@ -7,9 +7,15 @@
   meeting token (valid until ``participant_absent_timeout``, as Tavus does,
   or the room's expiry when that is 0).
 
-The bot joins with its own owner token. Bodies are built with Pipecat's
-Daily models; the calls go through :class:`services.rest.RestClient` for
-retries and clear errors.
+Identity, as on Tavus (so a stock Tavus front end, e.g. npm ``@tavus/cvi-ui``, works
+unchanged): the room is named after the conversation id (Tavus's conversation URLs are
+``https://tavus.daily.co/<conversation_id>``), and the bot joins with its own owner token
+whose ``user_id`` is ``tavus-replica-<conversation_id>`` (cvi-ui's ``useReplicaIDs`` takes
+the participants whose ``user_id`` contains ``tavus-replica``) and whose ``user_name`` is
+the persona's name. Users never get that id.
+
+Bodies are built with Pipecat's Daily models; the calls go through
+:class:`services.rest.RestClient` for retries and clear errors.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ import aiohttp
 from loguru import logger
 
 from services.rest import ApiError, RestClient
+
+REPLICA_USER_ID_PREFIX = "tavus-replica"
+_DAILY_USER_ID_CHARS = 36  # Daily's limit on a meeting token's user_id
+
+
+def replica_user_id(conversation_id: str) -> str:
+    """The Daily ``user_id`` the bot joins with: Tavus front ends find the replica by it."""
+    return f"{REPLICA_USER_ID_PREFIX}-{conversation_id}"[:_DAILY_USER_ID_CHARS]
 
 @dataclass
 class DailyRoom:
@@ -50,7 +64,10 @@ class DailyRooms:
             session, "DAILY_API_KEY", **retry,
         )
 
-    async def create(self, conversation: Any, bot_name: str, now: float | None = None) -> DailyRoom:
+    async def create(self, conversation: Any, bot_name: str, now: float | None = None, *,
+                     conversation_id: str | None = None) -> DailyRoom:
+        """A room for one conversation, named after ``conversation_id`` (else a random name),
+        with the bot's token (the replica's identity) and, for a private room, the user's."""
         from pipecat.transports.daily.utils import (
             DailyMeetingTokenParams,
             DailyMeetingTokenProperties,
@@ -69,7 +86,7 @@ class DailyRooms:
             start_video_off=bool(conversation.audio_only),
         )
         privacy = "private" if conversation.require_auth else "public"
-        name = f"persona-{uuid.uuid4().hex[:10]}"
+        name = conversation_id or f"persona-{uuid.uuid4().hex[:10]}"
         params = DailyRoomParams(name=name, privacy=privacy, properties=room_props)
         room = await self.rest.request(
             "POST", "rooms", json=params.model_dump(exclude_none=True), what="create room"
@@ -89,7 +106,8 @@ class DailyRooms:
                 raise ApiError("Daily: create meeting token answered without a token")
             return data["token"]
 
-        bot_token = await token(is_owner=True, user_name=bot_name, exp=expires_at)
+        bot_token = await token(is_owner=True, user_name=bot_name, exp=expires_at,
+                                user_id=replica_user_id(conversation_id or name))
         user_token = None
         if conversation.require_auth:
             absent = props.participant_absent_timeout

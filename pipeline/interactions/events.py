@@ -11,9 +11,16 @@ is the one place an event becomes the JSON dict broadcast to the room::
 
 ``inference_id`` is left out when the event has none, ``properties`` when the event type
 carries none (the speaking events, ``conversation.replica_interrupted``,
-``system.wake_phrase_detected``), and an optional property (``is_interrupted``,
-``received_event_type``) when it is not set. ``system.*`` events have ``message_type``
-``"system"``.
+``system.wake_phrase_detected``, ``system.replica_present``), and an optional property
+(``is_interrupted``, ``received_event_type``) when it is not set. ``system.*`` events have
+``message_type`` ``"system"`` and no ``turn_idx`` (Tavus: it is "omitted on events not tied
+to a turn").
+
+The shapes follow Tavus's own client code where it is stricter than the docs: npm
+``@tavus/cvi-ui`` types ``conversation.utterance`` with a required ``properties.visual_context``
+string (sent empty until perception exists) and ``inference_id`` on every utterance, tool
+call and speaking event; ``tests/test_tavus_clients.py`` type-checks what the bot emits
+against those types with ``tsc``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ class EventProperties(BaseModel):
 class UtteranceProperties(EventProperties):
     role: Role
     speech: str
+    # What the replica saw (Tavus's perception); "" while there is none. cvi-ui's type
+    # requires the string on every utterance.
+    visual_context: str = ""
 
 
 class UtteranceStreamingProperties(EventProperties):
@@ -83,6 +93,10 @@ class SystemErrorProperties(EventProperties):
     received_event_type: str | None = None
 
 
+class ReplicaJoinedProperties(EventProperties):
+    replica_id: str  # "" without a Tavus replica, as in the callback
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -111,16 +125,24 @@ class InteractionEvent(BaseModel):
             data.pop("inference_id", None)
         if self.properties is None:
             data.pop("properties", None)
+        if self.turn_idx is None:
+            data.pop("turn_idx", None)
         return data
 
     @property
     def stamped(self) -> bool:
         return self.seq is not None
 
+    @property
+    def tied_to_turn(self) -> bool:
+        """Whether the event belongs to a turn (``turn_idx``); ``system.*`` events do not."""
+        return self.message_type != "system"
+
     def stamp(self, *, conversation_id: str, seq: int, turn_idx: int, timestamp: float) -> Self:
         """A copy carrying the envelope it is sent with."""
         return self.model_copy(update={
-            "conversation_id": conversation_id, "seq": int(seq), "turn_idx": int(turn_idx),
+            "conversation_id": conversation_id, "seq": int(seq),
+            "turn_idx": int(turn_idx) if self.tied_to_turn else None,
             "timestamp": float(timestamp),
         })
 
@@ -189,7 +211,18 @@ class ReplicaInterruptedEvent(InteractionEvent):
 
 
 class ToolCallEvent(InteractionEvent):
+    """A call the client is to execute (it answers with ``conversation.tool_result``)."""
+
     event_type: Literal["conversation.tool_call"] = "conversation.tool_call"
+    properties: ToolCallProperties
+
+
+class LocalToolCallEvent(InteractionEvent):
+    """A call the bot runs itself (``tools/``), announced for display only: a Tavus client
+    that executes every ``conversation.tool_call`` must not run it a second time. Our own
+    event type (Tavus runs no tool locally); see ``local_tool_call_events``."""
+
+    event_type: Literal["conversation.local_tool_call"] = "conversation.local_tool_call"
     properties: ToolCallProperties
 
 
@@ -216,6 +249,23 @@ class WakePhraseDetectedEvent(InteractionEvent):
     properties: None = None
 
 
+class ReplicaJoinedEvent(InteractionEvent):
+    """The replica is in the room (sent once, when the pipeline starts; its envelope carries
+    the ``conversation_id`` a client must use). tavus-cli waits for it, or for the heartbeat."""
+
+    message_type: Literal["system"] = "system"
+    event_type: Literal["system.replica_joined"] = "system.replica_joined"
+    properties: ReplicaJoinedProperties
+
+
+class ReplicaPresentEvent(InteractionEvent):
+    """The heartbeat: the replica is still in the room (also sent when a participant joins)."""
+
+    message_type: Literal["system"] = "system"
+    event_type: Literal["system.replica_present"] = "system.replica_present"
+    properties: None = None
+
+
 EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     UtteranceEvent,
     UtteranceStreamingEvent,
@@ -227,9 +277,12 @@ EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     StoppedSpeakingEvent,
     ReplicaInterruptedEvent,
     ToolCallEvent,
+    LocalToolCallEvent,
     ClosedCaptionEvent,
     SystemErrorEvent,
     WakePhraseDetectedEvent,
+    ReplicaJoinedEvent,
+    ReplicaPresentEvent,
 )
 OUTBOUND_EVENTS: dict[str, type[InteractionEvent]] = {
     model.model_fields["event_type"].default: model for model in EVENT_MODELS
@@ -238,7 +291,8 @@ _TYPED = TypeAdapter(Annotated[
     UtteranceEvent | UtteranceStreamingEvent | UserStartedSpeakingEvent
     | UserStoppedSpeakingEvent | ReplicaStartedSpeakingEvent | ReplicaStoppedSpeakingEvent
     | StartedSpeakingEvent | StoppedSpeakingEvent | ReplicaInterruptedEvent | ToolCallEvent
-    | ClosedCaptionEvent | SystemErrorEvent | WakePhraseDetectedEvent,
+    | LocalToolCallEvent | ClosedCaptionEvent | SystemErrorEvent | WakePhraseDetectedEvent | ReplicaJoinedEvent
+    | ReplicaPresentEvent,
     Field(discriminator="event_type"),
 ])
 

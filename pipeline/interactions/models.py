@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +39,18 @@ INBOUND_ALIASES = {
     "conversation.overwrite_context": "conversation.overwrite_llm_context",
     "conversation.append_context": "conversation.append_llm_context",
 }
+# Events a replica (ours, or a Tavus one in the same room) sends, beyond those we emit
+# (events.OUTBOUND_EVENTS): seen on the shared channel, never meant for us.
+TAVUS_OUTBOUND_EVENTS = frozenset({
+    "conversation.perception_tool_call",
+    "conversation.perception_analysis",
+    "conversation.objective.pending",
+    "conversation.objective.completed",
+    "conversation.objective.activated",
+    "conversation.guardrail_triggered",
+    "conversation.agent_start",
+    "conversation.agent_stop",
+})
 Sensitivity = Literal["superlow", "verylow", "low", "medium", "high", "auto"]
 
 
@@ -129,8 +142,33 @@ def message_size(message: Any) -> int:
                           separators=(",", ":")).encode("utf-8", "surrogatepass"))
 
 
-def parse_interaction(message: Any, conversation_id: str, sender: str | None = None) -> Interaction:
-    """Validate one inbound message; raise :class:`ProtocolError` saying what is wrong."""
+def addressed_to_us(message: Any, outbound: Collection[str] = ()) -> bool:
+    """Whether an app message is an interaction for the replica (validated, and answered
+    with ``system.error`` when wrong) rather than someone else's traffic on the shared
+    channel, which is ignored: anything that is not a JSON object with a string
+    ``event_type`` (RTVI, a Daily Prebuilt chat message, a ping), ``system.*`` events, and
+    the events replicas send (``outbound``: ours; :data:`TAVUS_OUTBOUND_EVENTS`). An unknown
+    ``conversation.*`` type is taken as ours (a client's typo, or an interaction we do not
+    support yet, deserves an answer)."""
+    if not isinstance(message, dict) or message.get("label") == "rtvi-ai":
+        return False
+    event_type = message.get("event_type")
+    if not isinstance(event_type, str):
+        return False
+    if event_type in _PROPS or event_type in INBOUND_ALIASES:
+        return True
+    if event_type in outbound or event_type in TAVUS_OUTBOUND_EVENTS:
+        return False
+    return event_type.startswith("conversation.")
+
+
+def parse_interaction(message: Any, conversation_id: str | Collection[str],
+                      sender: str | None = None) -> Interaction:
+    """Validate one inbound message; raise :class:`ProtocolError` saying what is wrong.
+
+    ``conversation_id``: the conversation's id, or every id a client may know it by (with a
+    Tavus replica rendering through its own conversation, that one's id too); a message
+    without one is accepted."""
     if isinstance(message, (str, bytes)):
         if message_size(message) > MAX_MESSAGE_BYTES:
             raise ProtocolError(too_large(message_size(message)))
@@ -156,7 +194,8 @@ def parse_interaction(message: Any, conversation_id: str, sender: str | None = N
     if event_type not in _PROPS:
         raise ProtocolError(f"unknown event_type {shown(event_type)}; accepted: {', '.join(INBOUND_EVENTS)}")
     claimed = message.get("conversation_id")
-    if claimed is not None and claimed != conversation_id:
+    known = (conversation_id,) if isinstance(conversation_id, str) else conversation_id
+    if claimed is not None and claimed not in known:
         raise ProtocolError(f"conversation_id {shown(claimed)} is not this conversation")
     model = _PROPS[event_type]
     if model is None:

@@ -11,11 +11,14 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
     InputTransportMessageFrame,
     LLMMessagesAppendFrame,
     LLMUpdateSettingsFrame,
     OutputTransportMessageUrgentFrame,
+    StartFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStoppedFrame,
@@ -27,13 +30,14 @@ from pipecat.services.settings import LLMSettings
 from config.logging import loggable
 
 from .budgets import MessageLimits, SenderBudgets
-from .events import InteractionEvent, build_event
+from .events import OUTBOUND_EVENTS, InteractionEvent, build_event
 from .models import (
     INBOUND_ALIASES,
     MAX_MESSAGE_BYTES,
     EchoProps,
     Interaction,
     ProtocolError,
+    addressed_to_us,
     decode_pcm,
     message_size,
     parse_interaction,
@@ -42,6 +46,10 @@ from .observer import InteractionsObserver
 from .tracker import InteractionTracker
 
 ECHO_AUDIO_SECS = 60.0  # echo audio buffered ahead of playback when no limits are given
+# system.replica_present: how often the replica says it is still in the room. tavus-cli waits
+# for it (or system.replica_joined) before its first message; one small app message.
+HEARTBEAT_SECS = 5.0
+LOCAL_TOOL_CALL_EVENTS = ("local", "tool_call", "none")
 
 
 @dataclass
@@ -55,6 +63,9 @@ class InteractionHooks:
     apply_sensitivity: Callable[[str, str], None] | None = None
     # (tool_call_id, output, status) -> whether a pending call took it
     tool_result: Callable[[str, Any, str], bool] | None = None
+    # (tool_call_id, output, status) -> the context message for a result that came after
+    # its call timed out (None: no such call)
+    late_tool_result: Callable[[str, Any, str], dict[str, Any] | None] | None = None
     # user text that did not come through STT (conversation.respond)
     user_text: Callable[[str], None] | None = None
     # called before an app's conversation.respond asks for a reply (opens a wake-phrase gate)
@@ -80,6 +91,20 @@ class InteractionsProcessor(FrameProcessor):
     one in (``tracker=``) to choose its clocks or ids, and it brings its own
     ``conversation_id`` and ``captions``.
 
+    The shared channel carries other traffic too (RTVI, chat messages, other replicas'
+    events): only messages :func:`~.models.addressed_to_us` are handled; the rest is ignored
+    with a debug line. A rejected message is answered with ``system.error`` to its sender
+    only, where the transport names one (Daily, Tavus); the local page has one peer.
+
+    Args:
+        conversation_id: the id stamped on every event.
+        also_known_as: other ids a client may use for it (a Tavus replica's conversation).
+        replica_id: carried by ``system.replica_joined``.
+        heartbeat_secs: the ``system.replica_present`` interval (None: no heartbeat).
+        local_tool_call_events: how calls of the bot's own tools are announced
+            (``local``: ``conversation.local_tool_call``; ``tool_call``: Tavus's
+            ``conversation.tool_call``; ``none``).
+
     Event handlers available:
 
     - on_event(processor, message): every outbound event, after it was sent.
@@ -89,10 +114,20 @@ class InteractionsProcessor(FrameProcessor):
 
     def __init__(self, conversation_id: str, hooks: InteractionHooks | None = None, *,
                  captions: bool = False, tracker: InteractionTracker | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kwargs):
+                 clock: Callable[[], float] = time.monotonic,
+                 also_known_as: tuple[str, ...] = (), replica_id: str | None = None,
+                 heartbeat_secs: float | None = HEARTBEAT_SECS,
+                 local_tool_call_events: str = "local", **kwargs):
         super().__init__(name="interactions", **kwargs)
+        if local_tool_call_events not in LOCAL_TOOL_CALL_EVENTS:
+            raise ValueError(f"local_tool_call_events must be one of {LOCAL_TOOL_CALL_EVENTS}")
         self.hooks = hooks or InteractionHooks()
         self.tracker = tracker or InteractionTracker(conversation_id, captions=captions)
+        self.also_known_as = tuple(also_known_as)
+        self.replica_id = replica_id
+        self.local_tool_call_events = local_tool_call_events
+        self._heartbeat_secs = heartbeat_secs
+        self._heartbeat = None
         self._clock = clock
         self.budgets = SenderBudgets(clock)
         self._echo_audio_until = 0.0  # when the echo audio pushed so far has played out
@@ -117,15 +152,22 @@ class InteractionsProcessor(FrameProcessor):
         """The inference id of the reply in progress (for tool calls)."""
         return self.tracker.current_inference_id
 
+    @property
+    def conversation_ids(self) -> tuple[str, ...]:
+        """Every id an inbound message may carry."""
+        return (self.conversation_id, *self.also_known_as)
+
     # ------------------------------------------------------------------ sending
 
-    async def send(self, *events: InteractionEvent) -> list[dict[str, Any]]:
-        """Broadcast events to the room in order (seq is strictly increasing in send order)."""
+    async def send(self, *events: InteractionEvent, to: str | None = None
+                   ) -> list[dict[str, Any]]:
+        """Send events in order (seq is strictly increasing in send order): to the room, or
+        to one participant (``to``: its transport id; Daily and Tavus rooms address it)."""
         messages = []
         for event in events:
             async with self._send_lock:
                 message = self.tracker.stamp(event).to_message()
-                await self.push_frame(OutputTransportMessageUrgentFrame(message=message))
+                await self.push_frame(_message_frame(message, to))
             await self._call_event_handler("on_event", message)
             messages.append(message)
         return messages
@@ -145,13 +187,15 @@ class InteractionsProcessor(FrameProcessor):
         (message,) = await self.send(event)
         return message
 
-    async def emit_error(self, error: str, received: Any = None) -> None:
-        """Tell the room (and the log) that an inbound message was rejected."""
+    async def emit_error(self, error: str, received: Any = None, sender: str | None = None
+                         ) -> None:
+        """Tell the sender (and the log) that an inbound message was rejected (the whole room
+        when the transport does not name the sender)."""
         event = received.get("event_type") if isinstance(received, dict) else None
         # The client's values at most cut and escaped (its message itself is never logged).
         logger.warning(f"Interactions: rejected message ({loggable(event or 'unparsed', 80)}): "
                        f"{loggable(error, 400)}")
-        await self.send(*self.tracker.error(error, event))
+        await self.send(*self.tracker.error(error, event), to=sender)
         await self._call_event_handler("on_protocol_error", error, received)
 
     async def reply_failed(self, reason: str) -> None:
@@ -162,9 +206,36 @@ class InteractionsProcessor(FrameProcessor):
         """A live closed caption (``enable_closed_captions``): the text so far of one utterance."""
         await self.send(*self.tracker.caption(role, text, final, inference_id))
 
-    async def emit_tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str) -> None:
-        """``conversation.tool_call`` for a call the LLM made (arguments as a JSON string)."""
-        await self.send(*self.tracker.tool_call(name, arguments, tool_call_id))
+    async def emit_tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str,
+                             local: bool = False) -> None:
+        """Announce a call the LLM made (arguments as a JSON string): ``conversation.tool_call``
+        for the client to execute; a ``local`` one (the bot runs it) as
+        ``local_tool_call_events`` says."""
+        if local and self.local_tool_call_events == "none":
+            return
+        kind = ("conversation.local_tool_call" if local and self.local_tool_call_events == "local"
+                else "conversation.tool_call")
+        await self.send(*self.tracker.tool_call(name, arguments, tool_call_id, kind))
+
+    async def replica_present(self) -> None:
+        """``system.replica_present`` now (a participant joined: it need not wait for the
+        next heartbeat)."""
+        await self.send(*self.tracker.replica_present())
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_secs)
+            await self.replica_present()
+
+    async def _started(self) -> None:
+        await self.send(*self.tracker.replica_joined(self.replica_id))
+        if self._heartbeat_secs and self._heartbeat is None:
+            self._heartbeat = self.create_task(self._beat(), name="replica-present")
+
+    async def _stopped(self) -> None:
+        if self._heartbeat is not None:
+            heartbeat, self._heartbeat = self._heartbeat, None
+            await self.cancel_task(heartbeat)
 
     async def wake_phrase_detected(self) -> None:
         """``system.wake_phrase_detected`` (envelope only, as Tavus documents it)."""
@@ -178,6 +249,12 @@ class InteractionsProcessor(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)  # everything downstream starts first
+            await self._started()
+            return
+        if isinstance(frame, (EndFrame, CancelFrame)):
+            await self._stopped()
         if isinstance(frame, InputTransportMessageFrame) and direction == FrameDirection.DOWNSTREAM:
             await self.handle_message(frame.message, getattr(frame, "participant_id", None))
             return  # consumed
@@ -191,30 +268,36 @@ class InteractionsProcessor(FrameProcessor):
 
     async def handle_message(self, message: Any, sender: str | None = None) -> None:
         """Validate and act on one inbound message; errors never escape."""
-        if isinstance(message, dict) and message.get("label") == "rtvi-ai":
-            return  # RTVI's own traffic (client-ready etc.) is not ours
-        if isinstance(message, (str, bytes)) and message_size(message) <= MAX_MESSAGE_BYTES:
+        oversized = isinstance(message, (str, bytes)) and message_size(message) > MAX_MESSAGE_BYTES
+        if isinstance(message, (str, bytes)) and not oversized:
             try:  # decoded once here so that the budget knows its event type
                 decoded = json.loads(message)
             except (ValueError, UnicodeDecodeError):
                 decoded = None
-            message = decoded if isinstance(decoded, dict) else message
+            message = decoded
+        if not oversized and not addressed_to_us(message, OUTBOUND_EVENTS):
+            # Someone else's traffic on the shared channel: RTVI, chat, other replicas' events.
+            kind = message.get("event_type") or message.get("type") if isinstance(
+                message, dict) else type(message).__name__
+            logger.debug(f"Interactions: ignored an app message that is not an interaction "
+                         f"({loggable(str(kind), 60)})")
+            return
         raw_type = message.get("event_type") if isinstance(message, dict) else None
         raw_type = INBOUND_ALIASES.get(raw_type, raw_type) if isinstance(raw_type, str) else None
         admitted, report = self.budgets.admit(sender, raw_type)
         if not admitted:  # dropped, never queued: one system.error per burst
             if report:
-                await self.emit_error(SenderBudgets.error(raw_type), message)
+                await self.emit_error(SenderBudgets.error(raw_type), message, sender)
             return
         try:
-            interaction = parse_interaction(message, self.conversation_id, sender)
+            interaction = parse_interaction(message, self.conversation_ids, sender)
             await self._dispatch(interaction)
         except ProtocolError as exc:
-            await self.emit_error(str(exc), message)
+            await self.emit_error(str(exc), message, sender)
             return
         except Exception as exc:  # noqa: BLE001 - a bug must not take the pipeline down
             logger.exception(f"Interactions: failed to handle a message: {exc}")
-            await self.emit_error(f"internal error: {type(exc).__name__}", message)
+            await self.emit_error(f"internal error: {type(exc).__name__}", message, sender)
             return
         await self._call_event_handler("on_interaction", interaction)
 
@@ -243,13 +326,21 @@ class InteractionsProcessor(FrameProcessor):
                 props.participant_pause_sensitivity, props.participant_interrupt_sensitivity
             )
         elif kind == "conversation.tool_result":
-            taken = self.hooks.tool_result and self.hooks.tool_result(
-                props.tool_call_id, props.output, props.status
-            )
-            if not taken:
-                raise ProtocolError(
-                    f"conversation.tool_result: no pending tool call {props.tool_call_id!r}"
-                )
+            await self._tool_result(props.tool_call_id, props.output, props.status)
+
+    async def _tool_result(self, call_id: str, output: Any, status: str) -> None:
+        """A client's result: to its pending call; one that came after the call timed out
+        (the LLM was told so) is added to the context for the next reply, not rejected."""
+        hooks = self.hooks
+        if hooks.tool_result and hooks.tool_result(call_id, output, status):
+            return
+        late = hooks.late_tool_result and hooks.late_tool_result(call_id, output, status)
+        if not late:
+            raise ProtocolError(f"conversation.tool_result: no pending tool call {call_id!r}")
+        logger.info(f"Interactions: a late result for tool call {loggable(call_id, 80)} "
+                    "was added to the context")
+        if hooks.pipeline_mode == "full":
+            await self.push_frame(LLMMessagesAppendFrame([late], run_llm=False))
 
     def _check_context(self, kind: str, mode: str, text: str) -> None:
         """Refuse a context the LLM cannot hold (the conversation keeps its previous one)."""
@@ -352,3 +443,14 @@ class InteractionsProcessor(FrameProcessor):
                 await self.push_frame(TTSStoppedFrame())
         if props.done:
             tracker.echo_ended()
+
+
+def _message_frame(message: dict[str, Any], to: str | None) -> Frame:
+    """The frame that sends one app message: to the room, or to one Daily participant
+    (Pipecat's Daily client, which the Tavus transport uses too, addresses it; any other
+    transport sends it as it sends every message)."""
+    if to is None:
+        return OutputTransportMessageUrgentFrame(message=message)
+    from pipecat.transports.daily.transport import DailyOutputTransportMessageUrgentFrame
+
+    return DailyOutputTransportMessageUrgentFrame(message=message, participant_id=to)

@@ -25,7 +25,11 @@ from .events import (
     ClosedCaptionEvent,
     ClosedCaptionProperties,
     InteractionEvent,
+    LocalToolCallEvent,
     ReplicaInterruptedEvent,
+    ReplicaJoinedEvent,
+    ReplicaJoinedProperties,
+    ReplicaPresentEvent,
     ReplicaStartedSpeakingEvent,
     ReplicaStoppedSpeakingEvent,
     ReplicaStoppedSpeakingProperties,
@@ -135,10 +139,26 @@ class InteractionTracker:
         return [SystemErrorEvent(inference_id=self.current_inference_id,
                                  properties=SystemErrorProperties(error=f"no reply: {reason}"[:500]))]
 
-    def tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str) -> Events:
-        """``conversation.tool_call`` for a call the LLM made (arguments as a JSON string)."""
-        return [ToolCallEvent(inference_id=self.current_inference_id, properties=ToolCallProperties(
-            name=name, arguments=json.dumps(arguments), tool_call_id=tool_call_id))]
+    def tool_call(self, name: str, arguments: dict[str, Any], tool_call_id: str,
+                  event_type: str = "conversation.tool_call") -> Events:
+        """``conversation.tool_call`` for a call the LLM made (arguments as a JSON string);
+        ``event_type`` ``conversation.local_tool_call`` for one the bot runs itself."""
+        inference = self.current_inference_id
+        if inference is None:  # cvi-ui's type requires one; a call outside any turn gets its own
+            inference = self._reply_inference = self._new_id()
+        properties = ToolCallProperties(name=name, arguments=json.dumps(arguments),
+                                        tool_call_id=tool_call_id)
+        if event_type == "conversation.tool_call":
+            return [ToolCallEvent(inference_id=inference, properties=properties)]
+        return [LocalToolCallEvent(inference_id=inference, properties=properties)]
+
+    def replica_joined(self, replica_id: str | None) -> Events:
+        """``system.replica_joined``: the replica is in the room."""
+        return [ReplicaJoinedEvent(properties=ReplicaJoinedProperties(replica_id=replica_id or ""))]
+
+    def replica_present(self) -> Events:
+        """``system.replica_present``: the heartbeat."""
+        return [ReplicaPresentEvent()]
 
     def wake_phrase_detected(self) -> Events:
         """``system.wake_phrase_detected`` (envelope only, as Tavus documents it)."""
