@@ -64,7 +64,8 @@ _QUIETED = [(name, re.compile(pattern)) for name, pattern, _why in QUIETED]
 BODIES: list[tuple[str, str, str | None, str]] = [
     ("pipecat.transports.smallwebrtc.connection",
      r"(?s)^Error parsing JSON message (?P<body>.*), (?P<why>(?:(?!, ).)*)$", "WARNING",
-     ("a data-channel message without a \"type\" key (or not JSON) is dropped by Pipecat; "
+     ("a data-channel message that is not a JSON object is dropped by Pipecat (one without "
+      "a \"type\" key no longer: transports/webrtc_messages.py); "
       "verbatim, one audio echo burst wrote megabytes of log; the conversation goes on")),
     ("pipecat.processors.frameworks.rtvi", r"(?s)^Ignoring not RTVI message: (?P<body>.*)$", None,
      "every interactions message (also QUIETED to DEBUG)"),

@@ -34,6 +34,10 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``pipecat.services.piper.tts.PiperVoice`` (module global) | one loaded Piper voice per process, shared by every conversation | ``PiperTTSService.__init__`` loads its own ONNX session (a thread pool and ~60 MB each); no parameter to pass one in | :func:`shared_piper_tts` |
 | ``pipecat.audio.turn.smart_turn.local_smart_turn_v3.ort`` (module global) | one Smart Turn ONNX session per process | ``LocalSmartTurnAnalyzerV3.__init__`` creates its own ``InferenceSession``; no parameter to pass one in | :func:`shared_smart_turn_v3` |
 | ``pipecat.runner.run.app`` (module global) and its FastAPI docs routes | no ``/docs``, ``/redoc``, ``/openapi.json`` on the local server | the runner builds ``FastAPI()`` with the defaults at import, which adds those routes then (setting ``openapi_url`` later removes nothing) | :func:`runner_app_without_docs` |
+| ``SmallWebRTCConnection._data_channel`` | the peer's data channel when the bot gets the connection | set by Pipecat's ``datachannel`` listener; no public accessor | :func:`webrtc_data_channel` |
+| ``SmallWebRTCConnection._setup_listeners`` (wrapped on the instance) | our ``datachannel`` listener on every peer connection, also the one ``renegotiate(restart_pc=True)`` makes | ``_initialize()`` makes a new ``RTCPeerConnection`` and calls it; no event for that | :func:`on_webrtc_peer_connection` |
+| the data channel's ``message`` listener of ``SmallWebRTCConnection`` (a closure) | wrapped, so that JSON without ``"type"`` is an app message | Pipecat's listener does ``json_message["type"]`` and drops the rest with an ERROR line | :func:`webrtc_message_listener` |
+| ``SmallWebRTCConnection._pending_app_messages`` / ``_call_event_handler("app-message")`` | hand that JSON on exactly as Pipecat's listener hands typed JSON | the listener's app-message branch; no public way in | :func:`deliver_webrtc_app_message` |
 | ``BaseObject._register_event_handler`` / ``_call_event_handler`` | our processors declare and fire events | the subclassing API for events (no function) | — (listed, tested) |
 """
 
@@ -259,6 +263,73 @@ def set_tavus_transport_client(transport: Any, client: Any) -> None:
     output transports when first called, so this must happen before them.
     """
     _replace(transport, "_client", client)
+
+
+# --------------------------------------------------------------------------- SmallWebRTC connection
+# ``transports.webrtc_messages`` makes the local data channel take JSON without a
+# ``"type"`` key (a Tavus client's raw interaction messages) as app messages.
+
+_SMALLWEBRTC_CONNECTION_MODULE = "pipecat.transports.smallwebrtc.connection"
+
+
+def webrtc_data_channel(connection: Any) -> Any | None:
+    """The peer's data channel of a ``SmallWebRTCConnection``; ``None`` until it arrives.
+
+    Why: Pipecat's ``datachannel`` listener stores it in ``_data_channel``; no accessor.
+    """
+    return _get(connection, "_data_channel")
+
+
+def on_webrtc_peer_connection(connection: Any, setup: Any) -> None:
+    """Call ``setup(pc)`` on the connection's ``RTCPeerConnection`` now, and on every one it
+    makes later, right after Pipecat has set up its own listeners on it.
+
+    Why: ``renegotiate(restart_pc=True)`` closes the peer connection and ``_initialize()``
+    makes a new one, whose listeners ``_setup_listeners()`` adds; there is no event for
+    it. Listeners ``setup`` adds run after Pipecat's (pyee calls them in order).
+    """
+    original = getattr(connection, "_setup_listeners", None)
+    if not callable(original) or "_setup_listeners" not in vars(type(connection)):
+        raise _missing(connection, "_setup_listeners()")
+    if "_pc" not in vars(connection):
+        raise _missing(connection, "_pc")
+
+    def setup_listeners() -> None:
+        original()
+        setup(connection.pc)
+
+    connection._setup_listeners = setup_listeners
+    setup(connection.pc)
+
+
+def webrtc_message_listener(channel: Any) -> Any:
+    """Pipecat's ``message`` listener on a data channel (a pyee emitter), which must be one.
+
+    Why: it is a closure in ``SmallWebRTCConnection._setup_listeners``; it does
+    ``json_message["type"]``, so JSON without that key is logged as an ERROR and dropped.
+    """
+    found = [listener for listener in channel.listeners("message")
+             if getattr(listener, "__module__", None) == _SMALLWEBRTC_CONNECTION_MODULE]
+    if len(found) != 1:
+        raise PipecatSeamError(
+            f"Pipecat upgrade removed/changed SmallWebRTCConnection's data channel 'message' "
+            f"listener ({len(found)} found, 1 expected); update services/pipecat_seam.py"
+        )
+    return found[0]
+
+
+async def deliver_webrtc_app_message(connection: Any, message: Any) -> None:
+    """Hand ``message`` (parsed JSON) on as Pipecat's ``message`` listener hands typed JSON.
+
+    Why: that is the listener's app-message branch: the ``app-message`` event (the
+    transport makes it an ``InputTransportMessageFrame``) once the peer is connected,
+    else ``_pending_app_messages``, which ``connect()`` replays.
+    """
+    pending = _get(connection, "_pending_app_messages")
+    if connection.is_connected():
+        await connection._call_event_handler("app-message", message)
+    else:
+        pending.append(message)
 
 
 class _RunnerLogger:

@@ -455,3 +455,76 @@ def test_runner_app_without_docs_removes_fastapis_docs_routes():
     assert app.openapi_url is None and app.docs_url is None and app.redoc_url is None
     with pytest.raises(seam.PipecatSeamError):
         seam.runner_app_without_docs(SimpleNamespace(router=SimpleNamespace(routes=[])))
+
+
+# --------------------------------------------------------------------------- SmallWebRTC connection
+
+
+async def test_smallwebrtc_connection_members():
+    """``_data_channel``, ``_setup_listeners`` (also for a restarted peer connection),
+    Pipecat's data channel ``message`` listener and its app-message branch, which
+    :func:`deliver_webrtc_app_message` replicates."""
+    import json
+    import time
+
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+    from pyee.asyncio import AsyncIOEventEmitter
+
+    class Channel(AsyncIOEventEmitter):
+        readyState = "open"
+
+    _source_uses(SmallWebRTCConnection._initialize, r"self\._setup_listeners\(\)",
+                 "SmallWebRTCConnection._initialize (calls _setup_listeners)")
+    _source_uses(SmallWebRTCConnection.renegotiate, r"self\._initialize\(\)",
+                 "SmallWebRTCConnection.renegotiate (restart_pc: _initialize)")
+    _source_uses(SmallWebRTCConnection.connect, r'_pending_app_messages',
+                 "SmallWebRTCConnection.connect (replays _pending_app_messages)")
+    connection = SmallWebRTCConnection()
+    for name in ("_data_channel", "_pending_app_messages", "_pc"):
+        _has(connection, name, f"SmallWebRTCConnection.{name}")
+    assert seam.webrtc_data_channel(connection) is None
+
+    pcs: list = []
+    seam.on_webrtc_peer_connection(connection, pcs.append)
+    assert pcs == [connection.pc]
+    connection._initialize()  # what renegotiate(restart_pc=True) does
+    assert len(pcs) == 2 and pcs[1] is connection.pc and pcs[0] is not pcs[1]
+
+    channel = Channel()
+    connection.pc.emit("datachannel", channel)
+    assert seam.webrtc_data_channel(connection) is channel
+    listener = seam.webrtc_message_listener(channel)
+
+    app: list = []
+
+    @connection.event_handler("app-message")
+    async def on_app_message(_, message):
+        app.append(message)
+
+    async def settle():
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    typed = {"type": "tavus", "n": 1}
+    await listener(json.dumps(typed))  # not connected: Pipecat queues it
+    await seam.deliver_webrtc_app_message(connection, {"n": 2})
+    assert connection._pending_app_messages == [typed, {"n": 2}], _upgrade(
+        "SmallWebRTCConnection's message listener (queues app messages before connect)")
+    connection._pending_app_messages.clear()
+    connection._connect_invoked = True
+    connection._last_received_time = time.time()
+    assert connection.is_connected()
+    await listener(json.dumps(typed))  # connected: the app-message event
+    await seam.deliver_webrtc_app_message(connection, {"n": 2})
+    await settle()
+    assert app == [typed, {"n": 2}] and not connection._pending_app_messages, _upgrade(
+        "SmallWebRTCConnection's message listener (app-message event when connected)")
+
+    with pytest.raises(seam.PipecatSeamError, match="'message' listener"):
+        seam.webrtc_message_listener(Channel())
+    with pytest.raises(seam.PipecatSeamError, match="_data_channel"):
+        seam.webrtc_data_channel(SimpleNamespace())
+    with pytest.raises(seam.PipecatSeamError, match="_setup_listeners"):
+        seam.on_webrtc_peer_connection(SimpleNamespace(), pcs.append)
+    with pytest.raises(seam.PipecatSeamError, match="_pending_app_messages"):
+        await seam.deliver_webrtc_app_message(SimpleNamespace(is_connected=lambda: True), {})

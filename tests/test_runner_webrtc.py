@@ -180,7 +180,10 @@ def test_stopping_the_bot_stops_the_local_llm_server(tmp_path, sig):
 
 
 async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
-    """The protocol over a real transport: an aiortc peer's data channel to `python bot.py`."""
+    """The protocol over a real transport: an aiortc peer's data channel to `python bot.py`.
+
+    A raw Tavus message (no ``"type"`` key, as Tavus clients send it) is answered, as
+    are typed ones (our page adds ``"type": "tavus"``) and RTVI's ``client-ready``."""
     import json
 
     from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -196,6 +199,9 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
     pc.addTrack(player.audio)
     channel = pc.createDataChannel("chat")
     received = _events(channel)
+    rtvi: list[dict] = []
+    channel.on("message", lambda data: rtvi.append(json.loads(data)) if isinstance(data, str)
+               and '"rtvi-ai"' in data else None)
     opened = asyncio.Event()
 
     @channel.on("open")
@@ -221,8 +227,12 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
             raise AssertionError(f"not received; got {[m['event_type'] for m in received]}")
 
         # Wait for the greeting to finish, so the session is live.
-        await wait_for(lambda m: m["event_type"] == "conversation.replica.stopped_speaking")
-        channel.send(json.dumps({"type": "tavus", "event_type": "conversation.respond",
+        greeted = await wait_for(lambda m: m["event_type"] == "conversation.replica.stopped_speaking")
+        channel.send(json.dumps({"label": "rtvi-ai", "type": "client-ready", "id": "ready-1",
+                                 "data": {"version": "1.0.0"}}))
+        # What a Tavus client sends: the protocol's message as it is, no "type" key.
+        channel.send(json.dumps({"message_type": "conversation", "event_type": "conversation.respond",
+                                 "conversation_id": greeted["conversation_id"],
                                  "properties": {"text": "Please say hello."}}))
         user = await wait_for(lambda m: m["event_type"] == "conversation.utterance"
                               and m["properties"]["role"] == "user")
@@ -250,10 +260,14 @@ async def test_interactions_over_the_webrtc_data_channel(bot_server, tmp_path):
         seqs = [m["seq"] for m in received]
         assert seqs == sorted(seqs)
         assert {m["conversation_id"] for m in received} == {user["conversation_id"]}
+        assert any(m.get("type") == "bot-ready" for m in rtvi), rtvi  # RTVI is answered as before
     finally:
         await pc.close()
         if player.audio:
             player.audio.stop()
+    text = log.read_text()
+    assert "Error parsing JSON message" not in text, text[-3000:]  # nothing was dropped
+    assert "Traceback" not in text
 
 
 async def test_a_provider_error_reaches_the_webrtc_client_without_the_key(tmp_path):

@@ -43,7 +43,13 @@ def transport_params(options: ConversationOptions, video: bool = False) -> dict[
 
 
 async def make_transport(runner_args: Any, options: ConversationOptions, video: bool = False) -> Any:
-    """The transport for a runner session; in Daily rooms the bot shows the persona's name."""
+    """The transport for a runner session; in Daily rooms the bot shows the persona's name.
+
+    On the local page's WebRTC connection, JSON without a ``"type"`` key (a Tavus client's
+    interaction messages as they are) is an app message too
+    (:mod:`transports.webrtc_messages`). Pipecat hands no app message on before the
+    transport exists (it registers the handler), so nothing is lost by doing it here.
+    """
     from pipecat.runner.types import DailyRunnerArguments
     from pipecat.runner.utils import create_transport
 
@@ -54,4 +60,9 @@ async def make_transport(runner_args: Any, options: ConversationOptions, video: 
         return DailyTransport(
             runner_args.room_url, runner_args.token, options.persona_name, params=params["daily"]()
         )
+    connection = getattr(runner_args, "webrtc_connection", None)
+    if connection is not None:
+        from transports.webrtc_messages import accept_untyped_app_messages
+
+        accept_untyped_app_messages(connection)
     return await create_transport(runner_args, params)
