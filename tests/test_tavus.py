@@ -1,5 +1,7 @@
-"""Tavus: REST contract, renderer choice, the video renderer in a real pipeline, and the end
-of the Tavus conversation on every exit path (normal end, cancel, crash, failed join, error)."""
+"""Tavus: REST contract, renderer choice, the video renderer in a real pipeline, the end
+of the Tavus conversation on every exit path (normal end, cancel, crash, failed join, error),
+and the Tavus room's app messages (the transport's user's reach the pipeline; the replica's,
+and the video renderer's hidden room's, do not)."""
 
 from __future__ import annotations
 
