@@ -26,9 +26,10 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``TavusVideoService._client`` | install our client | every other method of the service uses it | :func:`set_tavus_video_client` |
 | ``TavusTransportClient._api`` | our ``TavusApi`` on the conversation we created | the client builds its own in ``__init__``; no parameter | :func:`set_tavus_client_api` |
 | ``TavusTransportClient._client`` | the Daily client after setup (``None``: setup failed) | setup logs a failure and carries on; no public accessor | :func:`tavus_daily_client` |
-| ``TavusTransportClient._on_handle_callback`` | overridden by ``PersonaTavusClient``: a failed join is fatal | the hook every Daily event (``on_error`` too) goes to (subclassing, no function) | — (listed, tested) |
+| ``TavusTransportClient._on_handle_callback`` | overridden by ``PersonaTavusClient``: a failed join is fatal; app messages go to ``PersonaTavusTransport`` | the hook every Daily event (``on_error``, ``on_app_message`` too) goes to, and only logs (subclassing, no function) | — (listed, tested) |
 | ``DailyTransportClient._token`` | join a private Tavus room with its meeting token | ``TavusTransportClient`` builds the Daily client with no token; read at join | :func:`set_daily_client_token` |
 | ``TavusTransport._client`` (and its ``_callbacks``) | replace the transport's client with ours, same callbacks | built in ``__init__``, used lazily by ``input()`` / ``output()`` | :func:`tavus_transport_callbacks`, :func:`set_tavus_transport_client` |
+| ``TavusTransport._tavus_participant_id`` | tell the replica's app messages from the user's (not forwarded) | set by ``_on_participant_joined`` when the replica joins; no accessor | :func:`tavus_replica_participant_id` |
 | ``pipecat.runner.run.logger`` (module global) | the runner's log level | ``main()`` removes every sink and adds stderr at DEBUG, no option for less | :func:`runner_logging` |
 | ``pipecat.runner.run._print_dev_runner_banner`` / ``_print_startup_message`` | our one banner (persona, engines, URL of our page) | the runner prints its own, pointing at its prebuilt client | :func:`runner_banner` |
 | ``pipecat.services.piper.tts.PiperVoice`` (module global) | one loaded Piper voice per process, shared by every conversation | ``PiperTTSService.__init__`` loads its own ONNX session (a thread pool and ~60 MB each); no parameter to pass one in | :func:`shared_piper_tts` |
@@ -263,6 +264,16 @@ def set_tavus_transport_client(transport: Any, client: Any) -> None:
     output transports when first called, so this must happen before them.
     """
     _replace(transport, "_client", client)
+
+
+def tavus_replica_participant_id(transport: Any) -> str | None:
+    """The replica's participant id a ``TavusTransport`` learnt; ``None`` until it joined.
+
+    Why: ``_on_participant_joined`` sets ``_tavus_participant_id`` when the participant
+    whose user name is the persona's joins (to ignore its microphone); the replica's app
+    messages, Tavus's own events, must not go into the pipeline. No accessor.
+    """
+    return _get(transport, "_tavus_participant_id")
 
 
 # --------------------------------------------------------------------------- SmallWebRTC connection

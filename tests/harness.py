@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ class Harness:
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
         self.fake: FakeOpenAI | None = None
-        self.transport: FileTransport | None = None
+        self.transport: Any = None  # a FileTransport unless start(make_transport=...)
+        self._sent: Callable[[], list] | None = None
         self.session: ConversationSession | None = None
         self.built: PersonaPipeline | None = None
         self.worker = None
@@ -57,20 +59,28 @@ class Harness:
         env: dict[str, str] | None = None,
         renderer: str = "none",
         force_local: bool = False,
+        make_transport: Callable[[ConversationSession], Any] | None = None,
+        transport_kind: str = "file",
+        sent: Callable[[], list] | None = None,
     ) -> Harness:
         """Start the conversation. ``env``: settings (e.g. a fake Tavus); ``renderer``: the
         ``--renderer`` choice; ``lifecycle``: the test's own (records, callbacks);
-        ``force_local``: the embedded LLM (``--local``) instead of the scripted fake."""
+        ``force_local``: the embedded LLM (``--local``) instead of the scripted fake.
+
+        ``make_transport(session)``: another transport than the file one (``transport_kind``
+        names it on the record), whose sent messages ``sent()`` returns; :meth:`send` is
+        then the test's own business."""
         try:
             return await self._start(answers, persona, conversation, audio_in, registry,
                                      llm_delay_secs, audio_in_filter, lifecycle, env, renderer,
-                                     force_local)
+                                     force_local, make_transport, transport_kind, sent)
         except BaseException:
             await self.stop()  # nothing of a half-started conversation is left running
             raise
 
     async def _start(self, answers, persona, conversation, audio_in, registry, llm_delay_secs,
-                     audio_in_filter, lifecycle, env, renderer, force_local) -> Harness:
+                     audio_in_filter, lifecycle, env, renderer, force_local, make_transport,
+                     transport_kind, sent) -> Harness:
         self.fake = await FakeOpenAI(answers=answers or ["Hello there."],
                                      delay_secs=llm_delay_secs).start()
         data = copy.deepcopy(persona or BASE_PERSONA)
@@ -85,15 +95,18 @@ class Harness:
             {"PERSONA_DATA_DIR": str(self.tmp_path / "data"), **(env or {})})
         app = AppConfig.of(p, conv, self._settings)
         plan = NO_RENDERER if renderer == "none" else plan_renderer(renderer, conv, p, self._settings)
-        self.session = ConversationSession(app, transport="file", renderer=plan,
+        self.session = ConversationSession(app, transport=transport_kind, renderer=plan,
                                            force_local=force_local,
                                            registry=registry or build_registry(),
                                            lifecycle=lifecycle)
         await self.session.__aenter__()
-        if audio_in is None:
-            audio_in = self.tmp_path / "silence.wav"
-            write_wav_mono16(audio_in, b"\x00\x00" * 8000, 16000)
-        self.transport = FileTransport(audio_in, audio_in_filter=audio_in_filter)
+        if make_transport is not None:
+            self.transport, self._sent = make_transport(self.session), sent
+        else:
+            if audio_in is None:
+                audio_in = self.tmp_path / "silence.wav"
+                write_wav_mono16(audio_in, b"\x00\x00" * 8000, 16000)
+            self.transport = FileTransport(audio_in, audio_in_filter=audio_in_filter)
         self.built = self.session.build(self.transport)
         self.worker = self.session.worker
         await self.session.start()
@@ -106,7 +119,7 @@ class Harness:
         return self.session.task
 
     async def stop(self) -> None:
-        if self.transport:
+        if isinstance(self.transport, FileTransport):
             self.transport.finish()
         if self.session is not None:
             session, self.session = self.session, None
@@ -125,8 +138,8 @@ class Harness:
     @property
     def events(self) -> list[dict]:
         """Protocol events only (the RTVI observer shares the data channel)."""
-        return [m for m in self.transport.sent_messages
-                if isinstance(m, dict) and "event_type" in m]
+        sent = self._sent() if self._sent is not None else self.transport.sent_messages
+        return [m for m in sent if isinstance(m, dict) and "event_type" in m]
 
     def of(self, event_type: str) -> list[dict]:
         return [e for e in self.events if e["event_type"] == event_type]

@@ -320,6 +320,13 @@ async def test_tavus_transport_client_members():
                  "TavusTransportClient.setup (on_error no longer goes to _on_handle_callback)")
     _source_uses(DailyTransportClient.join, r"Error joining",
                  "DailyTransportClient.join's error message (PersonaTavusClient matches it)")
+    # App messages: Daily's (message, sender) reach _on_handle_callback("on_app_message", ...).
+    _source_uses(TavusTransportClient.setup,
+                 r"on_app_message=partial\(self\._on_handle_callback, \"on_app_message\"\)",
+                 "TavusTransportClient.setup (on_app_message no longer goes to _on_handle_callback)")
+    _source_uses(DailyTransportClient.on_app_message,
+                 r"self\._callbacks\.on_app_message, message, sender",
+                 "DailyTransportClient.on_app_message (its callback's arguments)")
 
 
 async def test_daily_client_token():
@@ -390,6 +397,49 @@ async def test_tavus_transport_client_replacement():
         seam.set_tavus_transport_client(transport, ours)
         assert transport.input()._client is ours, _upgrade("TavusTransport.input (its client)")
         assert transport.output()._client is ours, _upgrade("TavusTransport.output (its client)")
+
+
+async def test_tavus_transport_replica_participant_id():
+    """``TavusTransport._tavus_participant_id``: ``None`` until the participant named as the
+    persona joins, then its id (how ``PersonaTavusTransport`` knows the replica's messages)."""
+    from pipecat.transports.tavus.transport import TavusTransport
+
+    async def get_persona_name(persona_id):
+        return "Anna"
+
+    async with aiohttp.ClientSession() as http:
+        transport = TavusTransport(bot_name="b", session=http, api_key="k-dummy",
+                                   replica_id="r-1")
+        _has(transport, "_tavus_participant_id", "TavusTransport._tavus_participant_id")
+        assert seam.tavus_replica_participant_id(transport) is None
+        seam.set_tavus_client_api(transport._client,
+                                  SimpleNamespace(get_persona_name=get_persona_name))
+        await transport._on_participant_joined({"id": "p-replica", "info": {"userName": "Anna"}})
+        assert seam.tavus_replica_participant_id(transport) == "p-replica", _upgrade(
+            "TavusTransport._on_participant_joined (no longer sets _tavus_participant_id)")
+    with pytest.raises(seam.PipecatSeamError, match="_tavus_participant_id"):
+        seam.tavus_replica_participant_id(SimpleNamespace())
+
+
+def test_daily_pushes_app_messages_as_we_do():
+    """``PersonaTavusTransport`` delivers app messages as Daily's input transport does: a
+    ``DailyInputTransportMessageFrame(message, participant_id)`` broadcast (public API; a
+    change in Daily's way is a change to follow)."""
+    import dataclasses
+
+    from pipecat.transports.daily.transport import (
+        DailyInputTransport,
+        DailyInputTransportMessageFrame,
+        DailyTransport,
+    )
+
+    _source_uses(DailyInputTransport.push_app_message,
+                 r"broadcast_frame\(\s*DailyInputTransportMessageFrame, message=message, "
+                 r"participant_id=sender", "DailyInputTransport.push_app_message")
+    _source_uses(DailyTransport._on_app_message, r"push_app_message\(message, sender\)",
+                 "DailyTransport._on_app_message")
+    fields = {f.name for f in dataclasses.fields(DailyInputTransportMessageFrame)}
+    assert {"message", "participant_id"} <= fields
 
 
 async def test_persona_transport_uses_our_client():

@@ -1,5 +1,7 @@
-"""Tavus: REST contract, renderer choice, the video renderer in a real pipeline, and the end
-of the Tavus conversation on every exit path (normal end, cancel, crash, failed join, error)."""
+"""Tavus: REST contract, renderer choice, the video renderer in a real pipeline, the end
+of the Tavus conversation on every exit path (normal end, cancel, crash, failed join, error),
+and the Tavus room's app messages (the transport's user's reach the pipeline; the replica's,
+and the video renderer's hidden room's, do not)."""
 
 from __future__ import annotations
 
@@ -174,17 +176,33 @@ async def test_unreachable_tavus_is_a_clear_error():
 @pytest.fixture
 def daily_room(monkeypatch):
     """Stand-in for the Daily media connection (not reachable offline): join succeeds or fails
-    as told, app messages sent into the Tavus room are recorded."""
+    as told, app messages sent into the Tavus room are recorded.
+
+    Daily's side of the room is played at the level of daily-python's event handler: Daily
+    calls ``DailyTransportClient.on_participant_joined`` / ``on_app_message`` from its own
+    thread, and so do :func:`arrive` and :func:`app_message` (``room.participants`` is what
+    ``participants()`` answers). Participants already in the room, and the messages in
+    ``room.at_join``, arrive during the join, and are handled before it returns: before
+    the pipeline has started.
+    """
     from pipecat.transports.daily.transport import DailyTransportClient
 
-    room = SimpleNamespace(sent=[], join_error=None, joined=False, left=False)
+    room = SimpleNamespace(sent=[], join_error=None, joined=False, left=False, clients=[],
+                           participants={}, at_join=[])
 
     async def join(self):
         if room.join_error:
             await self._callbacks.on_error(f"Error joining {self._room_url}: {room.join_error}")
             return
         room.joined = True
+        room.clients.append(self)
         await self._callbacks.on_joined({"participants": {}})
+        self._joined_event.set()  # as Daily's join does: queued events are handled from now
+        for participant in list(room.participants.values()):
+            await asyncio.to_thread(self.on_participant_joined, participant)
+        for message, sender in room.at_join:
+            await asyncio.to_thread(self.on_app_message, message, sender)
+        await self._event_queue.join()
 
     async def leave(self):
         room.left = True
@@ -192,14 +210,29 @@ def daily_room(monkeypatch):
     async def send_message(self, frame):
         room.sent.append(frame.message)
 
+    def participants(self):
+        return {"local": {"id": "p-bot", "info": {"isLocal": True}}, **room.participants}
+
     async def noop(self, *args, **kwargs):
         return None
 
+    async def arrive(participant):
+        """A participant joins the room (after the bot)."""
+        room.participants[participant["id"]] = participant
+        await asyncio.to_thread(room.clients[-1].on_participant_joined, participant)
+
+    async def app_message(message, sender):
+        """Daily delivers an app message from ``sender`` (a participant id) to the bot."""
+        await asyncio.to_thread(room.clients[-1].on_app_message, message, sender)
+
+    room.arrive, room.app_message = arrive, app_message
     monkeypatch.setattr(DailyTransportClient, "join", join)
     monkeypatch.setattr(DailyTransportClient, "leave", leave)
     monkeypatch.setattr(DailyTransportClient, "send_message", send_message)
+    monkeypatch.setattr(DailyTransportClient, "participants", participants)
     monkeypatch.setattr(DailyTransportClient, "capture_participant_video", noop)
     monkeypatch.setattr(DailyTransportClient, "capture_participant_audio", noop)
+    monkeypatch.setattr(DailyTransportClient, "update_subscriptions", noop)
     return room
 
 
@@ -253,6 +286,37 @@ async def test_video_renderer_sends_tts_to_tavus_forwards_the_replica_and_ends_o
     assert len(audio) > 16000 and messages[-1]["properties"]["done"] is True
     assert fake.ended() == [opened.conversation_id]
     assert daily_room.left
+
+
+async def test_video_renderer_forwards_no_app_message_from_the_tavus_room(tmp_path, daily_room):
+    """The renderer's hidden Tavus room holds only the replica: its app messages are Tavus's
+    own events, ignored (a debug line), never an interaction of the pipeline."""
+    from loguru import logger
+
+    fake = await FakeTavus().start()
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG")
+    async with aiohttp.ClientSession() as http:
+        harness, opened, _ = await _video_session(tmp_path, fake, http)
+        try:
+            await daily_room.arrive({"id": "p-replica", "info": {"userName": "Replica",
+                                                                 "userId": "tavus-replica-1"}})
+            before = len(harness.fake.requests)
+            for sender in ("p-replica", "p-someone"):
+                await daily_room.app_message(
+                    {"message_type": "conversation", "event_type": "conversation.respond",
+                     "conversation_id": opened.conversation_id,
+                     "properties": {"text": "Say something."}}, sender)
+            await daily_room.clients[-1]._event_queue.join()  # both handled by the client
+            await asyncio.sleep(1.0)
+            assert len(harness.fake.requests) == before
+            assert not harness.of("conversation.utterance") and not harness.of("system.error")
+        finally:
+            await harness.stop()
+            logger.remove(sink)
+    await fake.stop()
+    ignored = [line for line in lines if "app message from" in line and "ignored" in line]
+    assert len(ignored) == 2, lines[-20:]
 
 
 async def test_cancel_ends_the_conversation(tmp_path, daily_room):
@@ -346,3 +410,172 @@ async def test_end_that_fails_is_left_to_the_exit_hook(tmp_path):
         await asyncio.to_thread(conversations.end_leftovers)
         assert later.ended() == [opened.conversation_id]
     assert open_conversations() == []
+
+
+# --------------------------------------------------------------------------- the Tavus transport
+
+REPLICA_NAME = "Replica Anna"  # the persona name Tavus gives the replica participant
+REPLICA = {"id": "p-replica", "info": {"userName": REPLICA_NAME, "userId": "tavus-replica-1"}}
+USER = {"id": "p-user", "info": {"userName": "Jo", "userId": "p-user"}}
+
+
+async def _transport_session(tmp_path, fake: FakeTavus, daily_room, *, at_join=None, **start):
+    """A ``--renderer transport`` conversation (``run_tavus_transport_session``'s transport) on
+    the fake Tavus, its Daily room played by ``daily_room``: the replica and the user are in
+    the room when the bot joins, and ``at_join(conversation)``'s ``(message, sender)`` pairs
+    arrive then too (before the pipeline has started)."""
+    from pipecat.transports.tavus.transport import TavusParams
+
+    from services.tavus.renderers import PersonaTavusTransport
+    from services.voice_isolation import input_filter
+
+    forwarded: list[tuple[str, dict]] = []
+
+    def make(session):
+        transport = PersonaTavusTransport(
+            conversation=session.tavus, session=session.http,
+            bot_name=session.options.persona_name,
+            params=TavusParams(audio_in_enabled=True, audio_out_enabled=True,
+                               microphone_out_enabled=False,
+                               audio_in_filter=input_filter(session.options.flow)),
+        )
+
+        @transport.event_handler("on_app_message")
+        async def _on_app_message(_transport, message, sender):
+            forwarded.append((sender, message))
+
+        daily_room.participants.update({REPLICA["id"]: REPLICA, USER["id"]: USER})
+        if at_join is not None:
+            daily_room.at_join.extend(at_join(session.tavus))
+        return transport
+
+    harness = await Harness(tmp_path).start(
+        renderer="transport", conversation={"replica_id": "r-test", "custom_greeting": "Hi."},
+        env={"TAVUS_API_KEY": fake.api_key, "TAVUS_API_URL": fake.base_url},
+        make_transport=make, transport_kind="tavus", sent=lambda: daily_room.sent, **start)
+    return harness, harness.session.tavus, forwarded
+
+
+def _tavus_fake() -> FakeTavus:
+    return FakeTavus(personas={PIPECAT_PERSONA_ID: {"persona_name": REPLICA_NAME}})
+
+
+def _message(conversation, event_type: str, **properties) -> dict:
+    message = {"message_type": "conversation", "event_type": event_type,
+               "conversation_id": conversation.conversation_id}
+    if properties:
+        message["properties"] = properties
+    return message
+
+
+def _user_texts(harness) -> list[str]:
+    """The user turns in the LLM's context at its last request."""
+    last = harness.fake.requests[-1]["messages"] if harness.fake.requests else []
+    return [str(m.get("content")) for m in last if m.get("role") == "user"]
+
+
+async def _replied(harness, text: str) -> None:
+    await harness.wait_for("conversation.utterance",
+                           where=lambda e: e["properties"] == {"role": "replica", "speech": text})
+
+
+@pytest.mark.e2e
+async def test_tavus_transport_answers_the_users_respond_and_ignores_the_replica(
+    tmp_path, daily_room
+):
+    """The user's front end in the Tavus room talks to the bot with Daily app messages: a
+    respond that arrives as the bot joins (before the pipeline has started) is answered. The
+    replica's own messages are not forwarded: known by its participant id, or (before that
+    is known) by Daily's record of the sender, ``tavus-replica`` in its user id."""
+    fake = await _tavus_fake().start()
+    early = lambda conv: [(_message(conv, "conversation.respond", text="What is your name?"),
+                           USER["id"])]
+    harness, opened, forwarded = await _transport_session(
+        tmp_path, fake, daily_room, at_join=early, answers=["I am Ava.", "Goodbye."])
+    try:
+        await harness.wait_for("conversation.utterance", where=lambda e: e["properties"] == {
+            "role": "user", "speech": "What is your name?"})
+        await _replied(harness, "I am Ava.")
+        assert _user_texts(harness) == ["What is your name?"]
+
+        # Tavus's replica talks in the room too: its events, and whatever else it sends.
+        daily_room.participants["p-replica-2"] = {  # Daily knows it; its join not yet handled
+            "id": "p-replica-2", "info": {"userName": "", "userId": "tavus-replica-2"}}
+        for sender in (REPLICA["id"], "p-replica-2"):
+            await daily_room.app_message(_message(opened, "conversation.utterance",
+                                                  role="replica", speech="Hi."), sender)
+            await daily_room.app_message(_message(opened, "conversation.respond",
+                                                  text="The replica speaking."), sender)
+        await daily_room.app_message(_message(opened, "conversation.respond", text="Bye?"),
+                                     USER["id"])
+        await _replied(harness, "Goodbye.")  # handled after the replica's: in Daily's order
+    finally:
+        await harness.stop()
+        await fake.stop()
+    assert _user_texts(harness) == ["What is your name?", "Bye?"]
+    assert not harness.of("system.error")
+    assert [sender for sender, _ in forwarded] == [USER["id"], USER["id"]]
+    assert fake.ended() == [opened.conversation_id]
+
+
+@pytest.mark.e2e
+async def test_tavus_transport_interrupt_from_the_user_stops_the_replica(tmp_path, daily_room):
+    long_text = " ".join(["This is a long sentence that keeps the replica busy."] * 8)
+    fake = await _tavus_fake().start()
+    harness, opened, _ = await _transport_session(tmp_path, fake, daily_room, answers=[long_text])
+    to_replica = lambda: [m for m in daily_room.sent if m.get("event_type") == "conversation.interrupt"]
+    try:
+        await daily_room.app_message(_message(opened, "conversation.respond", text="Talk."),
+                                     USER["id"])
+        await harness.wait_for("conversation.utterance.streaming", count=2, where=lambda e: (
+            e["properties"]["role"] == "replica"
+            and e["properties"]["speech"].startswith("This is a long")))
+        before = len(to_replica())
+        await daily_room.app_message(_message(opened, "conversation.interrupt"), USER["id"])
+        stopped = await harness.wait_for("conversation.replica.stopped_speaking",
+                                         where=lambda e: e["properties"]["interrupted"])
+        assert await _wait(lambda: len(to_replica()) > before)  # Tavus is told to stop too
+    finally:
+        await harness.stop()
+        await fake.stop()
+    assert to_replica()[-1]["conversation_id"] == opened.conversation_id
+    said = harness.built.transcript.entries[-1]
+    assert said.role == "assistant" and said.interrupted and len(said.content) < len(long_text)
+    assert stopped and not harness.of("system.error")
+
+
+@pytest.mark.e2e
+async def test_tavus_transport_tool_result_resolves_a_client_tool_call(tmp_path, daily_room):
+    """A tool the persona declares with no local handler is the client's: the user's front
+    end gets ``conversation.tool_call`` in the room and answers with ``tool_result``."""
+    from tests.fake_openai import ToolCall
+
+    tool = {"type": "function", "function": {
+        "name": "get_cures", "description": "get_cures", "parameters": {
+            "type": "object", "properties": {"disease": {"type": "string"}},
+            "required": ["disease"]}}}
+    fake = await _tavus_fake().start()
+    harness, opened, _ = await _transport_session(
+        tmp_path, fake, daily_room,
+        answers=[[ToolCall("get_cures", {"disease": "flu"}, id="call_k")], "Rest and fluids."],
+        persona={"system_prompt": "x", "layers": {"llm": {"tools": [tool]}}})
+    try:
+        assert harness.built.tools.client_tools == ["get_cures"]
+        await daily_room.app_message(_message(opened, "conversation.respond", text="Flu?"),
+                                     USER["id"])
+        (call,) = await harness.wait_for("conversation.tool_call")
+        assert call["properties"]["tool_call_id"] == "call_k"
+        assert harness.built.tools.pending == ["call_k"]
+        await daily_room.app_message(_message(opened, "conversation.tool_result",
+                                              tool_call_id="call_k",
+                                              output="Rest and fluids for a week."), USER["id"])
+        results = lambda: [m for r in harness.fake.requests for m in r["messages"]
+                           if m.get("role") == "tool" and m.get("tool_call_id") == "call_k"]
+        assert await _wait(lambda: results())
+        await _replied(harness, "Rest and fluids.")
+    finally:
+        await harness.stop()
+        await fake.stop()
+    assert "Rest and fluids for a week." in results()[0]["content"]
+    assert "did not return a result" not in results()[0]["content"]
+    assert harness.built.tools.pending == [] and not harness.of("system.error")

@@ -7,16 +7,27 @@
 * ``transport`` — :class:`PersonaTavusTransport`, Pipecat's ``TavusTransport``:
   the bot joins the room Tavus creates, and the user joins it through the
   printed conversation URL.
+
+Both talk to the Tavus room through :class:`PersonaTavusClient`. Daily app messages
+sent to the bot reach the client's ``_on_handle_callback`` (Pipecat's client only
+logs them). In the ``transport`` case the room is the user's, so
+:class:`PersonaTavusTransport` delivers them to the pipeline as Pipecat's
+``DailyTransport`` does (a ``DailyInputTransportMessageFrame`` broadcast from the
+input transport, ``participant_id`` the sender), except the replica's own. In the
+``video`` case only the replica is in the room: its messages are Tavus's own
+events and are ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 from loguru import logger
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.tavus.video import TavusVideoService
+from pipecat.transports.daily.transport import DailyInputTransportMessageFrame
 from pipecat.transports.tavus.transport import (
     TavusApi,
     TavusParams,
@@ -24,6 +35,7 @@ from pipecat.transports.tavus.transport import (
     TavusTransportClient,
 )
 
+from config.logging import loggable
 from services import pipecat_seam as seam
 from services.rest import ApiError
 from services.tavus.api import PIPECAT_PERSONA_ID
@@ -64,9 +76,17 @@ class _ConversationApi(TavusApi):
         return self._persona_names[persona_id]
 
 
+AppMessageHandler = Callable[[Any, str], Awaitable[None]]
+
+#: What Tavus's replica participants have in their Daily ``user_id`` (Tavus's CVI
+#: ``useReplicaIDs`` hook tells them apart by it).
+REPLICA_USER_ID_MARK = "tavus-replica"
+
+
 class PersonaTavusClient(TavusTransportClient):
     """Pipecat's ``TavusTransportClient`` on our conversation: joins with its meeting token,
-    and reports a failed join instead of carrying on without a replica."""
+    reports a failed join instead of carrying on without a replica, and hands the room's
+    app messages to :meth:`set_on_app_message`'s handler (none: they are ignored)."""
 
     def __init__(self, *, conversation: TavusConversation, session: aiohttp.ClientSession,
                  on_fatal=None, **kwargs: Any):
@@ -75,10 +95,30 @@ class PersonaTavusClient(TavusTransportClient):
         seam.set_tavus_client_api(self, _ConversationApi(conversation, session))
         self._conversation = conversation
         self._on_fatal = on_fatal
+        self._on_app_message: AppMessageHandler | None = None
 
     def set_on_fatal(self, on_fatal) -> None:
         """Called (awaited) with a message when the bot cannot join the Tavus room."""
         self._on_fatal = on_fatal
+
+    def set_on_app_message(self, handler: AppMessageHandler | None) -> None:
+        """Called (awaited) with ``(message, sender)`` for each Daily app message the bot
+        receives; ``sender`` is the sending participant's id. Without a handler (the video
+        renderer's hidden room, where only the replica is) messages are ignored."""
+        self._on_app_message = handler
+
+    def participant(self, participant_id: str) -> Mapping[str, Any] | None:
+        """Daily's record of a participant in the room (``id``, ``info.userName``,
+        ``info.userId``, ...); ``None`` if Daily does not know it (or the bot is not in)."""
+        daily = seam.tavus_daily_client(self)
+        if daily is None:
+            return None
+        try:
+            found = daily.participants().get(participant_id)
+        except Exception as exc:  # noqa: BLE001 - released or never joined
+            logger.debug(f"Tavus room: no participant list ({exc})")
+            return None
+        return found if isinstance(found, Mapping) else None
 
     async def setup(self, setup):  # not @acquires: the parent's setup holds that lock
         await super().setup(setup)
@@ -100,6 +140,14 @@ class PersonaTavusClient(TavusTransportClient):
             return
         if event_name == "on_error":
             logger.error(f"Tavus room: {args[0] if args else 'error'}")
+        if event_name == "on_app_message" and len(args) >= 2:
+            message, sender = args[0], args[1]
+            if self._on_app_message is None:
+                logger.debug(f"Tavus room: app message from {sender} ignored "
+                             "(the bot is not in the user's room)")
+            else:
+                await self._on_app_message(message, sender)
+            return
         await super()._on_handle_callback(event_name, *args, **kwargs)
 
 
@@ -171,7 +219,20 @@ class TavusVideoRenderer(TavusVideoService):
 
 
 class PersonaTavusTransport(TavusTransport):
-    """``TavusTransport`` on a conversation we created; the user joins its URL."""
+    """``TavusTransport`` on a conversation we created; the user joins its URL.
+
+    The app messages of the room's participants (the user's front end: ``conversation.
+    respond``, ``.interrupt``, ``.tool_result``, ...) go into the pipeline as Pipecat's
+    ``DailyTransport`` sends them: a ``DailyInputTransportMessageFrame(message=...,
+    participant_id=sender)`` broadcast from the input transport (downstream to the
+    Interactions processor, upstream to RTVI), then the ``on_app_message(transport,
+    message, sender)`` event. A message that arrives before the pipeline has started
+    waits in the next processor's queue for its StartFrame, as Daily's does. The replica's
+    own messages (Tavus's events) are not forwarded; see :meth:`is_replica`.
+
+    Event handlers: ``on_connected``, ``on_client_connected``, ``on_client_disconnected``
+    (Pipecat's) and ``on_app_message``.
+    """
 
     def __init__(self, *, conversation: TavusConversation, session: aiohttp.ClientSession,
                  bot_name: str, params: Any, on_fatal=None):
@@ -182,8 +243,56 @@ class PersonaTavusTransport(TavusTransport):
             bot_name=bot_name, callbacks=seam.tavus_transport_callbacks(self), params=params,
         )
         seam.set_tavus_transport_client(self, self._persona_client)
+        self._persona_client.set_on_app_message(self._on_app_message)
+        self._persona_input: FrameProcessor | None = None
         self.conversation = conversation
+        self._register_event_handler("on_app_message")
 
     def set_on_fatal(self, on_fatal) -> None:
         """Called (awaited) with a message when the bot cannot join the Tavus room."""
         self._persona_client.set_on_fatal(on_fatal)
+
+    def input(self) -> FrameProcessor:
+        """Pipecat's input transport (one per transport), kept to push app messages from."""
+        self._persona_input = super().input()
+        return self._persona_input
+
+    async def is_replica(self, participant_id: str) -> bool:
+        """Whether a participant of the room is the Tavus replica.
+
+        ``TavusTransport`` learns the replica's participant id when it joins (its user name
+        is the persona's). Daily's events are handled in order, a participant's join before
+        its app messages, but a message can still come from a replica not recognised by then
+        (e.g. the persona's name could not be fetched): so Daily's record of the sender is
+        checked too, its ``user_id`` (Tavus's replicas have ``tavus-replica`` in it) and user
+        name. A sender Daily does not know is taken for a user (forwarded).
+        """
+        if participant_id and participant_id == seam.tavus_replica_participant_id(self):
+            return True
+        participant = self._persona_client.participant(participant_id)
+        if participant is None:
+            return False
+        info = participant.get("info") or {}
+        if REPLICA_USER_ID_MARK in str(info.get("userId") or ""):
+            return True
+        name = info.get("userName") or ""
+        return bool(name) and name == await self._persona_client.get_persona_name()
+
+    async def _on_app_message(self, message: Any, sender: str) -> None:
+        """A Daily app message: into the pipeline, as ``DailyTransport._on_app_message`` does."""
+        if await self.is_replica(sender):
+            logger.debug(f"Tavus room: the replica's app message ({_event_type(message)}) "
+                         "is Tavus's own, not forwarded")
+            return
+        if self._persona_input is not None:
+            await self._persona_input.broadcast_frame(
+                DailyInputTransportMessageFrame, message=message, participant_id=sender)
+        else:
+            logger.debug(f"Tavus room: app message from {sender} dropped (no input transport)")
+        await self._call_event_handler("on_app_message", message, sender)
+
+
+def _event_type(message: Any) -> str:
+    """What a room's message is, for a log line (a participant's value: cut and escaped)."""
+    event = message.get("event_type") if isinstance(message, Mapping) else None
+    return loggable(event, 80) if event else type(message).__name__
