@@ -8,20 +8,28 @@ from fastapi.testclient import TestClient
 
 from transports import capacity
 from transports.capacity import Capacity, default_max_conversations
-from transports.guard import MAX_BODY_BYTES, OfferLimiter, SignallingGuard
+from transports.guard import (
+    MAX_BODY_BYTES,
+    SESSION_OFFER_SECS,
+    OfferLimiter,
+    SignallingGuard,
+    StartedSessions,
+)
 
 
 def app_with_guard(per_minute: int = 10, *, token: str | None = None,
-                   slots: Capacity | None = None, conversation=None) -> tuple[TestClient, list]:
+                   slots: Capacity | None = None, conversation=None,
+                   address: str = "testclient") -> tuple[TestClient, list]:
     """The guard in front of stand-ins for the runner's routes. ``conversation(slot)``
-    stands in for the bot session the runner starts from an answered offer."""
+    stands in for the bot session the runner starts from an answered offer (one without a
+    ``pc_id``: an offer with one renegotiates that peer)."""
     reached: list = []
     app = FastAPI()
 
     @app.post("/api/offer")
     async def offer(request: Request):
         reached.append(("offer", await request.json()))
-        if conversation is not None:
+        if conversation is not None and not reached[-1][1].get("pc_id"):  # not a renegotiation
             conversation(capacity.claim(f"pc-{len(reached)}"))
         return {"sdp": "v=0 answer", "type": "answer", "pc_id": "x"}
 
@@ -33,12 +41,20 @@ def app_with_guard(per_minute: int = 10, *, token: str | None = None,
     async def start(request: Request):
         body = await request.body()
         reached.append(("start", await request.json() if body else None))
-        return {"sessionId": "s"}
+        return {"sessionId": f"s{len(reached)}"}
 
     @app.post("/sessions/{sid}/api/offer")
     async def proxied(sid: str, request: Request):
         reached.append(("proxied", await request.json()))
+        if conversation is not None and not reached[-1][1].get("pc_id"):
+            conversation(capacity.claim(f"pc-{len(reached)}"))
         return {}
+
+    @app.patch("/api/offer")
+    @app.patch("/sessions/{sid}/api/offer")
+    async def candidates(request: Request):
+        reached.append(("candidates", await request.json()))
+        return {"status": "success"}
 
     @app.get("/page-info")
     async def info():
@@ -46,7 +62,7 @@ def app_with_guard(per_minute: int = 10, *, token: str | None = None,
 
     app.add_middleware(SignallingGuard, offers_per_minute=per_minute, access_token=token,
                        capacity=slots if slots is not None else Capacity())
-    return TestClient(app), reached
+    return TestClient(app, client=(address, 50000)), reached
 
 
 OFFER = {"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", "type": "offer"}
@@ -111,6 +127,111 @@ def test_the_bucket_refills_and_is_per_address():
     now[0] += 5.0
     assert limiter.take("a") == 0
     assert limiter.take("a") > 0
+
+
+# What Pipecat's web client SDK sends (@pipecat-ai/small-webrtc-transport 1.10.8, measured
+# against python bot.py in tests/test_pipecat_client.py): startBotAndConnect POSTs /start, then
+# the offer to /sessions/{id}/api/offer, PATCHes its ICE candidates there, and POSTs the offer
+# again with its pc_id when the bot asks to renegotiate (SmallWebRTC does when the client offers
+# video, which the SDK always does); connect() does the same on /api/offer.
+
+
+def _sdk_session(client, running) -> list[int]:
+    """One startBotAndConnect session's requests, as the SDK makes them: their status codes."""
+    start = client.post("/start", json={"transport": "webrtc", "requestData": {}})
+    if start.status_code != 200:
+        return [start.status_code]
+    offer_url = f"/sessions/{start.json()['sessionId']}/api/offer"
+    codes = [start.status_code, client.post(offer_url, json={**OFFER, "pc_id": None,
+                                                             "restart_pc": False}).status_code]
+    pc_id = running[-1].pc_id if running else None
+    codes.append(client.patch(offer_url, json={"pc_id": pc_id, "candidates": [
+        {"candidate": "candidate:1 1 udp 2122260223 192.168.1.2 50000 typ host",
+         "sdp_mid": "0", "sdp_mline_index": 0}]}).status_code)
+    codes.append(client.post(offer_url, json={**OFFER, "pc_id": pc_id, "restart_pc": False}).status_code)
+    return codes
+
+
+def test_a_pipecat_client_session_is_one_start_however_it_signals():
+    running: list = []
+    client, reached = app_with_guard(per_minute=4, conversation=running.append)  # burst 2
+    # Each session: /start, its first offer, trickle ICE, the renegotiation. Counted once.
+    assert _sdk_session(client, running) == [200, 200, 200, 200]
+    assert _sdk_session(client, running) == [200, 200, 200, 200]
+    assert [kind for kind, _ in reached].count("proxied") == 4
+    assert len(running) == 2  # the renegotiations started no conversation (their slot is held)
+    assert _sdk_session(client, running) == [429]  # a third start within the burst: refused
+
+
+def test_connect_to_api_offer_renegotiates_without_counting_again():
+    running: list = []
+    client, _ = app_with_guard(per_minute=4, conversation=running.append)  # burst 2
+    for _ in range(2):
+        assert client.post("/api/offer", json={**OFFER, "pc_id": None}).status_code == 200
+        assert client.patch("/api/offer", json={"pc_id": running[-1].pc_id, "candidates": []}).status_code == 200
+        again = client.post("/api/offer", json={**OFFER, "pc_id": running[-1].pc_id})
+        assert again.status_code == 200
+    assert client.post("/api/offer", json=OFFER).status_code == 429
+    # A pc_id no running conversation holds is a new offer: counted (and refused here).
+    assert client.post("/api/offer", json={**OFFER, "pc_id": "made-up"}).status_code == 429
+
+
+def test_a_started_session_s_first_offer_is_free_and_no_other():
+    client, _ = app_with_guard(per_minute=4)  # burst 2
+    sid = client.post("/start", json={}).json()["sessionId"]
+    assert client.post(f"/sessions/{sid}/api/offer", json=OFFER).status_code == 200  # free
+    assert client.post(f"/sessions/{sid}/api/offer", json=OFFER).status_code == 200  # counted: 2nd
+    assert client.post(f"/sessions/{sid}/api/offer", json=OFFER).status_code == 429
+    assert client.post("/sessions/never-started/api/offer", json=OFFER).status_code == 429
+
+
+def test_started_sessions_belong_to_their_address_expire_and_come_back_when_refused():
+    import asyncio
+
+    now = [0.0]
+    started = StartedSessions(clock=lambda: now[0])
+
+    async def send(message):
+        pass
+
+    async def answer(session_id: str, address: str, status: int = 200):
+        watch = started.watch(address, send)
+        await watch({"type": "http.response.start", "status": status, "headers": []})
+        await watch({"type": "http.response.body", "body": f'{{"sessionId": "{session_id}"}}'.encode()})
+
+    asyncio.run(answer("a", "10.0.0.1"))
+    asyncio.run(answer("refused", "10.0.0.1", status=503))
+    assert started.take("/sessions/refused/api/offer", "10.0.0.1") is None  # never answered
+    assert started.take("/sessions/a/api/offer", "10.0.0.2") is None  # another address
+    taken = started.take("/sessions/a/api/offer", "10.0.0.1")
+    assert taken is not None and started.take("/sessions/a/api/offer", "10.0.0.1") is None
+    started.give_back(taken)  # its offer was refused (busy): the next one is still the first
+    assert started.take("/sessions/a/api/offer", "10.0.0.1") is not None
+    asyncio.run(answer("b", "10.0.0.1"))
+    now[0] += SESSION_OFFER_SECS
+    assert started.take("/sessions/b/api/offer", "10.0.0.1") is None  # too late
+
+
+def test_a_busy_first_offer_leaves_its_session_free_for_the_retry():
+    slots = Capacity(limit=1)
+    running: list = []
+    client, _ = app_with_guard(per_minute=4, slots=slots, conversation=running.append)  # burst 2
+    sid = client.post("/start", json={}).json()["sessionId"]
+    assert client.post("/api/offer", json=OFFER).status_code == 200  # another tab takes the slot
+    assert client.post(f"/sessions/{sid}/api/offer", json=OFFER).status_code == 503
+    running[0].release()  # that conversation ends
+    assert client.post(f"/sessions/{sid}/api/offer", json=OFFER).status_code == 200  # not 429
+
+
+def test_trickle_ice_patches_pass_even_when_offers_are_refused():
+    client, reached = app_with_guard(per_minute=2)  # burst 2
+    for _ in range(3):
+        client.post("/api/offer", json=OFFER)
+    assert client.post("/api/offer", json=OFFER).status_code == 429
+    patch = {"pc_id": "pc-1", "candidates": []}
+    assert client.patch("/api/offer", json=patch).status_code == 200
+    assert client.patch("/sessions/s1/api/offer", json=patch).status_code == 200
+    assert reached[-2:] == [("candidates", patch), ("candidates", patch)]
 
 
 # --------------------------------------------------------------------------- capacity

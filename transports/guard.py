@@ -4,8 +4,16 @@ Two parts, both in front of the development runner's routes (``python bot.py``):
 
 - :class:`SignallingGuard`, an ASGI middleware on ``POST /api/offer``, ``POST /start``
   and the ``/sessions/{id}/api/offer`` proxy. Per client address a token bucket allows
-  ``OFFERS_PER_MINUTE`` (burst of half that, at least 2); beyond it: ``429`` with
-  ``Retry-After``. Bodies over :data:`MAX_BODY_BYTES` are ``413``; a body that is not a
+  ``OFFERS_PER_MINUTE`` session starts (burst of half that, at least 2); beyond it: ``429``
+  with ``Retry-After``. A session counts once however its client signals: an offer to
+  ``/api/offer`` (our page), or ``/start`` and then the first offer of the session it
+  answered (Pipecat's client SDK, ``startBotAndConnect``); a renegotiation of a running
+  conversation's peer (the offer carries its ``pc_id``; Pipecat's SmallWebRTC asks the
+  client for one after connecting when the client offers video, as the SDK does) is not
+  counted. (Counting each request made an SDK session cost three: with
+  ``OFFERS_PER_MINUTE`` under 6, or on a quick reconnect, its renegotiation got ``429``
+  and the SDK disconnected right after connecting.) The SDK's trickle-ICE
+  ``PATCH`` requests are not signalling starts: they pass unchecked. Bodies over :data:`MAX_BODY_BYTES` are ``413``; a body that is not a
   JSON object, an offer without a string ``sdp`` and ``type: "offer"``, and a ``/start``
   for a transport this server does not run are ``400`` with a one-line reason, so none
   of them starts a bot session (a ``/start`` for ``daily`` without Daily used to write a
@@ -44,6 +52,8 @@ SIGNALLING_PATHS = ("/api/offer", "/start")
 # The runner's routes for transports this server does not run (it serves WebRTC).
 UNSERVED_PATHS = ("/ws", "/ws-client", "/daily", "/daily-dialin-webhook")
 OPEN_PATHS = ("/local.js",)  # served without the access token: static code, no data
+SESSION_OFFER_SECS = 120.0  # how long a /start's session id waits for its first offer
+MAX_STARTED_SESSIONS = 1024
 
 
 class OfferLimiter:
@@ -71,6 +81,61 @@ class OfferLimiter:
         if len(self._buckets) > 1024:  # full buckets carry no state: drop them
             refill = self.burst / self.rate
             self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < refill}
+
+
+class StartedSessions:
+    """The sessions ``POST /start`` answered (``{"sessionId": ...}``), per address, until their
+    first offer (``/sessions/{id}/api/offer``) is answered or :data:`SESSION_OFFER_SECS` pass:
+    a session started through /start is counted once, at /start."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._sessions: dict[str, tuple[str, float]] = {}  # session id -> (address, when)
+
+    def watch(self, address: str, send: Any) -> Callable[[dict], Awaitable[None]]:
+        """``send`` for a /start from ``address``: remembers the session id it answers."""
+        status: list[int] = []
+        chunks: list[bytes] = []
+
+        async def watching(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            elif message["type"] == "http.response.body" and status and 200 <= status[0] < 300:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    self._remember(b"".join(chunks), address)
+            await send(message)
+
+        return watching
+
+    def _remember(self, body: bytes, address: str) -> None:
+        try:
+            session_id = json.loads(body).get("sessionId")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            return
+        if isinstance(session_id, str):
+            now = self._clock()
+            self._sessions = {k: v for k, v in self._sessions.items()
+                              if now - v[1] < SESSION_OFFER_SECS}
+            while len(self._sessions) >= MAX_STARTED_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions)))  # the oldest
+            self._sessions[session_id] = (address, now)
+
+    def take(self, path: str, address: str) -> tuple[str, str, float] | None:
+        """The session an offer on ``path`` from ``address`` is the first of (then it is
+        no longer remembered), else None."""
+        parts = path.split("/")  # "", "sessions", id, "api", "offer"
+        if len(parts) != 5 or parts[1] != "sessions":
+            return None
+        found = self._sessions.get(parts[2])
+        if found is None or found[0] != address or self._clock() - found[1] >= SESSION_OFFER_SECS:
+            return None
+        del self._sessions[parts[2]]
+        return parts[2], found[0], found[1]
+
+    def give_back(self, taken: tuple[str, str, float]) -> None:
+        """The offer was not answered (busy, refused): the session's next offer is its first."""
+        self._sessions[taken[0]] = (taken[1], taken[2])
 
 
 def _is_signalling(path: str) -> bool:
@@ -125,6 +190,7 @@ class SignallingGuard:
         self.access_token = access_token
         self.capacity = capacity if capacity is not None else capacity_registry.conversations
         self._warned: dict[str, float] = {}  # address -> when its refusal was last logged
+        self._started = StartedSessions()
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -145,16 +211,6 @@ class SignallingGuard:
             await self.app(scope, receive, send)
             return
         address = (scope.get("client") or ("unknown", 0))[0]
-        wait = self.limiter.take(address)
-        if wait:
-            now = time.monotonic()
-            if now - self._warned.get(address, -math.inf) > 60:  # one line a minute per address
-                self._warned[address] = now
-                logger.warning(f"Signalling: too many offers from {address} "
-                               f"(over {self.limiter.rate * 60:g} a minute): refusing them")
-            await _reply(send, 429, f"too many sessions started from {address}: try again in "
-                         f"{math.ceil(wait)} s", {"retry-after": str(math.ceil(wait))})
-            return
         body, complete = await _read_body(receive, MAX_BODY_BYTES)
         if not complete:
             await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
@@ -164,15 +220,29 @@ class SignallingGuard:
             logger.warning(f"Signalling: {scope['path']} from {address} refused: {problem}")
             await _reply(send, 400, problem)
             return
-        if not path.endswith("/api/offer") or self.capacity.holds_peer(data.get("pc_id")):
-            # (an offer for the peer of a running conversation: its slot is already counted)
-            if path == "/start" and self.capacity.full():
+        renegotiation = path.endswith("/api/offer") and self.capacity.holds_peer(data.get("pc_id"))
+        # One start per session: a renegotiation of a running conversation's peer (the bot asks
+        # for one when the client offers video; an ICE restart) and the first offer of a session
+        # this address started with /start are not counted again.
+        started = None if renegotiation else self._started.take(path, address)
+        if not renegotiation and started is None:
+            wait = self.limiter.take(address)
+            if wait:
+                await self._too_many(send, address, wait)
+                return
+        if path == "/start":
+            if self.capacity.full():
                 await self._busy(send, address)
                 return
+            await self.app(scope, _replay(body, receive), self._started.watch(address, send))
+            return
+        if renegotiation:  # its slot is already counted
             await self.app(scope, _replay(body, receive), send)
             return
         slot = self.capacity.reserve()
         if slot is None:
+            if started is not None:
+                self._started.give_back(started)  # the client may offer again when told to
             await self._busy(send, address)
             return
         status: list[int] = []
@@ -187,7 +257,19 @@ class SignallingGuard:
             await self.app(scope, _replay(body, receive), watch)
         finally:
             capacity_registry.leave(token)
-            self.capacity.settle(slot, answered=bool(status) and 200 <= status[0] < 300)
+            answered = bool(status) and 200 <= status[0] < 300
+            self.capacity.settle(slot, answered=answered)
+            if started is not None and not answered:
+                self._started.give_back(started)
+
+    async def _too_many(self, send: Any, address: str, wait: float) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(address, -math.inf) > 60:  # one line a minute per address
+            self._warned[address] = now
+            logger.warning(f"Signalling: too many offers from {address} "
+                           f"(over {self.limiter.rate * 60:g} a minute): refusing them")
+        await _reply(send, 429, f"too many sessions started from {address}: try again in "
+                     f"{math.ceil(wait)} s", {"retry-after": str(math.ceil(wait))})
 
     async def _busy(self, send: Any, address: str) -> None:
         limit = self.capacity.limit

@@ -27,4 +27,31 @@ function recordExternalRequests(page, into) {
   });
 }
 
-module.exports = { env, launchWithFakeMic, recordExternalRequests };
+// Every request that leaves `origin` goes into `into` (stricter than the above: the page may talk
+// to its own server only). The page's own blob: and data: URLs (e.g. audio worklets) never leave it.
+function recordOffOriginRequests(page, origin, into) {
+  page.on("request", (request) => {
+    const url = request.url();
+    if (/^(blob|data):/.test(url)) return;
+    if (new URL(url).origin !== origin) into.push(url);
+  });
+}
+
+// getUserMedia without Chrome's voice processing: a page that asks for `audio: true` gets echo
+// cancellation, noise suppression and gain control, which mangle a fake microphone's WAV while the
+// bot's audio plays (measured). Tests feeding a WAV turn them off for every call the page makes.
+function rawMicrophone(page) {
+  return page.addInitScript(() => {
+    const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    const raw = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+    navigator.mediaDevices.getUserMedia = (constraints = {}) => {
+      if (constraints.audio) {
+        constraints = { ...constraints,
+          audio: { ...(typeof constraints.audio === "object" ? constraints.audio : {}), ...raw } };
+      }
+      return original(constraints);
+    };
+  });
+}
+
+module.exports = { env, launchWithFakeMic, recordExternalRequests, recordOffOriginRequests, rawMicrophone };
