@@ -1,7 +1,10 @@
 """A Pipecat transport that plays a WAV file in as the user's microphone and records the bot.
 
-It also carries app messages both ways (``receive_message`` in, ``sent_messages``
-out), like a Daily room's data channel.
+It also carries app messages both ways (``receive_message`` in, with the sender's
+participant id as Daily gives it; ``sent_messages`` out, and to ``message_listeners``),
+like a Daily room's data channel, and can report a participant joining and leaving
+(``client_connected`` / ``client_disconnected``: the ``on_client_connected`` /
+``on_client_disconnected`` events of Pipecat's Daily and WebRTC transports).
 
 Used by the one-shot ``--audio-in/--audio-out`` mode and by the end-to-end
 tests. The input is streamed in real time (20 ms frames on a monotonic
@@ -33,6 +36,13 @@ from config.errors import AgentError
 from config.files import input_problem, read_problem
 
 FRAME_SECS = 0.02
+
+
+@dataclass
+class FileInputTransportMessageFrame(InputTransportMessageFrame):
+    """An app message from a participant; ``participant_id`` is who sent it (as Daily's is)."""
+
+    participant_id: str | None = None
 
 
 class AudioFileError(AgentError):
@@ -178,6 +188,8 @@ class FileOutputTransport(BaseOutputTransport):
     async def send_message(self, frame) -> None:
         """App messages (protocol events) the bot broadcasts, kept in order."""
         self._owner.sent_messages.append(frame.message)
+        for listener in list(self._owner.message_listeners):
+            listener(frame.message)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         owner = self._owner
@@ -217,6 +229,10 @@ class FileTransport(BaseTransport):
         self.question_sent = asyncio.Event()
         self.finished = asyncio.Event()
         self.sent_messages: list[dict] = []
+        self.received_messages: list[tuple[object, str | None]] = []  # (message, sender)
+        self.message_listeners: list = []  # called with each sent message, in order
+        self._register_event_handler("on_client_connected")
+        self._register_event_handler("on_client_disconnected")
 
     def load(self, sample_rate: int) -> bytes:
         """The input file as mono 16-bit PCM at ``sample_rate`` (validated once)."""
@@ -237,7 +253,17 @@ class FileTransport(BaseTransport):
 
     async def receive_message(self, message, sender: str | None = None) -> None:
         """An app message from a participant (as a Daily or data-channel message arrives)."""
-        await self.input().broadcast_frame(InputTransportMessageFrame, message=message)
+        self.received_messages.append((message, sender))
+        await self.input().broadcast_frame(FileInputTransportMessageFrame, message=message,
+                                           participant_id=sender)
+
+    async def client_connected(self, client: object = None) -> None:
+        """A participant joined (``on_client_connected``, as a Daily room reports it)."""
+        await self._call_event_handler("on_client_connected", client)
+
+    async def client_disconnected(self, client: object = None) -> None:
+        """A participant left (``on_client_disconnected``)."""
+        await self._call_event_handler("on_client_disconnected", client)
 
     def finish(self) -> None:
         """Stop feeding silence."""

@@ -1,0 +1,369 @@
+"""A stock Tavus front end works against our bot: contract tests from Tavus's own client code.
+
+1. ``@tavus/cvi-ui`` (the React hooks Tavus's CLI installs into an app): every event the bot
+   sent in a real conversation (the harness: the real pipeline on a file transport, local
+   Whisper and Piper, a scripted LLM) is type-checked by ``tsc --strict`` against the member
+   of cvi-ui's ``AppMessage<T>['data']`` with its ``event_type``, and every message the test
+   sent the bot against ``SendAppMessageProps`` (tests/tavus_contract.py generates the file:
+   cvi-ui's source as installed, plus the checks). Event types cvi-ui has no member for are
+   listed below, and tsc checks that it really has none.
+2. ``tavus-cli``'s ``DailyConversationSession`` (Tavus's Python client, imported from its
+   wheel) drives the bot through a fake ``daily-python`` bridged to the harness: connect,
+   send_text / collect_turn, a client tool call and its result, an interrupt.
+
+Missing packages (tests/browser/node_modules, the tavus-cli wheel) skip locally and fail in
+CI (``CI=true``), as scripts/test.sh installs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.interactions import INBOUND_ALIASES, INBOUND_EVENTS, OUTBOUND_EVENTS
+from tests import tavus_contract as contract
+from tests.fake_openai import ToolCall
+from tests.harness import Harness
+
+pytestmark = pytest.mark.e2e
+
+# Outbound event types cvi-ui's AppMessage<T>['data'] has no member for, and why.
+OUTBOUND_NO_MEMBER = {
+    "conversation.utterance.streaming": "Tavus's streaming transcript; cvi-ui types only whole utterances",
+    "conversation.started_speaking": "the role-tagged speaking event; cvi-ui types the per-role ones",
+    "conversation.stopped_speaking": "the role-tagged speaking event; cvi-ui types the per-role ones",
+    "conversation.closed_caption": "live captions (enable_closed_captions); not in cvi-ui",
+    "system.error": "our own addition (a rejected message, a failed reply)",
+    "system.wake_phrase_detected": "Tavus's wake phrase event; not in cvi-ui",
+    "system.replica_joined": "the replica is in the room (tavus-cli's connect() waits for it)",
+    "system.replica_present": "the replica is in the room (tavus-cli's connect() waits for it)",
+}
+# Inbound event types (ours and what the tests send) that cvi-ui's SendAppMessageProps lacks.
+INBOUND_NO_MEMBER = {
+    "conversation.tool_result": "cvi-ui's useSendAppMessage cannot send it (tavus-cli does)",
+    "conversation.overwrite_context": "an alias from Tavus's skill file; cvi-ui sends the _llm_ name",
+    "conversation.append_context": "an alias from Tavus's skill file; cvi-ui sends the _llm_ name",
+    "conversation.dance": "unknown on purpose: the rejected message behind system.error",
+}
+
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_current_time", "description": "Current local time",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                   "required": ["location"]}}}
+CURES_TOOL = {"type": "function", "function": {  # no local handler: a client tool
+    "name": "get_cures", "description": "Cures for a disease",
+    "parameters": {"type": "object", "properties": {"disease": {"type": "string"}},
+                   "required": ["disease"]}}}
+LONG_REPLY = " ".join(["This is a long sentence that keeps the replica busy."] * 8)
+
+
+def _require(missing: str | None) -> None:
+    if missing:
+        if contract.required():
+            pytest.fail(f"Tavus client contract test required (CI) but {missing}")
+        pytest.skip(missing)
+
+
+@pytest.fixture
+async def harness(tmp_path):
+    h = Harness(tmp_path)
+    yield h
+    await h.stop()
+
+
+def script(h: Harness, *answers) -> None:
+    """The fake LLM's next answers, from its next request on."""
+    h.fake.answers = [""] * len(h.fake.requests) + list(answers)
+
+
+def replica_stops(h: Harness) -> int:
+    return len(h.of("conversation.replica.stopped_speaking"))
+
+
+async def spoken(h: Harness, before: int, timeout: float = 40) -> None:
+    """Wait for the replica to finish one more utterance than ``before``."""
+    await h.wait_for("conversation.replica.stopped_speaking", count=before + 1, timeout=timeout)
+
+
+def inbound_sent(h: Harness) -> list[dict]:
+    return [m for m, _ in h.transport.received_messages if isinstance(m, dict)]
+
+
+# --------------------------------------------------------------------------- 1. cvi-ui + tsc
+
+
+def test_cvi_ui_has_a_member_for_every_event_type_or_it_is_listed(tmp_path):
+    """Our event types (outbound and inbound) against cvi-ui's unions, without a conversation:
+    each has a member or is listed above (and then cvi-ui really has none)."""
+    _require(contract.cvi_ui_missing())
+    inbound_types = [*INBOUND_EVENTS, *INBOUND_ALIASES]
+    checks = (
+        contract.presence_checks(list(OUTBOUND_EVENTS), direction="outbound",
+                                 no_member=OUTBOUND_NO_MEMBER)
+        + contract.absence_checks(OUTBOUND_NO_MEMBER, direction="outbound")
+        + contract.presence_checks(inbound_types, direction="inbound", no_member=INBOUND_NO_MEMBER)
+        + contract.absence_checks(INBOUND_NO_MEMBER, direction="inbound")
+    )
+    result = contract.typecheck(checks, tmp_path / "tsc")
+    assert result.ok, result.report()
+    # A listed outbound type the bot does not have is stale, or one the bot should send.
+    assert set(OUTBOUND_NO_MEMBER) <= set(OUTBOUND_EVENTS), (
+        f"listed but not outbound events of the bot: "
+        f"{sorted(set(OUTBOUND_NO_MEMBER) - set(OUTBOUND_EVENTS))}")
+
+
+async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness, tmp_path):
+    """One conversation covering every outbound event type: a spoken turn (user speaking
+    events, streaming, captions, the wake phrase), a local and a client tool call, text and
+    audio echo, an interrupt, the context and sensitivity messages, and a rejected message."""
+    _require(contract.cvi_ui_missing())
+    from tests.speech import write_question_wav
+
+    wav = write_question_wav(tmp_path / "q.wav", "What is the capital of France?",
+                             lead_secs=1.0, tail_secs=0.5)
+    h = await harness.start(
+        answers=["Paris."], audio_in=wav,
+        persona={"persona_name": "Ava", "system_prompt": "You are Ava.", "layers": {
+            "llm": {"tools": [TIME_TOOL, CURES_TOOL]},
+            "conversational_flow": {"wake_phrase": "capital"}}},
+        conversation={"properties": {"enable_closed_captions": True}})
+    await h.transport.client_connected({"id": "cvi-ui-app"})  # the app joined the room
+    cid = h.built.conversation_id
+
+    async def send(event_type: str, properties: dict | None = None) -> None:
+        """As cvi-ui's useSendAppMessage sends it (message_type, conversation_id)."""
+        message = {"message_type": "conversation", "event_type": event_type,
+                   "conversation_id": cid}
+        if properties is not None:
+            message["properties"] = properties
+        await h.transport.receive_message(message, "cvi-ui-app")
+
+    await spoken(h, 0)  # the spoken question, answered: it had the wake phrase
+
+    stops = replica_stops(h)
+    script(h, [ToolCall("get_current_time", {"location": "Tokyo"}, id="call_t1")],
+           "It is evening in Tokyo.")
+    await send("conversation.respond", {"text": "What time is it in Tokyo?"})
+    await spoken(h, stops)
+
+    stops = replica_stops(h)
+    script(h, [ToolCall("get_cures", {"disease": "flu"}, id="call_c1")], "Rest and fluids.")
+    await send("conversation.respond", {"text": "What cures the flu?"})
+    await h.wait_for("conversation.tool_call",
+                     where=lambda e: e["properties"]["tool_call_id"] == "call_c1")
+    await send("conversation.tool_result", {"tool_call_id": "call_c1",
+                                            "output": "Rest and fluids.", "status": "success"})
+    await spoken(h, stops)
+
+    stops = replica_stops(h)
+    await send("conversation.echo", {"modality": "text", "text": "Echo this sentence."})
+    await spoken(h, stops)
+    stops = replica_stops(h)
+    tone = (np.sin(np.arange(7200) * 2 * np.pi * 440 / 24000) * 8000).astype(np.int16)
+    await send("conversation.echo", {"modality": "audio", "sample_rate": 24000,
+                                     "audio": base64.b64encode(tone.tobytes()).decode(),
+                                     "inference_id": "echo-audio-1", "done": True})
+    await spoken(h, stops)
+
+    stops = replica_stops(h)
+    script(h, LONG_REPLY)
+    await send("conversation.respond", {"text": "Talk to me."})
+    await h.wait_for("conversation.replica.started_speaking", count=stops + 1)
+    await h.wait_for("conversation.utterance.streaming", count=2,
+                     where=lambda e: e["properties"]["role"] == "replica"
+                     and e["properties"]["speech"].startswith("This is a long"))
+    await send("conversation.interrupt")
+    await h.wait_for("conversation.replica_interrupted")
+    await spoken(h, stops)
+
+    await send("conversation.append_llm_context", {"context": "The user likes tea."})
+    await send("conversation.overwrite_llm_context", {"context": "The user is Carol."})
+    await send("conversation.sensitivity", {"participant_pause_sensitivity": "high",
+                                            "participant_interrupt_sensitivity": "low"})
+    await send("conversation.dance", {"moves": 3})
+    await h.wait_for("system.error",
+                     where=lambda e: e["properties"].get("received_event_type") == "conversation.dance")
+    await asyncio.sleep(0.3)
+    outbound = list(h.events)
+    inbound = inbound_sent(h)
+
+    # The run covers every outbound event type the bot has (a new one needs a scenario here).
+    emitted = {e["event_type"] for e in outbound}
+    assert set(OUTBOUND_EVENTS) <= emitted, (
+        f"not covered by this conversation: {sorted(set(OUTBOUND_EVENTS) - emitted)}")
+    errors = [e["properties"] for e in h.of("system.error")]
+    assert [e.get("received_event_type") for e in errors] == ["conversation.dance"], errors
+
+    checks = (contract.message_checks(outbound, direction="outbound", no_member=OUTBOUND_NO_MEMBER)
+              + contract.message_checks(inbound, direction="inbound", no_member=INBOUND_NO_MEMBER)
+              + contract.absence_checks(OUTBOUND_NO_MEMBER, direction="outbound")
+              + contract.absence_checks(INBOUND_NO_MEMBER, direction="inbound"))
+    result = contract.typecheck(checks, tmp_path / "tsc")
+    assert result.ok, result.report()
+
+
+# --------------------------------------------------------------------------- 2. tavus-cli
+
+
+@pytest.fixture
+def tavus_cli():
+    """tavus-cli's ``tavus_mcp.sdk.daily_transport``, from its wheel."""
+    wheel = contract.tavus_cli_wheel()
+    _require(None if wheel else f"the tavus-cli {contract.TAVUS_CLI_VERSION} wheel is not "
+             f"downloaded (TAVUS_CLI_WHEEL; scripts/test.sh fetches it)")
+    return contract.load_tavus_cli(wheel)
+
+
+ROOM_URL = "https://example.daily.co/contract-room"
+
+
+def new_session(h: Harness, module, monkeypatch) -> tuple[object, contract.FakeDaily]:
+    """tavus-cli's session for the bot's conversation, on a fake daily bridged to it."""
+    fake = contract.FakeDaily(h, asyncio.get_running_loop())
+    monkeypatch.setattr(module, "_load_daily", fake.load)
+    return module.DailyConversationSession(h.built.conversation_id, ROOM_URL), fake
+
+
+async def join(session, module) -> None:
+    """Join the room the way ``connect()`` does, without its wait for the replica to announce
+    itself (that wait is tested on its own, by test_tavus_cli_connects_...)."""
+
+    def joined() -> None:
+        call_client_cls, daily, event_handler_cls = module._load_daily()
+        module._ensure_daily_initialized(daily)
+        session._handler = module._make_queue_handler(event_handler_cls)
+        session._client = call_client_cls(event_handler=session._handler)
+        session._client.join(session.conversation_url)
+
+    await asyncio.to_thread(joined)
+
+
+GREETING = "Hi, I am Ava."
+
+
+async def greeted(h: Harness) -> None:
+    """The custom greeting was spoken when the client joined (before its first turn)."""
+    await h.wait_for("conversation.utterance.streaming", timeout=30,
+                     where=lambda e: e["properties"]["role"] == "replica"
+                     and e["properties"]["speech"] == GREETING and e["properties"]["final"])
+    await h.wait_for("conversation.replica.stopped_speaking")
+
+
+async def test_tavus_cli_connects_when_the_bot_announces_itself(harness, tavus_cli, monkeypatch):
+    """connect() returns on the bot's system.replica_joined / system.replica_present (the fake
+    daily never reports the bot as a joining participant: it was in the room first)."""
+    h = await harness.start(answers=["Hello."])
+    session, fake = new_session(h, tavus_cli, monkeypatch)
+    try:
+        try:
+            await asyncio.wait_for(session.connect(startup_timeout_s=10), 20)
+        except tavus_cli.TavusError as exc:
+            raise AssertionError(
+                f"tavus-cli's connect() gave up: {exc}; the bot sent it "
+                f"{[m['event_type'] for m in fake.clients[0].delivered if 'event_type' in m]}"
+            ) from None
+        client = fake.clients[0]
+        assert client.joined_url == ROOM_URL
+        ready = [m for m in client.delivered
+                 if m.get("event_type") in ("system.replica_joined", "system.replica_present")]
+        assert ready, client.delivered
+        assert ready[0]["conversation_id"] == h.built.conversation_id
+    finally:
+        await session.close()
+
+
+async def test_tavus_cli_collects_the_custom_greeting(harness, tavus_cli, monkeypatch):
+    """The replica's opening words (the conversation's custom_greeting, spoken when the client
+    joins) are a replica turn to tavus-cli's collect_turn: a conversation.utterance, as
+    every reply is (a cvi-ui app's transcript shows the same event)."""
+    h = await harness.start(answers=["Unused."], conversation={"custom_greeting": GREETING})
+    session, _ = new_session(h, tavus_cli, monkeypatch)
+    try:
+        await join(session, tavus_cli)
+        turn = await asyncio.wait_for(session.collect_turn(timeout_s=15), 25)
+    finally:
+        await session.close()
+    assert turn == {"text": GREETING, "tool_calls": []}
+
+
+async def test_tavus_cli_send_text_gets_the_replicas_reply(harness, tavus_cli, monkeypatch):
+    h = await harness.start(answers=["Paris is the capital of France."],
+                            conversation={"custom_greeting": GREETING})
+    session, fake = new_session(h, tavus_cli, monkeypatch)
+    try:
+        await join(session, tavus_cli)
+        await greeted(h)
+        await session.send_text("What is the capital of France?")
+        turn = await asyncio.wait_for(session.collect_turn(timeout_s=30), 40)
+    finally:
+        await session.close()
+    assert turn == {"text": "Paris is the capital of France.", "tool_calls": []}
+    client = fake.clients[0]
+    message, sender = h.transport.received_messages[-1]
+    assert message == client.sent[-1] and sender == client.participant_id
+    assert message["event_type"] == "conversation.respond"
+    asked = [m for m in h.fake.requests[-1]["messages"] if m["role"] == "user"][-1]
+    assert asked["content"] == "What is the capital of France?"
+    assert not h.of("system.error"), h.of("system.error")
+
+
+async def test_tavus_cli_client_tool_call_and_result(harness, tavus_cli, monkeypatch):
+    h = await harness.start(
+        answers=[[ToolCall("get_cures", {"disease": "flu"}, id="call_c1")],
+                 "Rest, fluids and sleep."],
+        persona={"persona_name": "Ava", "system_prompt": "You are a doctor.",
+                 "layers": {"llm": {"tools": [CURES_TOOL]}}},
+        conversation={"custom_greeting": GREETING})
+    session, _ = new_session(h, tavus_cli, monkeypatch)
+    result = {"cures": ["rest", "fluids", "sleep"]}
+    try:
+        await join(session, tavus_cli)
+        await greeted(h)
+        await session.send_text("What cures the flu?")
+        turn = await asyncio.wait_for(session.collect_turn(timeout_s=30), 40)
+        assert turn["tool_calls"] == [{"name": "get_cures", "arguments": '{"disease": "flu"}',
+                                       "tool_call_id": "call_c1"}], turn
+        assert h.built.tools.pending == ["call_c1"]
+        await session.send_tool_result("call_c1", "get_cures", result)
+        answer = await asyncio.wait_for(session.collect_turn(timeout_s=30), 40)
+    finally:
+        await session.close()
+    assert answer == {"text": "Rest, fluids and sleep.", "tool_calls": []}
+    assert h.built.tools.pending == []
+    assert not h.of("system.error"), h.of("system.error")
+    tool_messages = [m for m in h.fake.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == ["call_c1"]
+    # tavus-cli sends the output as a JSON string; Tavus documents conversation.tool_result's
+    # output as "string | object. Strings are passed through; objects are JSON-serialized":
+    # the LLM gets tavus-cli's string as it is, not JSON-encoded once more.
+    assert tool_messages[0]["content"] == json.dumps(result), tool_messages[0]["content"]
+
+
+async def test_tavus_cli_interrupt_stops_the_replica(harness, tavus_cli, monkeypatch):
+    h = await harness.start(answers=[LONG_REPLY], conversation={"custom_greeting": GREETING})
+    session, fake = new_session(h, tavus_cli, monkeypatch)
+    try:
+        await join(session, tavus_cli)
+        await greeted(h)
+        stops = replica_stops(h)
+        await session.send_text("Talk to me.")
+        await h.wait_for("conversation.replica.started_speaking", count=stops + 1)
+        await h.wait_for("conversation.utterance.streaming", count=2,
+                         where=lambda e: e["properties"]["role"] == "replica"
+                         and e["properties"]["speech"].startswith("This is a long"))
+        # As tavus-cli shapes every message (it always adds properties).
+        await asyncio.to_thread(session._send_sync, "conversation.interrupt", {})
+        stopped = (await h.wait_for("conversation.replica.stopped_speaking", count=stops + 1,
+                                    timeout=15))[-1]
+    finally:
+        await session.close()
+    sent = fake.clients[0].sent[-1]
+    assert sent["event_type"] == "conversation.interrupt" and sent["properties"] == {}
+    assert not h.of("system.error"), h.of("system.error")
+    assert stopped["properties"]["interrupted"] is True, stopped
+    said = h.built.transcript.entries[-1]
+    assert said.role == "assistant" and said.interrupted and len(said.content) < len(LONG_REPLY)
