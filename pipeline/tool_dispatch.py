@@ -46,6 +46,19 @@ LATE_RESULTS = 64  # client calls that timed out whose result is still taken
 LATE_RESULT_CHARS = 4000  # of a late result, at most this much goes into the context
 
 
+def client_output(output: Any) -> Any:
+    """A client's ``output`` as the LLM gets it. Tavus: "string | object; objects are
+    JSON-serialised", and tavus-cli always sends a string, ``json.dumps`` of its object.
+    Pipecat JSON-encodes every result once more, so a string of JSON is decoded first (the
+    LLM reads ``{"a": 1}``, not ``"{\\"a\\": 1}"``); any other string stays as it is."""
+    if isinstance(output, str) and output[:1] in ("{", "["):
+        try:
+            return json.loads(output)
+        except ValueError:
+            return output
+    return output
+
+
 class ToolDispatcher:
     """Routes the LLM's function calls to local handlers or to the client."""
 
@@ -191,7 +204,7 @@ class ToolDispatcher:
             self._pending.pop(call_id, None)
         if status == "error":
             return {"error": output if isinstance(output, str) else json.dumps(output)}
-        return output
+        return client_output(output)
 
     def resolve(self, call_id: str, output: Any, status: str = "success") -> bool:
         """The client's ``conversation.tool_result``; False if no such call is pending."""

@@ -37,6 +37,8 @@ OUTBOUND_NO_MEMBER = {
     "conversation.started_speaking": "the role-tagged speaking event; cvi-ui types the per-role ones",
     "conversation.stopped_speaking": "the role-tagged speaking event; cvi-ui types the per-role ones",
     "conversation.closed_caption": "live captions (enable_closed_captions); not in cvi-ui",
+    "conversation.local_tool_call": "our own addition: a call the bot runs itself, so no Tavus "
+                                    "client (which executes every conversation.tool_call) runs it",
     "system.error": "our own addition (a rejected message, a failed reply)",
     "system.wake_phrase_detected": "Tavus's wake phrase event; not in cvi-ui",
     "system.replica_joined": "the replica is in the room (tavus-cli's connect() waits for it)",

@@ -13,6 +13,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
+    TTSSpeakFrame,
     TTSTextFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -63,6 +64,8 @@ class InteractionsObserver(BaseObserver):
             return tracker.reply_started()
         if isinstance(frame, LLMTextFrame):
             return tracker.reply_text(frame.text)
+        if isinstance(frame, TTSSpeakFrame) and data.source is not self._processor:
+            return tracker.spoken_text(frame.text)  # the custom greeting (echo: the processor's)
         if isinstance(frame, LLMFullResponseEndFrame):
             return tracker.reply_ended()
         if isinstance(frame, BotStartedSpeakingFrame):

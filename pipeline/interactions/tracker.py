@@ -246,6 +246,17 @@ class InteractionTracker:
         self._reply_utterance_sent = False
         return []
 
+    def spoken_text(self, text: str) -> Events:
+        """Text to be spoken as it is, not from the LLM (the custom greeting): the replica's
+        whole utterance, sent when it starts speaking it, like an LLM reply's."""
+        if not text.strip():
+            return []
+        self._reply_inference = self._reply_inference or self._new_id()
+        self._reply_text = text
+        self._reply_complete = True
+        self._reply_utterance_sent = False
+        return self._reply_utterance() if self._bot_speaking_since is not None else []
+
     def reply_text(self, text: str) -> Events:
         self._reply_text += text
         return []
