@@ -478,7 +478,8 @@ const MAX_MESSAGE_BYTES = 256 * 1024;
 
 function sendInteraction() {
   const eventType = $("event-type").value;
-  // Pipecat's SmallWebRTC transport drops data-channel JSON without a "type" key.
+  // The bot takes Tavus's raw messages too (transports/webrtc_messages.py); "type" keeps
+  // this page working with Pipecat's plain SmallWebRTC transport, which drops JSON without it.
   const message = { type: "tavus", message_type: "conversation", event_type: eventType };
   if (conversationId) message.conversation_id = conversationId;
   const raw = $("properties").value.trim();

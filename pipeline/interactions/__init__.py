@@ -2,24 +2,39 @@
 
 One processor implements the protocol; transports only carry it:
 
-- Daily app messages arrive as ``InputTransportMessageFrame`` (any JSON).
-- The local SmallWebRTC data channel delivers JSON that has a ``"type"`` key as
-  ``InputTransportMessageFrame`` (Pipecat drops JSON without one, so our page
-  adds ``"type": "tavus"``), or inside an RTVI ``client-message`` envelope as
-  ``RTVIClientMessageFrame``.
-- Outbound events are ``OutputTransportMessageUrgentFrame``s, which every
-  transport broadcasts to the room.
+- Daily app messages arrive as ``DailyInputTransportMessageFrame`` (any JSON, with the
+  sender's participant id); so do the Tavus room's under ``--renderer transport``
+  (``services/tavus/renderers.py``; the replica's own messages are not passed on).
+- The local SmallWebRTC data channel delivers any JSON object as
+  ``InputTransportMessageFrame``: Pipecat those with a ``"type"`` key (our page adds
+  ``"type": "tavus"``), :mod:`transports.webrtc_messages` those without one (a Tavus
+  client's raw messages, which Pipecat alone drops); or inside an RTVI ``client-message``
+  envelope as ``RTVIClientMessageFrame``.
+- Outbound events are ``OutputTransportMessageUrgentFrame``s, which every transport
+  broadcasts to the room; a ``system.error`` for a rejected message goes to its sender only
+  where the transport names one (Daily and Tavus rooms).
+
+The channel is shared: RTVI messages, Daily Prebuilt's chat, other replicas' events and
+``system.*`` messages are not interactions and are ignored with a debug line
+(:func:`.models.addressed_to_us`). Pipecat's own RTVI traffic leaves the bot only once an
+RTVI client asked for it (``pipeline/secret_fence.py``).
 
 Inbound interactions (Tavus's Interactions Protocol): ``conversation.echo``,
 ``.respond``, ``.interrupt``, ``.overwrite_llm_context``, ``.append_llm_context``,
-``.sensitivity`` and ``.tool_result``. Outbound events are derived
-from pipeline frames by :class:`InteractionsObserver`; every one carries
-``conversation_id``, a monotonic ``seq``, ``turn_idx``, ``timestamp`` and,
-where it belongs to a turn, the ``inference_id`` that ties the turn's events
-together. A bad message is answered with a ``system.error`` event (our own
-addition; Tavus documents none) and a log line; the pipeline keeps running. So is
-a turn the LLM gave no answer to (the event then carries the turn's
-``inference_id``; see ``pipeline/reply_guard.py``).
+``.sensitivity`` and ``.tool_result`` (a result after its call timed out goes into the
+context as a note). A message may carry the conversation's id or, with a Tavus replica
+rendering through its own conversation, that conversation's id. Outbound events are
+derived from pipeline frames by :class:`InteractionsObserver`; every one carries
+``conversation_id``, a monotonic ``seq``, ``timestamp``, ``turn_idx`` (except ``system.*``
+events, which belong to no turn) and, where it belongs to a turn, the ``inference_id``
+that ties the turn's events together. ``system.replica_joined`` starts every conversation
+and ``system.replica_present`` repeats every few seconds and on each join (tavus-cli waits
+for one of them). A call of a tool the bot runs itself is announced as
+``conversation.local_tool_call`` (``local_tool_call_events``), never as a
+``conversation.tool_call`` a Tavus client would execute. A bad message is answered with a
+``system.error`` event (our own addition; Tavus documents none) and a log line; the
+pipeline keeps running. So is a turn the LLM gave no answer to (the event then carries
+the turn's ``inference_id``; see ``pipeline/reply_guard.py``).
 
 The package is split by role, as Pipecat splits RTVI:
 
