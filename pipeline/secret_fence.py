@@ -29,11 +29,14 @@ speaking and metrics events; most of a short session's traffic) go out only once
 client has asked for them. Such a client (our local page, Pipecat's client SDK) sends
 ``client-ready``, which Pipecat answers with ``bot-ready``; until that ``bot-ready`` passes
 here every RTVI message is dropped, so a Tavus front end in a Daily room (which speaks only
-the Interactions Protocol) never receives any.
+the Interactions Protocol) never receives any. RTVI errors are the exception: the last
+:data:`HELD_RTVI_ERRORS` are held and sent right after ``bot-ready`` (a failing greeting
+races the client's ``client-ready``), redacted as every message is.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -46,6 +49,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from config.redact import redact_data
 
 _RTVI_ERRORS = {"error", "error-response"}
+HELD_RTVI_ERRORS = 20  # RTVI errors from before bot-ready, sent after it (the newest)
 
 
 def is_error_message(message: Any) -> bool:
@@ -76,6 +80,7 @@ class SecretFence(FrameProcessor):
         super().__init__(name="secret-fence", **kwargs)
         self._secrets = tuple(secrets)
         self._rtvi_open = not rtvi_gate
+        self._held: deque[Frame] = deque(maxlen=HELD_RTVI_ERRORS)
 
     @property
     def rtvi_client(self) -> bool:
@@ -85,11 +90,16 @@ class SecretFence(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)):
-            if not self._rtvi_open and is_rtvi_message(frame.message):
-                if frame.message.get("type") != "bot-ready":
-                    return  # no RTVI client asked for it
-                self._rtvi_open = True
             frame.message = redact_message(frame.message, self._secrets)
+            if not self._rtvi_open and is_rtvi_message(frame.message):
+                if frame.message.get("type") == "bot-ready":
+                    self._rtvi_open = True
+                    await self.push_frame(frame, direction)
+                    while self._held:
+                        await self.push_frame(self._held.popleft(), direction)
+                elif is_error_message(frame.message):
+                    self._held.append(frame)  # for an RTVI client that is about to be ready
+                return  # no RTVI client asked for it (yet)
         await self.push_frame(frame, direction)
 
 

@@ -94,6 +94,32 @@ def running_bot(tmp_path: Path, *args: str):
 
 
 @contextlib.contextmanager
+def running_bot_with_fake_llm(tmp_path: Path, answers: list, *args: str):
+    """:func:`running_bot` on the default persona (embedded Whisper, Piper, Smart Turn) whose
+    LLM is a zero-latency stand-in (tests/fake_openai.py) giving ``answers`` in turn: the
+    embedded SmolLM2 on a shared, loaded 2-core machine took 5-12 s to a first sentence."""
+    import asyncio
+    import threading
+
+    from tests.fake_openai import FakeOpenAI
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    fake = asyncio.run_coroutine_threadsafe(FakeOpenAI(answers=answers).start(), loop).result(10)
+    persona = json.loads((ROOT / "personas" / "default.json").read_text())
+    persona["layers"]["llm"].update({"base_url": fake.base_url, "model": "fake",
+                                     "api_key": "test-key"})
+    persona_path = tmp_path / "persona.json"
+    persona_path.write_text(json.dumps(persona))
+    try:
+        with running_bot(tmp_path, "--persona", str(persona_path), *args) as running:
+            yield running
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+@contextlib.contextmanager
 def running_llama_server(n_ctx: int):
     """A real embedded llama.cpp server (2 threads, context ``n_ctx``), ready, until the
     block ends (a small context keeps real-model tests cheap)."""

@@ -162,32 +162,34 @@ def message_checks(messages: list[dict], *, direction: str, no_member: dict[str,
     return checks
 
 
+def _member_checks(event_types: list[str], *, direction: str, member: bool,
+                   message: Any) -> list[Check]:
+    """One tsc check per event type: cvi-ui's union has (``member``) or has no member for it."""
+    union = OUTBOUND_UNION if direction == "outbound" else INBOUND_UNION
+    name, yes, no = ("present", "false", "true") if member else ("absent", "true", "false")
+    checks = []
+    for index, event_type in enumerate(event_types):
+        n = f"{direction[:2]}{index}"
+        code = (f"const {name}_{n}: [{_member(union, event_type)}] extends [never] "
+                f"? {yes} : {no} = true;\n")
+        what, kind = message(event_type, union)
+        checks.append(Check(what, code, kind=f"{direction} {event_type} {kind}"))
+    return checks
+
+
 def absence_checks(no_member: dict[str, str], *, direction: str) -> list[Check]:
     """For each type listed as having no cvi-ui member: tsc agrees (the member is never)."""
-    union = OUTBOUND_UNION if direction == "outbound" else INBOUND_UNION
-    checks = []
-    for index, (event_type, why) in enumerate(sorted(no_member.items())):
-        n = f"{direction[:2]}{index}"
-        code = (f"const absent_{n}: [{_member(union, event_type)}] extends [never] "
-                f"? true : false = true;\n")
-        checks.append(Check(f"{direction} {event_type} is listed as having no member in {union} "
-                            f"({why}), but cvi-ui has one now: check against it", code,
-                            kind=f"{direction} {event_type} (listed)"))
-    return checks
+    return _member_checks(sorted(no_member), direction=direction, member=False, message=lambda t, u: (
+        (f"{direction} {t} is listed as having no member in {u} ({no_member[t]}), but cvi-ui "
+         "has one now: check against it"), "(listed)"))
 
 
 def presence_checks(event_types: list[str], *, direction: str, no_member: dict[str, str]) -> list[Check]:
     """Every event type we know (sent in the run or not) has a cvi-ui member or is listed."""
-    union = OUTBOUND_UNION if direction == "outbound" else INBOUND_UNION
-    checks = []
-    for index, event_type in enumerate(sorted(set(event_types) - set(no_member))):
-        n = f"{direction[:2]}{index}"
-        code = (f"const present_{n}: [{_member(union, event_type)}] extends [never] "
-                f"? false : true = true;\n")
-        checks.append(Check(f"{direction} {event_type} has no member in cvi-ui's {union}: "
-                            f"list it (with why) or fix the name", code,
-                            kind=f"{direction} {event_type} (no member)"))
-    return checks
+    return _member_checks(sorted(set(event_types) - set(no_member)), direction=direction,
+                          member=True, message=lambda t, u: (
+        f"{direction} {t} has no member in cvi-ui's {u}: list it (with why) or fix the name",
+        "(no member)"))
 
 
 def typecheck(checks: list[Check], workdir: Path, *, timeout: float = 120) -> TypecheckResult:

@@ -191,25 +191,10 @@ def page_bot(tmp_path):
     LLM is a zero-latency stand-in (tests/fake_openai.py) answering ANSWER: the embedded SmolLM2
     on a shared, loaded 2-core machine took 5-12 s to a first sentence, so replies were still
     being generated when the next line began and were interrupted (measured in this test)."""
-    import asyncio
-    import threading
+    from tests.conftest import running_bot_with_fake_llm
 
-    from tests.conftest import running_bot
-    from tests.fake_openai import FakeOpenAI
-
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    fake = asyncio.run_coroutine_threadsafe(FakeOpenAI(answers=[ANSWER]).start(), loop).result(10)
-    persona = json.loads((ROOT / "personas" / "default.json").read_text())
-    persona["layers"]["llm"].update({"base_url": fake.base_url, "model": "fake", "api_key": "test-key"})
-    persona_path = tmp_path / "persona.json"
-    persona_path.write_text(json.dumps(persona))
-    try:
-        with running_bot(tmp_path, "--persona", str(persona_path)) as running:
-            yield running
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+    with running_bot_with_fake_llm(tmp_path, [ANSWER]) as running:
+        yield running
 
 
 def test_local_page_in_chromium(page_bot, output_dir):

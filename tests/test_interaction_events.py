@@ -840,3 +840,33 @@ async def test_replica_joined_then_a_heartbeat_and_present_when_someone_joins():
     for m in present:
         assert m["message_type"] == "system" and "properties" not in m and "turn_idx" not in m
     assert_envelopes(messages)
+
+
+def test_tracker_the_custom_greeting_is_a_replica_utterance_of_its_own():
+    tracker, _clock = new_tracker()
+    # Alone: its utterance when the replica starts speaking it, with its own inference id.
+    assert tracker.spoken_text("Hi, I am Ava.") == []
+    messages = sent(tracker, tracker.replica_started())
+    messages += sent(tracker, tracker.replica_stopped())
+    utterance = [m for m in messages if m["event_type"] == "conversation.utterance"]
+    assert [u["properties"]["speech"] for u in utterance] == ["Hi, I am Ava."]
+    assert utterance[0]["inference_id"] == "inf-1"
+
+    # A respond came with the join: its reply is in flight when the greeting is queued. The
+    # greeting's utterance goes out at once; the reply keeps its own text and id.
+    tracker.respond_started()
+    sent(tracker, tracker.user_turn("What is your name?"))  # inference inf-2
+    tracker.reply_started()
+    tracker.reply_text("I am Ava.")
+    early = sent(tracker, tracker.spoken_text("Welcome!"))
+    assert [(m["properties"]["speech"], m["inference_id"]) for m in early] == [("Welcome!", "inf-3")]
+    tracker.reply_ended()
+    spoken = sent(tracker, tracker.replica_started()) + sent(tracker, tracker.replica_stopped())
+    said = [(m["properties"]["speech"], m["inference_id"]) for m in spoken
+            if m["event_type"] == "conversation.utterance"]
+    assert said == [("I am Ava.", "inf-2")]
+
+    # Queued, then an LLM reply starts before it is spoken: the greeting's utterance first.
+    assert tracker.spoken_text("Hello again.") == []
+    flushed = sent(tracker, tracker.reply_started())
+    assert [m["properties"]["speech"] for m in flushed] == ["Hello again."]

@@ -84,27 +84,12 @@ def client_bot(tmp_path, monkeypatch):
     whose LLM is a zero-latency stand-in (tests/fake_openai.py): the greeting, then ANSWER.
     Checks for the browser first: nothing starts when the test will skip."""
     _require_browser()
-    import asyncio
-    import threading
+    from tests.conftest import running_bot_with_fake_llm
 
-    from tests.conftest import running_bot
-    from tests.fake_openai import FakeOpenAI
-
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    fake = asyncio.run_coroutine_threadsafe(FakeOpenAI(answers=[GREETING, ANSWER]).start(), loop).result(10)
-    persona = json.loads((ROOT / "personas" / "default.json").read_text())
-    persona["layers"]["llm"].update({"base_url": fake.base_url, "model": "fake", "api_key": "test-key"})
-    persona_path = tmp_path / "persona.json"
-    persona_path.write_text(json.dumps(persona))
     monkeypatch.setenv("OFFERS_PER_MINUTE", str(OFFERS_PER_MINUTE))
     monkeypatch.setenv("ACCESS_TOKEN", TOKEN)
-    try:
-        with running_bot(tmp_path, "--persona", str(persona_path)) as running:
-            yield running
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+    with running_bot_with_fake_llm(tmp_path, [GREETING, ANSWER]) as running:
+        yield running
 
 
 def _events(log: list[dict], name: str) -> list[dict]:

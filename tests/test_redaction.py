@@ -205,3 +205,37 @@ async def test_no_rtvi_message_reaches_a_room_where_no_rtvi_client_asked(tmp_pat
         assert types[0] == "bot-ready" and "bot-started-speaking" in types, types
     finally:
         await h.stop()
+
+
+async def test_rtvi_errors_before_client_ready_are_held_for_the_rtvi_client():
+    """The greeting's LLM call fails before the page's client-ready arrives: the RTVI error
+    is sent (redacted) right after bot-ready; the other early RTVI messages are dropped."""
+    from pipecat.frames.frames import OutputTransportMessageUrgentFrame
+    from pipecat.processors.frame_processor import FrameDirection
+
+    fence = SecretFence([SECRET])
+    out: list[dict] = []
+
+    async def capture(frame, _direction=FrameDirection.DOWNSTREAM):
+        out.append(frame.message)
+
+    fence.push_frame = capture  # the fence's own logic, no pipeline needed
+
+    def rtvi(kind: str, **data) -> OutputTransportMessageUrgentFrame:
+        return OutputTransportMessageUrgentFrame(message={"label": "rtvi-ai", "type": kind,
+                                                          "data": data})
+
+    async def send(frame):
+        await SecretFence.process_frame(fence, frame, FrameDirection.DOWNSTREAM)
+
+    fence.process_frame = send
+    await fence.process_frame(rtvi("error", error=f"401 key {SECRET}", fatal=False))
+    await fence.process_frame(rtvi("user-started-speaking"))
+    await fence.process_frame(OutputTransportMessageUrgentFrame(message={
+        "event_type": "system.replica_joined", "message_type": "system"}))
+    assert [m.get("type") or m["event_type"] for m in out] == ["system.replica_joined"]
+    await fence.process_frame(rtvi("bot-ready", version="1.0.0"))
+    await fence.process_frame(rtvi("bot-started-speaking"))
+    kinds = [m.get("type") or m["event_type"] for m in out]
+    assert kinds == ["system.replica_joined", "bot-ready", "error", "bot-started-speaking"]
+    assert SECRET not in json.dumps(out)

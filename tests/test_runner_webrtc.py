@@ -302,6 +302,11 @@ async def test_a_provider_error_reaches_the_webrtc_client_without_the_key(tmp_pa
             pc.addTrack(player.audio)
             channel = pc.createDataChannel("chat")
             channel.on("message", lambda data: raw.append(data if isinstance(data, str) else ""))
+            # An RTVI client (our page, Pipecat's SDK) says client-ready once the channel is
+            # open: RTVI messages go out after bot-ready, errors from before it are held.
+            channel.on("open", lambda: channel.send(json.dumps({
+                "label": "rtvi-ai", "type": "client-ready", "id": "ready-1",
+                "data": {"version": "1.0.0"}})))
             await pc.setLocalDescription(await pc.createOffer())
             async with aiohttp.ClientSession() as session:
                 async with session.post(f"{base}/api/offer", json={

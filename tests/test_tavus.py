@@ -474,9 +474,14 @@ def _user_texts(harness) -> list[str]:
     return [str(m.get("content")) for m in last if m.get("role") == "user"]
 
 
+def _said(event: dict) -> dict:
+    """An utterance's role and speech (its other properties, e.g. visual_context, aside)."""
+    return {k: event["properties"][k] for k in ("role", "speech")}
+
+
 async def _replied(harness, text: str) -> None:
     await harness.wait_for("conversation.utterance",
-                           where=lambda e: e["properties"] == {"role": "replica", "speech": text})
+                           where=lambda e: _said(e) == {"role": "replica", "speech": text})
 
 
 @pytest.mark.e2e
@@ -493,7 +498,7 @@ async def test_tavus_transport_answers_the_users_respond_and_ignores_the_replica
     harness, opened, forwarded = await _transport_session(
         tmp_path, fake, daily_room, at_join=early, answers=["I am Ava.", "Goodbye."])
     try:
-        await harness.wait_for("conversation.utterance", where=lambda e: e["properties"] == {
+        await harness.wait_for("conversation.utterance", where=lambda e: _said(e) == {
             "role": "user", "speech": "What is your name?"})
         await _replied(harness, "I am Ava.")
         assert _user_texts(harness) == ["What is your name?"]

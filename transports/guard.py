@@ -205,7 +205,8 @@ class SignallingGuard:
         if self.access_token and path not in OPEN_PATHS and not token_matches(
                 given, self.access_token):
             await _reply(send, 401, "an access token is required: open the URL with ?token=... "
-                         "that the bot printed at start-up")
+                         "that the bot printed at start-up (a client of its own sends it as "
+                         "Authorization: Bearer ... or X-Access-Token)")
             return
         if method != "POST" or not _is_signalling(path):
             await self.app(scope, receive, send)

@@ -441,6 +441,7 @@ function showEvent(data) {
   else if (message.event_type) {
     conversationId = message.conversation_id || conversationId;
     onEvent(message);
+    if (message.event_type === "system.replica_present") return; // the 5 s heartbeat: kept in eventLog only
   } else return;
   const row = document.createElement("div");
   row.dataset.type = rtvi ? `rtvi:${message.type}` : message.event_type;

@@ -93,6 +93,7 @@ class InteractionTracker:
         self._reply_text = ""
         self._reply_complete = False
         self._reply_utterance_sent = True
+        self._spoken_pending = False  # the current reply is spoken text (the greeting), unsent
         self._bot_speaking_since: float | None = None
         self._spoken = ""
         self._spoken_index = 0
@@ -238,24 +239,40 @@ class InteractionTracker:
 
     def reply_started(self) -> Events:
         """The LLM started a response."""
+        events: Events = []
+        if self._spoken_pending and not self._reply_utterance_sent:
+            # The greeting is not spoken yet: its utterance now, before this reply takes over.
+            events = self._reply_utterance()
+            self._reply_inference = None
+        self._spoken_pending = False
         if self._reply_inference is None:
             self._reply_inference = self._turn_inference or self._new_id()
         if self._reply_utterance_sent or self._reply_complete:
             self._reply_text = ""
         self._reply_complete = False
         self._reply_utterance_sent = False
-        return []
+        return events
 
     def spoken_text(self, text: str) -> Events:
         """Text to be spoken as it is, not from the LLM (the custom greeting): the replica's
-        whole utterance, sent when it starts speaking it, like an LLM reply's."""
-        if not text.strip():
+        whole utterance with its own inference id, sent when it starts speaking it, like an
+        LLM reply's. With a reply already in flight or being spoken (a respond that came with
+        the join) it is sent at once instead, so that neither utterance takes the other's
+        text or id."""
+        text = text.strip()
+        if not text:
             return []
-        self._reply_inference = self._reply_inference or self._new_id()
+        idle = self._bot_speaking_since is None and (
+            self._reply_inference is None or self._reply_utterance_sent)
+        if not idle:
+            return [UtteranceEvent(inference_id=self._new_id(), properties=UtteranceProperties(
+                role="replica", speech=text))]
+        self._reply_inference = self._new_id()
         self._reply_text = text
         self._reply_complete = True
         self._reply_utterance_sent = False
-        return self._reply_utterance() if self._bot_speaking_since is not None else []
+        self._spoken_pending = True
+        return []
 
     def reply_text(self, text: str) -> Events:
         self._reply_text += text
