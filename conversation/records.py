@@ -214,7 +214,11 @@ class ConversationStore:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
         for column, kind in _ADDED_COLUMNS:  # a database written by an older version
             if column not in columns:
-                conn.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+                try:
+                    conn.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn`` on the store's thread (in submission order)."""

@@ -1,9 +1,11 @@
 """Tool calls from ``layers.llm.tools``: run locally, or hand them to the client.
 
-Every call is announced to the room: a call the client is to execute as Tavus's
-``conversation.tool_call``; a call the bot runs itself as ``conversation.local_tool_call``
+Every call is checked, then announced to the room: a call the client is to execute as
+Tavus's ``conversation.tool_call`` (pending before the event goes out, so an immediate result
+is taken); any other one (a tool the bot runs itself, and a call the bot answers with an
+error: an undeclared tool, arguments against the schema) as ``conversation.local_tool_call``
 (by default; ``local_tool_call_events``), so that a Tavus front end that executes every
-``conversation.tool_call`` never repeats a side effect. Then:
+``conversation.tool_call`` never runs one the bot did not hand it. Then:
 
 - arguments that fail the tool's JSON schema -> an error result, no handler runs. The schema
   is persona data: it is checked in a worker thread, never fetches a ``$ref``, matches
@@ -140,30 +142,54 @@ class ToolDispatcher:
     async def _handle(self, params: Any) -> None:
         name, call_id = params.function_name, params.tool_call_id
         arguments = params.arguments if isinstance(params.arguments, dict) else {}
-        if self._announce is not None:
-            try:
-                local = name in self._tools and self._registry.get(name) is not None
-                await self._announce(name, dict(arguments), call_id, local)
-            except Exception as exc:  # an event that could not be sent must not lose the call
-                logger.warning(f"Tool call {name} ({call_id}) not announced: {exc}")
-        result = await self.run(name, call_id, dict(arguments))
+        # Checked before it is announced: only a call the client must answer is announced as
+        # one (conversation.tool_call), and it is pending before the client can hear of it.
+        problem = await self._problem(name, call_id, arguments)
+        client = problem is None and self._registry.get(name) is None
+        if client:
+            self._expect(call_id)
+        try:
+            if self._announce is not None:
+                try:
+                    await self._announce(name, dict(arguments), call_id, not client)
+                except Exception as exc:  # an event that could not be sent must not lose the call
+                    logger.warning(f"Tool call {name} ({call_id}) not announced: {exc}")
+            result = await self._dispatch(name, call_id, dict(arguments), problem)
+        finally:
+            self._pending.pop(call_id, None)  # never left pending (cancelled, too)
         await params.result_callback(result)
 
     async def run(self, name: str, call_id: str, arguments: dict[str, Any]) -> Any:
         """Validate, dispatch and return the result (never raises for tool problems)."""
+        problem = await self._problem(name, call_id, arguments)
+        if problem is None and self._registry.get(name) is None:
+            self._expect(call_id)
+        return await self._dispatch(name, call_id, arguments, problem)
+
+    async def _problem(self, name: str, call_id: str, arguments: dict[str, Any]) -> str | None:
+        """Why the call cannot run (an undeclared tool, arguments against its schema), or None."""
         if name not in self._tools:
-            return {"error": f"there is no tool named {name!r}"}
+            return f"there is no tool named {name!r}"
         try:  # off the event loop: checking is CPU work, bounded but not free
             problem = await asyncio.to_thread(self._validators[name].check, arguments)
         except Exception as exc:  # check() never raises; a worker that cannot start must not either
             problem = f"the arguments could not be checked ({type(exc).__name__})"
         if problem:
             logger.warning(f"Tool {name} ({call_id}): {problem}")
+        return problem
+
+    async def _dispatch(self, name: str, call_id: str, arguments: dict[str, Any],
+                        problem: str | None) -> Any:
+        if problem:
             return {"error": problem}
         local = self._registry.get(name)
         if local is not None:
             return await self._run_local(local, call_id, arguments)
         return await self._wait_for_client(name, call_id)
+
+    def _expect(self, call_id: str) -> None:
+        """A client call is pending from now on (its result may come at once)."""
+        self._pending[call_id] = asyncio.get_running_loop().create_future()
 
     async def _run_local(self, local: Any, call_id: str, arguments: dict[str, Any]) -> Any:
         timeout = local.timeout_secs or self._handler_timeout
@@ -189,8 +215,7 @@ class ToolDispatcher:
         return value
 
     async def _wait_for_client(self, name: str, call_id: str) -> Any:
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
+        future = self._pending[call_id]  # see _expect
         try:
             output, status = await asyncio.wait_for(future, self._client_timeout)
         except TimeoutError:

@@ -253,9 +253,12 @@ class ConversationSession:
         if has_event_handler(transport, "on_client_connected"):
 
             @transport.event_handler("on_client_connected")
-            async def _on_connected(_transport, _client):
+            async def _on_connected(_transport, client):
                 logger.info(f"Participant joined {self.options.persona_name}")
-                await self.participant_joined()
+                # A Daily / Tavus participant is a dict with its id; a WebRTC peer is not.
+                participant = client.get("id") if isinstance(client, dict) else None
+                await self.participant_joined(participant if isinstance(participant, str)
+                                              else None)
 
             @transport.event_handler("on_client_disconnected")
             async def _on_disconnected(_transport, _client):
@@ -278,11 +281,12 @@ class ConversationSession:
 
             transport.set_on_fatal(fatal)
 
-    async def participant_joined(self) -> None:
-        """Someone joined: the absent timer stops, the replica says it is there
-        (``system.replica_present``, before the next heartbeat) and greets (once)."""
+    async def participant_joined(self, participant_id: str | None = None) -> None:
+        """Someone joined: the absent timer stops, the replica says it is there (to them:
+        ``system.replica_joined``, which the room's start-up one never reached; to the room:
+        ``system.replica_present``, before the next heartbeat) and greets (once)."""
         await self.lifecycle.participant_joined()
-        await self.built.interactions.replica_present()
+        await self.built.interactions.participant_joined(participant_id)
         await self.built.greet(self.worker)
 
     async def fail(self, message: str, error: type[Exception] = SessionError) -> None:

@@ -824,21 +824,36 @@ async def test_a_rejected_message_is_answered_to_its_sender_only():
 
 
 async def test_replica_joined_then_a_heartbeat_and_present_when_someone_joins():
-    processor = InteractionsProcessor(CID, heartbeat_secs=0.2, replica_id="r-face")
+    from pipecat.transports.daily.transport import DailyOutputTransportMessageUrgentFrame
 
-    async def wait(_p):
-        await asyncio.sleep(0.7)
+    processor = InteractionsProcessor(CID, heartbeat_secs=0.05, replica_id="r-face")
+    beats: list = []
+
+    @processor.event_handler("on_event")
+    async def _on_event(_p, message):
+        if message["event_type"] == "system.replica_present":
+            beats.append(message)
+
+    async def two_beats(_p):  # however loaded the machine: no timing asserted
+        for _ in range(400):
+            if len(beats) >= 2:
+                return
+            await asyncio.sleep(0.05)
 
     async def someone_joined(p):
-        await p.replica_present()
+        await p.participant_joined("p-9")
 
-    messages, collector = await play([wait, someone_joined], processor)
+    messages, collector = await play([two_beats, someone_joined], processor)
     joined = collector.messages[0]
     assert joined["properties"] == {"replica_id": "r-face"} and "turn_idx" not in joined
     present = [m for m in messages if m["event_type"] == "system.replica_present"]
-    assert len(present) >= 3  # ~3 beats in 0.7 s, and one for the participant
+    assert len(present) >= 3  # two beats, and one for the participant
     for m in present:
         assert m["message_type"] == "system" and "properties" not in m and "turn_idx" not in m
+    # The participant who joined gets a replica_joined of its own (the room's went to nobody).
+    to_them = [f for f in collector.frames if isinstance(f, DailyOutputTransportMessageUrgentFrame)]
+    assert [(f.participant_id, f.message["event_type"]) for f in to_them] == [
+        ("p-9", "system.replica_joined")]
     assert_envelopes(messages)
 
 
@@ -870,3 +885,29 @@ def test_tracker_the_custom_greeting_is_a_replica_utterance_of_its_own():
     assert tracker.spoken_text("Hello again.") == []
     flushed = sent(tracker, tracker.reply_started())
     assert [m["properties"]["speech"] for m in flushed] == ["Hello again."]
+
+
+@pytest.mark.parametrize("reply_first", [True, False])
+def test_tracker_a_user_turn_while_the_greeting_waits_keeps_both_ids(reply_first):
+    """tavus-cli's connect() returns on the join's replica_present and send_text() goes out at
+    once: the user's turn is committed before the greeting plays."""
+    tracker, _clock = new_tracker()
+    tracker.spoken_text("Hi, I am Ava.")  # the greeting: inf-1
+    tracker.respond_started()
+    sent(tracker, tracker.user_turn("What's up?"))  # inf-2
+    messages = []
+    if reply_first:  # the LLM starts on the turn before the greeting's audio starts
+        messages += sent(tracker, tracker.reply_started())
+        tracker.reply_text("Not much.")
+        tracker.reply_ended()
+        messages += sent(tracker, tracker.replica_started())
+    else:  # the greeting's audio starts, and ends, before the LLM answers
+        messages += sent(tracker, tracker.replica_started())
+        messages += sent(tracker, tracker.replica_stopped())
+        messages += sent(tracker, tracker.reply_started())
+        tracker.reply_text("Not much.")
+        tracker.reply_ended()
+        messages += sent(tracker, tracker.replica_started())
+    said = [(m["properties"]["speech"], m["inference_id"]) for m in messages
+            if m["event_type"] == "conversation.utterance"]
+    assert said == [("Hi, I am Ava.", "inf-1"), ("Not much.", "inf-2")]

@@ -176,6 +176,21 @@ def test_connect_to_api_offer_renegotiates_without_counting_again():
     assert client.post("/api/offer", json={**OFFER, "pc_id": "made-up"}).status_code == 429
 
 
+def test_a_running_peer_s_renegotiations_have_a_bucket_of_their_own():
+    from transports.guard import RENEGOTIATIONS_PER_MINUTE
+
+    running: list = []
+    client, _ = app_with_guard(per_minute=4, conversation=running.append)
+    assert client.post("/api/offer", json={**OFFER, "pc_id": None}).status_code == 200
+    pc_id = running[-1].pc_id
+    statuses = [client.post("/api/offer", json={**OFFER, "pc_id": pc_id}).status_code
+                for _ in range(RENEGOTIATIONS_PER_MINUTE)]
+    burst = RENEGOTIATIONS_PER_MINUTE // 2
+    assert statuses[:burst] == [200] * burst and statuses[burst:] == [429] * (len(statuses) - burst)
+    # New offers from the same address still have their own budget.
+    assert client.post("/api/offer", json=OFFER).status_code == 200
+
+
 def test_a_started_session_s_first_offer_is_free_and_no_other():
     client, _ = app_with_guard(per_minute=4)  # burst 2
     sid = client.post("/start", json={}).json()["sessionId"]

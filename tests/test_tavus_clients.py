@@ -278,6 +278,28 @@ async def test_tavus_cli_connects_when_the_bot_announces_itself(harness, tavus_c
         await session.close()
 
 
+async def test_tavus_cli_connect_then_send_text_at_once(harness, tavus_cli, monkeypatch):
+    """``tavus chat send``'s order: connect() returns on the join's replica_present and the
+    question goes out at once, while the custom greeting is still to be spoken. Both
+    utterances come, each with its own inference id (the reply's is the question's)."""
+    h = await harness.start(answers=["Not much."], conversation={"custom_greeting": GREETING})
+    session, _ = new_session(h, tavus_cli, monkeypatch)
+    try:
+        await asyncio.wait_for(session.connect(startup_timeout_s=10), 20)
+        await session.send_text("What's up?")
+        await h.wait_for("conversation.utterance", timeout=30, where=lambda e: (
+            e["properties"]["role"] == "replica" and e["properties"]["speech"] == "Not much."))
+        await h.wait_for("conversation.utterance", timeout=30, where=lambda e: (
+            e["properties"]["role"] == "replica" and e["properties"]["speech"] == GREETING))
+    finally:
+        await session.close()
+    utterances = {(e["properties"]["role"], e["properties"]["speech"]): e.get("inference_id")
+                  for e in h.of("conversation.utterance")}
+    question = utterances[("user", "What's up?")]
+    assert utterances[("replica", "Not much.")] == question
+    assert utterances[("replica", GREETING)] not in (None, question)
+
+
 async def test_tavus_cli_collects_the_custom_greeting(harness, tavus_cli, monkeypatch):
     """The replica's opening words (the conversation's custom_greeting, spoken when the client
     joins) are a replica turn to tavus-cli's collect_turn: a conversation.utterance, as

@@ -403,3 +403,45 @@ def test_the_embedded_llm_is_not_offered_tools(tmp_path, monkeypatch):
         logger.remove(sink)
     assert built.tools.tools_schema() is None  # nothing offered
     assert any("cannot call tools" in w and "get_current_time" in w for w in warnings)
+
+
+async def test_calls_the_bot_answers_itself_are_never_announced_for_the_client(harness):
+    """An undeclared tool and arguments against the schema are answered by the bot with an
+    error: a Tavus client (which executes every conversation.tool_call) must not run them."""
+    await harness.start(
+        answers=[[ToolCall("delete_account", {}, id="call_u"),
+                  ToolCall("get_cures", {"disease": 7}, id="call_bad")],
+                 "I cannot do that.", "Ok."],
+        persona={"system_prompt": "x", "layers": {"llm": {"tools": [
+            tool("get_cures", {"disease": {"type": "string"}}, ["disease"])]}}},
+    )
+    await harness.send({"event_type": "conversation.respond", "properties": {"text": "Do it"}})
+    await harness.wait_for("conversation.replica.stopped_speaking")
+    assert not harness.of("conversation.tool_call")
+    local = {e["properties"]["tool_call_id"] for e in harness.of("conversation.local_tool_call")}
+    assert local == {"call_u", "call_bad"}
+    assert harness.built.tools.pending == []
+
+
+async def test_a_client_result_sent_the_moment_the_call_is_announced_is_taken(tmp_path):
+    events: list = []
+    d = None
+
+    async def announce(name, arguments, call_id, local):
+        events.append((name, call_id, local))
+        assert d.resolve(call_id, {"cure": "rest"}) is True  # the client answers at once
+
+    d = dispatcher([tool("get_cures", {"disease": {"type": "string"}}, ["disease"])],
+                   ToolRegistry(), tmp_path, announce=announce, client_timeout_secs=5)
+
+    class Params:
+        function_name, tool_call_id, arguments = "get_cures", "call_now", {"disease": "flu"}
+        results: list = []
+
+        async def result_callback(self, result):
+            self.results.append(result)
+
+    params = Params()
+    await d._handle(params)
+    assert events == [("get_cures", "call_now", False)]
+    assert params.results == [{"cure": "rest"}] and d.pending == []

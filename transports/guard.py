@@ -47,6 +47,7 @@ from loguru import logger
 
 from transports import capacity as capacity_registry
 
+RENEGOTIATIONS_PER_MINUTE = 12  # per running peer connection (burst 6)
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few KB; a /start body a few hundred bytes
 SIGNALLING_PATHS = ("/api/offer", "/start")
 # The runner's routes for transports this server does not run (it serves WebRTC).
@@ -186,6 +187,9 @@ class SignallingGuard:
                  capacity: capacity_registry.Capacity | None = None):
         self.app = app
         self.limiter = OfferLimiter(offers_per_minute)
+        # A running peer's renegotiations (ICE restarts, the bot's video re-offer) are not new
+        # sessions, but each is real work for aiortc: their own bucket, per peer connection.
+        self.renegotiations = OfferLimiter(RENEGOTIATIONS_PER_MINUTE)
         self.transports = transports
         self.access_token = access_token
         self.capacity = capacity if capacity is not None else capacity_registry.conversations
@@ -226,7 +230,12 @@ class SignallingGuard:
         # for one when the client offers video; an ICE restart) and the first offer of a session
         # this address started with /start are not counted again.
         started = None if renegotiation else self._started.take(path, address)
-        if not renegotiation and started is None:
+        if renegotiation:
+            wait = self.renegotiations.take(str(data.get("pc_id")))
+            if wait:
+                await self._too_many(send, address, wait)
+                return
+        elif started is None:
             wait = self.limiter.take(address)
             if wait:
                 await self._too_many(send, address, wait)

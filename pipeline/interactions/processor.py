@@ -218,9 +218,16 @@ class InteractionsProcessor(FrameProcessor):
         await self.send(*self.tracker.tool_call(name, arguments, tool_call_id, kind))
 
     async def replica_present(self) -> None:
-        """``system.replica_present`` now (a participant joined: it need not wait for the
-        next heartbeat)."""
+        """``system.replica_present`` now (the heartbeat)."""
         await self.send(*self.tracker.replica_present())
+
+    async def participant_joined(self, participant_id: str | None = None) -> None:
+        """Someone joined: ``system.replica_joined`` to them (where the transport names them:
+        in a Daily room the one sent at start reached nobody, and it carries the conversation
+        id), and ``system.replica_present`` to the room at once, not at the next heartbeat."""
+        if participant_id is not None:
+            await self.send(*self.tracker.replica_joined(self.replica_id), to=participant_id)
+        await self.replica_present()
 
     async def _beat(self) -> None:
         while True:
@@ -278,9 +285,10 @@ class InteractionsProcessor(FrameProcessor):
         if not oversized and not addressed_to_us(message, OUTBOUND_EVENTS):
             # Someone else's traffic on the shared channel: RTVI, chat, other replicas' events.
             kind = message.get("event_type") or message.get("type") if isinstance(
-                message, dict) else type(message).__name__
+                message, dict) else None
+            kind = kind if isinstance(kind, str) else type(message).__name__  # no user text
             logger.debug(f"Interactions: ignored an app message that is not an interaction "
-                         f"({loggable(str(kind), 60)})")
+                         f"({loggable(kind, 60)})")
             return
         raw_type = message.get("event_type") if isinstance(message, dict) else None
         raw_type = INBOUND_ALIASES.get(raw_type, raw_type) if isinstance(raw_type, str) else None
@@ -337,10 +345,10 @@ class InteractionsProcessor(FrameProcessor):
         late = hooks.late_tool_result and hooks.late_tool_result(call_id, output, status)
         if not late:
             raise ProtocolError(f"conversation.tool_result: no pending tool call {call_id!r}")
-        logger.info(f"Interactions: a late result for tool call {loggable(call_id, 80)} "
-                    "was added to the context")
         if hooks.pipeline_mode == "full":
             await self.push_frame(LLMMessagesAppendFrame([late], run_llm=False))
+            logger.info(f"Interactions: a late result for tool call {loggable(call_id, 80)} "
+                        "was added to the context")
 
     def _check_context(self, kind: str, mode: str, text: str) -> None:
         """Refuse a context the LLM cannot hold (the conversation keeps its previous one)."""

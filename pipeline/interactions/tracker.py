@@ -94,6 +94,7 @@ class InteractionTracker:
         self._reply_complete = False
         self._reply_utterance_sent = True
         self._spoken_pending = False  # the current reply is spoken text (the greeting), unsent
+        self._spoken_inference: str | None = None  # its inference id (a user turn keeps it)
         self._bot_speaking_since: float | None = None
         self._spoken = ""
         self._spoken_index = 0
@@ -245,6 +246,7 @@ class InteractionTracker:
             events = self._reply_utterance()
             self._reply_inference = None
         self._spoken_pending = False
+        self._spoken_inference = None
         if self._reply_inference is None:
             self._reply_inference = self._turn_inference or self._new_id()
         if self._reply_utterance_sent or self._reply_complete:
@@ -267,7 +269,7 @@ class InteractionTracker:
         if not idle:
             return [UtteranceEvent(inference_id=self._new_id(), properties=UtteranceProperties(
                 role="replica", speech=text))]
-        self._reply_inference = self._new_id()
+        self._reply_inference = self._spoken_inference = self._new_id()
         self._reply_text = text
         self._reply_complete = True
         self._reply_utterance_sent = False
@@ -286,6 +288,8 @@ class InteractionTracker:
     def replica_started(self) -> Events:
         if self._bot_speaking_since is not None:
             return []
+        if self._spoken_pending and not self._reply_utterance_sent:
+            self._reply_inference = self._spoken_inference  # the greeting is what plays
         if self._reply_inference is None:
             self._reply_inference = self._turn_inference or self._new_id()
         self._bot_speaking_since = self._clock()
@@ -377,7 +381,9 @@ class InteractionTracker:
         if self._reply_utterance_sent or not self._reply_text.strip():
             return []
         self._reply_utterance_sent = True
-        return [UtteranceEvent(inference_id=self._reply_inference, properties=UtteranceProperties(
+        inference = self._spoken_inference if self._spoken_pending else self._reply_inference
+        self._spoken_pending = False
+        return [UtteranceEvent(inference_id=inference, properties=UtteranceProperties(
             role="replica", speech=self._reply_text.strip()))]
 
     @staticmethod
