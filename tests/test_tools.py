@@ -435,8 +435,11 @@ async def test_a_client_result_sent_the_moment_the_call_is_announced_is_taken(tm
                    ToolRegistry(), tmp_path, announce=announce, client_timeout_secs=5)
 
     class Params:
-        function_name, tool_call_id, arguments = "get_cures", "call_now", {"disease": "flu"}
-        results: list = []
+        function_name, tool_call_id = "get_cures", "call_now"
+
+        def __init__(self):
+            self.arguments = {"disease": "flu"}
+            self.results: list = []
 
         async def result_callback(self, result):
             self.results.append(result)
