@@ -8,9 +8,13 @@ exported from a newer API must still load), then dropped.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo
+
+# How a call of a tool the bot runs itself is announced (persona layers.llm and conversation
+# properties local_tool_call_events; pipeline/interactions/processor.py acts on it).
+LocalToolCallEvents = Literal["local", "tool_call", "none"]
 
 
 class ConfigModel(BaseModel):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from config.base import ConfigModel, check_url
+from config.base import ConfigModel, LocalToolCallEvents, check_url
 
 # Full language names accepted by Tavus (Tavus docs, Language Support) -> ISO 639-1 code.
 LANGUAGES: dict[str, str] = {
@@ -60,7 +60,7 @@ class ConversationProperties(ConfigModel):
     recording_s3_bucket_region: str | None = None
     aws_assume_role_arn: str | None = None
     # Our addition: overrides the persona's layers.llm.local_tool_call_events for this call.
-    local_tool_call_events: Literal["local", "tool_call", "none"] | None = None
+    local_tool_call_events: LocalToolCallEvents | None = None
 
     @field_validator("language")
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from config.base import ConfigModel, check_url, note
+from config.base import ConfigModel, LocalToolCallEvents, check_url, note
 from config.errors import FieldProblem, FieldProblems, Problem
 from config.tool_schema import schema_problems
 
@@ -151,7 +151,7 @@ class LLMLayer(ConfigModel):
     # (tools/) is announced to the room. "local": as conversation.local_tool_call (default);
     # "tool_call": as conversation.tool_call, Tavus's shape, for front ends that only show
     # calls (one that executes every tool_call would repeat the side effect); "none": not at all.
-    local_tool_call_events: Literal["local", "tool_call", "none"] | None = None
+    local_tool_call_events: LocalToolCallEvents | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     default_query: dict[str, str] = Field(default_factory=dict)

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -27,6 +27,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.processors.frameworks.rtvi.frames import RTVIClientMessageFrame
 from pipecat.services.settings import LLMSettings
 
+from config.base import LocalToolCallEvents
 from config.logging import loggable
 
 from .budgets import MessageLimits, SenderBudgets
@@ -49,7 +50,7 @@ ECHO_AUDIO_SECS = 60.0  # echo audio buffered ahead of playback when no limits a
 # system.replica_present: how often the replica says it is still in the room. tavus-cli waits
 # for it (or system.replica_joined) before its first message; one small app message.
 HEARTBEAT_SECS = 5.0
-LOCAL_TOOL_CALL_EVENTS = ("local", "tool_call", "none")
+LOCAL_TOOL_CALL_EVENTS = get_args(LocalToolCallEvents)
 
 
 @dataclass
