@@ -11,6 +11,7 @@ from config.conversation import ConversationRequest
 from config.loader import load_conversation, load_persona, persona_from_dict
 from config.options import ConversationOptions
 from config.persona import Persona
+from config.policies import Policies
 from config.redact import (
     credential_values,
     header_secrets,
@@ -35,6 +36,9 @@ class AppConfig:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     greet: bool = True
+    #: The objectives and guardrails the conversation runs with (resolved by
+    #: ``conversation/policies.py`` from the persona's and conversation's ids; none by default).
+    policies: Policies = field(default_factory=Policies)
     #: The persona's effective behaviour, every default applied (resolved once, here).
     options: ConversationOptions = field(init=False)
 

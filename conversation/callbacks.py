@@ -117,6 +117,22 @@ class CallbackDispatcher:
         self.store.submit(write)
         return payload
 
+    def emit_payload(self, conversation_id: str, callback_url: str, event_type: str,
+                     payload: dict[str, Any], *, record: dict[str, Any] | None = None) -> None:
+        """Queue a callback whose body is not the conversation envelope (an objective's
+        ``{conversation_id, objective_name, output_variables}``, a guardrail's), delivered
+        as durably as the others. ``record``: the event to keep for verbose reads, if the
+        caller has not recorded one already."""
+        payload = redact_data(payload, names=False)
+
+        def write() -> None:
+            if record is not None:
+                self.store.add_event(conversation_id, redact_data(record, names=False))
+            self.store.add_delivery(conversation_id, event_type, callback_url, payload)
+            self.wake()
+
+        self.store.submit(write)
+
     def wake(self) -> None:
         """Look for due deliveries now."""
         if self._loop is not None and self._wake is not None:

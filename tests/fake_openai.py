@@ -40,6 +40,11 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)
     rejected: int = 0
+    #: Side calls (a guard's verdict, an objective's extraction): ``route(body)`` returns their
+    #: answer (a string, e.g. JSON, or a list of :class:`ToolCall`), or None for the scripted
+    #: conversation. Routed requests are kept in ``routed``, not ``requests``.
+    route: Any = None
+    routed: list[dict[str, Any]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -62,6 +67,22 @@ class FakeOpenAI:
         if self.runner:
             await self.runner.cleanup()
 
+    @staticmethod
+    def _completion(body: dict[str, Any], answer: Any) -> dict[str, Any]:
+        """A non-streaming ``chat.completion`` carrying ``answer``."""
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if isinstance(answer, list):
+            message["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                "name": c.name, "arguments": json.dumps(c.arguments)}} for c in answer]
+            finish = "tool_calls"
+        else:
+            message["content"] = answer
+            finish = "stop"
+        return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
@@ -73,11 +94,20 @@ class FakeOpenAI:
                 "message": f"Incorrect API key provided: {auth}", "type": "invalid_request_error",
                 "code": "invalid_api_key", "received_headers": {"Authorization": auth}}}, status=401)
         body = await request.json()
-        self.requests.append(body)
-        self.request_times.append(time.time())
-        self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        self.queries.append(dict(request.query))
-        answer = self.answers[min(len(self.requests) - 1, len(self.answers) - 1)]
+        routed = self.route(body) if self.route is not None else None
+        if routed is not None:
+            self.routed.append(body)
+            answer = routed
+        else:
+            self.requests.append(body)
+            self.request_times.append(time.time())
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
+            self.queries.append(dict(request.query))
+            answer = self.answers[min(len(self.requests) - 1, len(self.answers) - 1)]
+        if not body.get("stream"):
+            if self.delay_secs and routed is None:
+                await asyncio.sleep(self.delay_secs)
+            return web.json_response(self._completion(body, answer))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         created = int(time.time())

@@ -448,8 +448,8 @@ def test_tracker_interruption_reports_what_was_said():
     tracker.reply_text("This is a long answer that")
     sent(tracker, tracker.replica_started())
     sent(tracker, tracker.replica_spoke("This is"))
-    assert tracker.interrupted() == []
-    messages = sent(tracker, tracker.replica_stopped())
+    messages = sent(tracker, tracker.interrupted())  # the segment ends with the interruption
+    assert tracker.replica_stopped() == []  # the output's later BotStoppedSpeakingFrame
     assert kinds(messages) == [
         "conversation.utterance/replica", "conversation.utterance.streaming/replica",
         "conversation.replica.stopped_speaking", "conversation.stopped_speaking/replica",
@@ -911,3 +911,27 @@ def test_tracker_a_user_turn_while_the_greeting_waits_keeps_both_ids(reply_first
     said = [(m["properties"]["speech"], m["inference_id"]) for m in messages
             if m["event_type"] == "conversation.utterance"]
     assert said == [("Hi, I am Ava.", "inf-1"), ("Not much.", "inf-2")]
+
+
+def test_a_reply_after_an_interruption_is_never_told_as_part_of_the_interrupted_one():
+    """The next reply can be generated before the output's BotStoppedSpeakingFrame (a
+    loaded machine): its utterance waits for its own speaking segment, with its own id."""
+    tracker, _ = new_tracker()
+    tracker.respond_started()
+    sent(tracker, tracker.user_turn("Talk."))
+    tracker.reply_started()
+    tracker.reply_text("A long greeting that goes on.")
+    tracker.reply_ended()
+    sent(tracker, tracker.replica_started())
+    first = sent(tracker, tracker.interrupted())
+    assert "conversation.replica_interrupted" in kinds(first)
+    tracker.respond_started()
+    sent(tracker, tracker.user_turn("A question?"))
+    tracker.reply_started()
+    tracker.reply_text("The answer.")
+    assert sent(tracker, tracker.reply_ended()) == []  # not spoken yet
+    assert sent(tracker, tracker.replica_stopped()) == []  # the interrupted segment's late stop
+    later = sent(tracker, tracker.replica_started())
+    utterances = [m for m in later if m["event_type"] == "conversation.utterance"]
+    assert [m["properties"]["speech"] for m in utterances] == ["The answer."]
+    assert {m["inference_id"] for m in later} == {"inf-2"}

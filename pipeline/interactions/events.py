@@ -93,6 +93,18 @@ class SystemErrorProperties(EventProperties):
     received_event_type: str | None = None
 
 
+class ObjectiveProperties(EventProperties):
+    objective_name: str
+    output_variables: dict[str, Any] | None = None  # pending / completed only
+
+
+class GuardrailTriggeredProperties(EventProperties):
+    guardrail: str
+    guardrail_uuid: str
+    reason: str
+    role: Role  # whose words broke it: the user's turn or the replica's reply (our addition)
+
+
 class ReplicaJoinedProperties(EventProperties):
     replica_id: str  # "" without a Tavus replica, as in the callback
 
@@ -266,6 +278,32 @@ class ReplicaPresentEvent(InteractionEvent):
     properties: None = None
 
 
+class ObjectiveActivatedEvent(InteractionEvent):
+    """An objective became the one the persona pursues (``properties.objective_name``)."""
+
+    event_type: Literal["conversation.objective.activated"] = "conversation.objective.activated"
+    properties: ObjectiveProperties
+
+
+class ObjectivePendingEvent(InteractionEvent):
+    """A ``confirmation_mode: manual`` objective's values await ``conversation.objective.confirm``."""
+
+    event_type: Literal["conversation.objective.pending"] = "conversation.objective.pending"
+    properties: ObjectiveProperties
+
+
+class ObjectiveCompletedEvent(InteractionEvent):
+    event_type: Literal["conversation.objective.completed"] = "conversation.objective.completed"
+    properties: ObjectiveProperties
+
+
+class GuardrailTriggeredEvent(InteractionEvent):
+    """A guardrail was broken (sent when the guardrail's ``app_message`` is true)."""
+
+    event_type: Literal["conversation.guardrail_triggered"] = "conversation.guardrail_triggered"
+    properties: GuardrailTriggeredProperties
+
+
 EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     UtteranceEvent,
     UtteranceStreamingEvent,
@@ -283,6 +321,10 @@ EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     WakePhraseDetectedEvent,
     ReplicaJoinedEvent,
     ReplicaPresentEvent,
+    ObjectiveActivatedEvent,
+    ObjectivePendingEvent,
+    ObjectiveCompletedEvent,
+    GuardrailTriggeredEvent,
 )
 OUTBOUND_EVENTS: dict[str, type[InteractionEvent]] = {
     model.model_fields["event_type"].default: model for model in EVENT_MODELS
@@ -292,7 +334,8 @@ _TYPED = TypeAdapter(Annotated[
     | UserStoppedSpeakingEvent | ReplicaStartedSpeakingEvent | ReplicaStoppedSpeakingEvent
     | StartedSpeakingEvent | StoppedSpeakingEvent | ReplicaInterruptedEvent | ToolCallEvent
     | LocalToolCallEvent | ClosedCaptionEvent | SystemErrorEvent | WakePhraseDetectedEvent | ReplicaJoinedEvent
-    | ReplicaPresentEvent,
+    | ReplicaPresentEvent | ObjectiveActivatedEvent | ObjectivePendingEvent
+    | ObjectiveCompletedEvent | GuardrailTriggeredEvent,
     Field(discriminator="event_type"),
 ])
 

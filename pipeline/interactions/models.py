@@ -100,6 +100,15 @@ class ToolResultProps(_Props):
     status: Literal["success", "error"] = "success"
 
 
+class ObjectiveConfirmProps(_Props):
+    """``conversation.objective.confirm`` (shape not documented by Tavus; ours): the pending
+    objective, and the values as the participant corrected them (absent: as collected)."""
+
+    objective_name: str = Field(min_length=1, max_length=100)
+    output_variables: dict[str, str | int | float | bool | None] | None = Field(
+        default=None, max_length=20)
+
+
 _PROPS: dict[str, type[_Props] | None] = {
     "conversation.echo": EchoProps,
     "conversation.respond": RespondProps,
@@ -108,6 +117,7 @@ _PROPS: dict[str, type[_Props] | None] = {
     "conversation.append_llm_context": ContextProps,
     "conversation.sensitivity": SensitivityProps,
     "conversation.tool_result": ToolResultProps,
+    "conversation.objective.confirm": ObjectiveConfirmProps,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -75,6 +75,9 @@ class InteractionHooks:
     limits: MessageLimits | None = None
     # the conversation's current conversational_context (for the size of an append)
     current_context: Callable[[], str | None] | None = None
+    # (objective_name, corrected output_variables or None) -> None, or the reason it is
+    # refused (no such pending objective); conversation.objective.confirm
+    objective_confirm: Callable[[str, dict[str, Any] | None], Awaitable[str | None]] | None = None
 
 
 def _tracker_attribute(name: str, doc: str) -> property:
@@ -336,6 +339,13 @@ class InteractionsProcessor(FrameProcessor):
             )
         elif kind == "conversation.tool_result":
             await self._tool_result(props.tool_call_id, props.output, props.status)
+        elif kind == "conversation.objective.confirm":
+            if self.hooks.objective_confirm is None:
+                raise ProtocolError("conversation.objective.confirm: this persona has no objectives")
+            refused = await self.hooks.objective_confirm(props.objective_name,
+                                                         props.output_variables)
+            if refused:
+                raise ProtocolError(f"conversation.objective.confirm: {refused}")
 
     async def _tool_result(self, call_id: str, output: Any, status: str) -> None:
         """A client's result: to its pending call; one that came after the call timed out

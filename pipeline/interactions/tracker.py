@@ -318,9 +318,14 @@ class InteractionTracker:
         return events + self.caption("replica", self._spoken, False, self._reply_inference)
 
     def interrupted(self) -> Events:
-        if self._bot_speaking_since is not None:
-            self._interrupted = True
-        return []
+        """An interruption stops the replica's speech: its segment ends now, with the
+        stopped-speaking events, rather than at the output's BotStoppedSpeakingFrame, which
+        can come after the next reply has started (its text and inference id then belong
+        to the next segment, never to the interrupted one)."""
+        if self._bot_speaking_since is None:
+            return []
+        self._interrupted = True
+        return self.replica_stopped()
 
     def replica_stopped(self) -> Events:
         if self._bot_speaking_since is None:
