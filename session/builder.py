@@ -41,6 +41,7 @@ from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.interactions.budgets import MessageLimits, embedded_limits
 from pipeline.interruption_fence import InterruptionFence
+from pipeline.objectives import ObjectiveFlow
 from pipeline.reply_guard import APOLOGY, ReplyGuard
 from pipeline.secret_fence import SecretFence
 from pipeline.sentence_cut import SentenceCut
@@ -89,12 +90,20 @@ class PersonaPipeline:
     tools: ToolDispatcher | None
     wake_gate: WakePhraseGate | None = None
     idle: IdleEngagement | None = None
+    objectives: ObjectiveFlow | None = None
     _greeted: bool = field(default=False, repr=False)
 
     @property
     def turn(self):
         """The current turn-taking plan (None in echo mode)."""
         return self.turns.plan if self.turns else None
+
+    def aggregators(self) -> Any:
+        """The context aggregators as a pair (``user()``, ``assistant()``), as Flows takes them."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(user=lambda: self.user_aggregator,
+                               assistant=lambda: self.assistant_aggregator)
 
     def observers(self) -> list[Any]:
         """Observers the worker must run for this pipeline."""
@@ -139,6 +148,7 @@ def build_pipeline(
     output: Any = None,
     also_known_as: tuple[str, ...] = (),
     replica_id: str | None = None,
+    callbacks: Any = None,
 ) -> PersonaPipeline:
     """Assemble the persona's pipeline on ``transport``.
 
@@ -147,7 +157,9 @@ def build_pipeline(
     Without a transport (text mode) ``output`` (a processor that shows the
     replies) takes the place of TTS and the transport's output. ``also_known_as``: other ids
     a client may address the conversation by (a Tavus replica's conversation);
-    ``replica_id``: the replica ``system.replica_joined`` names.
+    ``replica_id``: the replica ``system.replica_joined`` names; ``callbacks``: the
+    conversation's callback dispatcher (objective and guardrail events are recorded and
+    their callbacks queued there).
     """
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -163,12 +175,16 @@ def build_pipeline(
     transcript = Transcript()
     live = {"conversation": conversation}
 
+    def base_instruction() -> str:
+        return system_prompt_for(persona, live["conversation"], services.plan.tts.engine)
+
     def update_context(mode: str, text: str) -> str:
         """conversation.overwrite/append_llm_context -> the new system instruction."""
         current = live["conversation"].conversational_context
         new = text if mode == "overwrite" or not current else f"{current}\n\n{text}"
         live["conversation"] = live["conversation"].model_copy(update={"conversational_context": new})
-        return system_prompt_for(persona, live["conversation"], services.plan.tts.engine)
+        # With objectives, the current objective's task stays in the instruction.
+        return objectives.instruction() if objectives else base_instruction()
 
     turns = None
     tools = None
@@ -225,6 +241,21 @@ def build_pipeline(
         tools.register(services.llm)
 
     context = tools.new_context() if tools else LLMContext()
+    objectives = None
+    if not echo and app.policies.objectives and services.llm is not None:
+        objectives = ObjectiveFlow(
+            app.policies.objectives,
+            path="function_calls" if getattr(services.llm, "calls_tools", True) else "extraction",
+            llm=services.llm, base_instruction=base_instruction,
+            persona_tools=tools.tools_schema() if tools else None,
+            report=_objective_reporter(interactions, callbacks, conversation_id),
+            context=context,
+        )
+        hooks.objective_confirm = objectives.confirm
+        transcript.add_listener(
+            lambda entry: objectives.user_turn(entry.content) if entry.role == "user" else None)
+        logger.info(f"Objectives: {len(app.policies.objectives)}, completed by "
+                    f"{'function calls' if objectives.path == 'function_calls' else 'constrained extraction'}")
     user_aggregator = assistant_aggregator = None
     idle = None
     if not echo and not voice:  # text mode: typed turns, no VAD or turn detection
@@ -291,7 +322,27 @@ def build_pipeline(
         tools=tools,
         wake_gate=wake_gate,
         idle=idle,
+        objectives=objectives,
     )
+
+
+def _objective_reporter(interactions: InteractionsProcessor, callbacks: Any, conversation_id: str):
+    """An objective's event: the app message, the record's event, the objective's callback."""
+
+    async def report(event_type: str, objective: Any, values: dict[str, Any] | None) -> None:
+        properties: dict[str, Any] = {"objective_name": objective.objective_name}
+        if values is not None:
+            properties["output_variables"] = dict(values)
+        await interactions.emit(event_type, properties)
+        if callbacks is None:
+            return
+        callbacks.emit(conversation_id, None, event_type, "conversation", properties)
+        if event_type == "conversation.objective.completed" and objective.callback_url:
+            callbacks.emit_payload(conversation_id, objective.callback_url, event_type, {
+                "conversation_id": conversation_id, "objective_name": objective.objective_name,
+                "output_variables": dict(values or {})})
+
+    return report
 
 
 def build_worker(built: PersonaPipeline, *, observers: list[Any] | None = None) -> Any:

@@ -231,8 +231,11 @@ class ConversationSession:
             self.app, transport, self.services, conversation_id=self.conversation_id,
             registry=self._registry, renderer=self.video, output=output,
             also_known_as=self.also_known_as, replica_id=self.renderer.replica_id,
+            callbacks=self.lifecycle.callbacks,
         )
         self.worker = build_worker(self.built, observers=list(observers))
+        if self.built.objectives is not None:
+            self.built.objectives.attach(self.worker, self.built.aggregators())
         self.lifecycle.attach(self.worker, self.built.transcript)
         if transport is not None:
             self._follow(transport)

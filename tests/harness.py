@@ -62,6 +62,8 @@ class Harness:
         make_transport: Callable[[ConversationSession], Any] | None = None,
         transport_kind: str = "file",
         sent: Callable[[], list] | None = None,
+        policies: Any = None,
+        replace_services: Callable[[Any], None] | None = None,
     ) -> Harness:
         """Start the conversation. ``env``: settings (e.g. a fake Tavus); ``renderer``: the
         ``--renderer`` choice; ``lifecycle``: the test's own (records, callbacks);
@@ -69,8 +71,11 @@ class Harness:
 
         ``make_transport(session)``: another transport than the file one (``transport_kind``
         names it on the record), whose sent messages ``sent()`` returns; :meth:`send` is
-        then the test's own business."""
+        then the test's own business. ``policies``: the conversation's objectives and
+        guardrails (``config.policies.Policies``); ``replace_services``: called with the
+        built services (e.g. to make the LLM one that cannot call tools)."""
         try:
+            self._extra = {"policies": policies, "replace_services": replace_services}
             return await self._start(answers, persona, conversation, audio_in, registry,
                                      llm_delay_secs, audio_in_filter, lifecycle, env, renderer,
                                      force_local, make_transport, transport_kind, sent)
@@ -94,11 +99,14 @@ class Harness:
         self._settings = Settings.from_env(
             {"PERSONA_DATA_DIR": str(self.tmp_path / "data"), **(env or {})})
         app = AppConfig.of(p, conv, self._settings)
+        if self._extra["policies"] is not None:
+            app.policies = self._extra["policies"]
         plan = NO_RENDERER if renderer == "none" else plan_renderer(renderer, conv, p, self._settings)
         self.session = ConversationSession(app, transport=transport_kind, renderer=plan,
                                            force_local=force_local,
                                            registry=registry or build_registry(),
-                                           lifecycle=lifecycle)
+                                           lifecycle=lifecycle,
+                                           replace_services=self._extra["replace_services"])
         await self.session.__aenter__()
         if make_transport is not None:
             self.transport, self._sent = make_transport(self.session), sent
