@@ -13,10 +13,11 @@ nodes and a ``conversation.overwrite_llm_context`` keeps the current task
   persona's own tools. Completing returns the next node to Flows, which moves there once
   the call's result is in the context and has the LLM speak the next objective's opening.
 - **constrained extraction** (the embedded SmolLM2-135M, which cannot be trusted to call
-  tools): after each user turn, off the audio path, a JSON-schema-constrained call
+  tools): after each user turn's reply has been given (off the audio path: the embedded
+  server answers one request at a time), a JSON-schema-constrained call
   (:func:`services.structured.json_completion`) says whether the turn completed the
   objective, with the values, and any correction of an earlier objective's values. The
-  next node is set for the next reply (the reply to this turn is already being made).
+  next node is set for the next reply.
 
 ``confirmation_mode: manual``: the collected values go out as
 ``conversation.objective.pending`` and the objective completes only on an inbound
@@ -189,6 +190,7 @@ class ObjectiveFlow:
         self._node: str | None = None  # the node Flows was last asked to set
         self._lock = asyncio.Lock()
         self._extractions: set[asyncio.Task] = set()
+        self._unjudged = ""  # the user's words since the last judged turn (extraction)
 
     # ------------------------------------------------------------------ start
 
@@ -367,21 +369,39 @@ class ObjectiveFlow:
     # ------------------------------------------------------------------ extraction
 
     def user_turn(self, text: str) -> None:
-        """A user turn was committed (voice or text): catch Flows up; on the extraction
-        path, judge the turn in the background."""
+        """A user turn was committed (voice or text): catch Flows up. On the extraction
+        path the turn is judged once the reply to it has been given (the embedded server
+        answers one request at a time: judging it first would delay the reply)."""
         if self.manager is None:
             return
-        task = asyncio.get_running_loop().create_task(self._after_user_turn(text))
+        self._unjudged = f"{self._unjudged} {text}".strip() if self._unjudged else text
+        self._spawn(self._catch_up())
+
+    def assistant_turn(self, _text: str) -> None:
+        """The replica's reply was given (spoken, or cut short): judge the turn before it."""
+        if self.manager is None or not self._unjudged or self.path != "extraction":
+            return
+        text, self._unjudged = self._unjudged, ""
+        if self.state.current or self.state.completed:
+            self._spawn(self._extract(text))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as exc:  # noqa: BLE001 - an objective must never end the conversation
+                logger.warning(f"Objectives: a turn could not be judged: "
+                               f"{type(exc).__name__}: {exc}")
+
+        task = asyncio.get_running_loop().create_task(guarded())
         self._extractions.add(task)
         task.add_done_callback(self._extractions.discard)
 
     async def _after_user_turn(self, text: str) -> None:
-        try:
-            await self._catch_up()
-            if self.path == "extraction" and (self.state.current or self.state.completed):
-                await self._extract(text)
-        except Exception as exc:  # noqa: BLE001 - an objective must never end the conversation
-            logger.warning(f"Objectives: the turn could not be judged: {type(exc).__name__}: {exc}")
+        """What a user turn leads to, at once (tests)."""
+        await self._catch_up()
+        if self.path == "extraction" and (self.state.current or self.state.completed):
+            await self._extract(text)
 
     async def _catch_up(self) -> None:
         """Flows did not reach the node the state is at (a transition lost to a barge-in)."""
@@ -400,8 +420,15 @@ class ObjectiveFlow:
             return
         history = [m for m in self._context.get_messages()
                    if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)]
-        if history and history[-1].get("role") == "user" and history[-1]["content"] == text:
-            history = history[:-1]
+        # What came before the user's words (the question they answer): the trailing
+        # replies and the user's messages that make up ``text`` are cut off.
+        cut = len(history)
+        while cut and history[cut - 1]["role"] == "assistant":
+            cut -= 1
+        while cut and history[cut - 1]["role"] == "user" and (
+                history[cut - 1]["content"].strip() in text):
+            cut -= 1
+        history = history[:cut] if cut < len(history) else history
         dialog = "\n".join(f"{'Participant' if m['role'] == 'user' else 'You'}: {m['content']}"
                            for m in history[-EXTRACTION_MESSAGES:])
         messages = [

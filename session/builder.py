@@ -252,8 +252,8 @@ def build_pipeline(
             context=context,
         )
         hooks.objective_confirm = objectives.confirm
-        transcript.add_listener(
-            lambda entry: objectives.user_turn(entry.content) if entry.role == "user" else None)
+        transcript.add_listener(lambda entry: (objectives.user_turn if entry.role == "user"
+                                               else objectives.assistant_turn)(entry.content))
         logger.info(f"Objectives: {len(app.policies.objectives)}, completed by "
                     f"{'function calls' if objectives.path == 'function_calls' else 'constrained extraction'}")
     user_aggregator = assistant_aggregator = None
