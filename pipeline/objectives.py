@@ -80,6 +80,7 @@ class ObjectiveState:
     completed: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     branches: dict[str, str | None] = field(default_factory=dict)  # a pending one's branch
+    skipped: list[str] = field(default_factory=list)  # visual: waiting for perception
     _resume: list[str | None] = field(default_factory=list)  # where to go after a re-open
     _by_name: dict[str, Objective] = field(default_factory=dict)
 
@@ -89,9 +90,22 @@ class ObjectiveState:
     def get(self, name: str) -> Objective:
         return self._by_name[name]
 
-    def start(self) -> str:
-        self.current = self.objectives[0].objective_name
+    def start(self) -> str | None:
+        self.current = self._pursuable(self.objectives[0].objective_name)
         return self.current
+
+    def _pursuable(self, name: str | None) -> str | None:
+        """``name``, or past it when it is visual: a visual objective waits for perception
+        (not built yet) and is passed over to its required next objectives."""
+        while name is not None and self.get(name).modality == "visual":
+            if name not in self.skipped:
+                self.skipped.append(name)
+                logger.warning(f"Objectives: {name} is visual and waits for perception; "
+                               "passed over")
+            self.queue = [n for n in [*self.get(name).next_required_objectives, *self.queue]
+                          if n not in self.completed and n not in self.skipped]
+            name = self.queue.pop(0) if self.queue else None
+        return name
 
     @property
     def done(self) -> bool:
@@ -144,8 +158,8 @@ class ObjectiveState:
             following = self.queue.pop(0) if self.queue else None
         while following is not None and following in self.completed and following != name:
             following = self.queue.pop(0) if self.queue else None
-        self.current = following
-        return following
+        self.current = self._pursuable(following)
+        return self.current
 
     def reopen(self, name: str) -> None:
         """The participant corrects a completed objective: it is pursued again, then back."""
@@ -207,12 +221,13 @@ class ObjectiveFlow:
             await self.start()
 
     async def start(self) -> None:
-        if self.manager is None or self.state.current is not None:
+        if self.manager is None or self.state.current is not None or self._node is not None:
             return
         name = self.state.start()
         await self.manager.initialize(self._node_config(name, respond=False))
         self._node = name
-        await self._report("conversation.objective.activated", self.state.get(name), None)
+        if name is not None:
+            await self._report("conversation.objective.activated", self.state.get(name), None)
 
     # ------------------------------------------------------------------ prompts
 

@@ -97,6 +97,17 @@ def test_the_state_takes_the_branch_then_the_required_ones_and_resumes_after_a_r
     assert state.done
 
 
+def test_a_visual_objective_waits_for_perception_and_is_passed_over():
+    objectives = ObjectivesDocument.model_validate({"data": [
+        {"objective_name": "look", "objective_prompt": "Check the ID card.", "modality": "visual",
+         "next_required_objectives": ["ask"]},
+        {"objective_name": "ask", "objective_prompt": "Ask the name."},
+    ]}).data
+    state = ObjectiveState(objectives)
+    assert state.start() == "ask" and state.skipped == ["look"]
+    assert state.finish("ask", {}, None) is None
+
+
 def test_values_are_the_objectives_own_variables_only():
     state = ObjectiveState(INTAKE)
     got = state.values_for("get_name", {"first_name": "  Ana ", "ssn": "123", "x": None})
@@ -471,3 +482,40 @@ class _NodeRecorder:
 
 async def _noop_report(*_args):
     return None
+
+
+async def test_a_barge_in_during_a_transition_neither_orphans_nor_repeats_it(tmp_path):
+    """The user speaks again while the completion's transition runs (each LLM answer takes
+    0.4 s): the conversation is at the next objective, whose opening is said at most once."""
+    h = Harness(tmp_path)
+    try:
+        await h.start(policies=Policies(objectives=INTAKE), llm_delay_secs=0.4, answers=[
+            "Hello! Are you a new patient?",
+            [ToolCall(COMPLETE, {"patient_status": "new", "next_objective": "new_patient_intake"})],
+            "Which insurance do you have?",
+            "Sorry, which insurance do you have?",
+            "Thanks.",
+        ])
+        await h.session.participant_joined()
+        await h.wait_for("conversation.replica.stopped_speaking")
+        await h.send({"event_type": "conversation.respond", "properties": {"text": "I'm new."}})
+        await h.wait_for("conversation.objective.completed")
+        await h.send({"event_type": "conversation.respond",
+                      "properties": {"text": "Hello, are you still there?"}})
+        # The barge-in's reply supersedes the transition's opening (one reply, not two).
+        await h.wait_for("conversation.utterance", count=2,
+                         where=lambda e: e["properties"]["role"] == "replica")
+        await asyncio.sleep(1.5)
+        assert objective_events(h)[:3] == [
+            ("activated", "ask_if_new_patient", None),
+            ("completed", "ask_if_new_patient", {"patient_status": "new"}),
+            ("activated", "new_patient_intake", None),
+        ]
+        assert h.built.objectives.manager.current_node == "new_patient_intake"
+        last = h.fake.requests[-1]
+        assert "Ask for their insurance." in last["messages"][0]["content"]
+        said = [e["properties"]["speech"] for e in h.of("conversation.utterance")
+                if e["properties"]["role"] == "replica"]
+        assert said.count("Which insurance do you have?") <= 1, said
+    finally:
+        await h.stop()
