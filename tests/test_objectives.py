@@ -72,6 +72,14 @@ async def say(h: Harness, text: str, replies_before: int) -> None:
                      timeout=30)
 
 
+async def greeted(h: Harness, answers: list, objectives=INTAKE, **start) -> Harness:
+    """Start the conversation with ``objectives``; the participant joins and is greeted."""
+    await h.start(policies=Policies(objectives=objectives), answers=answers, **start)
+    await h.session.participant_joined()
+    await h.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"] == "replica")
+    return h
+
+
 async def until(predicate, timeout: float = 15.0) -> bool:
     for _ in range(int(timeout / 0.05)):
         if predicate():
@@ -125,7 +133,7 @@ async def test_a_branching_intake_by_function_calls_collects_variables_in_order(
         objectives = with_callbacks(INTAKE, hook.url)
         h = Harness(tmp_path)
         try:
-            await h.start(policies=Policies(objectives=objectives), lifecycle=lifecycle, answers=[
+            await greeted(h, [
                 "Hello! Are you a new patient?",
                 [ToolCall(COMPLETE, {"patient_status": "new",
                                      "next_objective": "new_patient_intake"}, id="call_a")],
@@ -134,9 +142,7 @@ async def test_a_branching_intake_by_function_calls_collects_variables_in_order(
                 "Thanks. What is your first name?",
                 [ToolCall(COMPLETE, {"first_name": "Ana"}, id="call_c")],
                 "Thank you Ana, that is everything.",
-            ])
-            await h.session.participant_joined()
-            await h.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"] == "replica")
+            ], objectives, lifecycle=lifecycle)
             await say(h, "I have never been here.", 1)
             await say(h, "Acme insurance.", 2)
             await say(h, "Ana.", 3)
@@ -195,16 +201,14 @@ async def test_a_branching_intake_by_function_calls_collects_variables_in_order(
 async def test_the_other_branch_and_a_missing_variable_is_asked_for(tmp_path):
     h = Harness(tmp_path)
     try:
-        await h.start(policies=Policies(objectives=INTAKE), answers=[
+        await greeted(h, [
             "Hello! Are you a new patient?",
             [ToolCall(COMPLETE, {"patient_status": "returning",
                                  "next_objective": "returning_patient"})],
             "Welcome back! Your patient number?",
             [ToolCall(COMPLETE, {"patient_number": ""})],  # not given yet
             "Could you tell me your patient number?",
-        ])
-        await h.session.participant_joined()
-        await h.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"] == "replica")
+        ], INTAKE)
         await say(h, "I was here last year.", 1)
         await say(h, "Hmm, let me see.", 2)
         assert objective_events(h) == [
@@ -223,7 +227,7 @@ async def test_manual_confirmation_round_trip_with_corrected_values(tmp_path):
                   else o for o in INTAKE]
     h = Harness(tmp_path)
     try:
-        await h.start(policies=Policies(objectives=objectives), answers=[
+        await greeted(h, [
             "Hello! Are you a new patient?",
             [ToolCall(COMPLETE, {"patient_status": "returning",
                                  "next_objective": "returning_patient"})],
@@ -233,9 +237,7 @@ async def test_manual_confirmation_round_trip_with_corrected_values(tmp_path):
             [ToolCall(COMPLETE, {"first_name": "Anna"})],
             "Please check your name on the screen and confirm it.",
             "Thank you, all done.",
-        ])
-        await h.session.participant_joined()
-        await h.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"] == "replica")
+        ], objectives)
         await say(h, "Returning.", 1)
         await say(h, "42.", 2)
         await say(h, "Ana.", 3)
@@ -264,7 +266,7 @@ async def test_manual_confirmation_round_trip_with_corrected_values(tmp_path):
 async def test_going_back_to_an_earlier_objective_completes_it_again(tmp_path):
     h = Harness(tmp_path)
     try:
-        await h.start(policies=Policies(objectives=INTAKE), answers=[
+        await greeted(h, [
             "Hello! Are you a new patient?",
             [ToolCall(COMPLETE, {"patient_status": "new", "next_objective": "new_patient_intake"})],
             "Which insurance do you have?",
@@ -272,9 +274,7 @@ async def test_going_back_to_an_earlier_objective_completes_it_again(tmp_path):
             "Oh, so you have been here before?",
             [ToolCall(COMPLETE, {"patient_status": "returning", "next_objective": "none"})],
             "Got it. Which insurance do you have?",
-        ])
-        await h.session.participant_joined()
-        await h.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"] == "replica")
+        ], INTAKE)
         await say(h, "I'm new.", 1)
         await say(h, "Wait, actually I was here once.", 2)
         await say(h, "Yes, a returning patient.", 3)
@@ -374,10 +374,10 @@ async def test_the_extraction_path_completes_objectives_from_json_verdicts(tmp_p
 
     h = Harness(tmp_path)
     try:
-        await h.start(policies=Policies(objectives=INTAKE), replace_services=no_tools, answers=[
+        await greeted(h, [
             "Hello! Are you a new patient?", "Welcome! Which insurance do you have?",
             "Thanks. And your name?", "Thank you!",
-        ])
+        ], INTAKE, replace_services=no_tools)
         h.fake.route = _verdicts([
             {"completed": True, "values": {"patient_status": "new"},
              "next_objective": "new_patient_intake"},
@@ -386,8 +386,6 @@ async def test_the_extraction_path_completes_objectives_from_json_verdicts(tmp_p
             {"completed": False, "values": {"first_name": ""},
              "corrections": {"ask_if_new_patient": {"patient_status": "returning"}}},
         ])
-        await h.session.participant_joined()
-        await h.wait_for("conversation.utterance", where=lambda e: e["properties"]["role"] == "replica")
         assert COMPLETE not in json.dumps(h.fake.requests[0].get("tools") or [])
         await say(h, "I am new.", 1)
         await h.wait_for("conversation.objective.activated", count=2)
