@@ -24,6 +24,7 @@ import json
 import numpy as np
 import pytest
 
+from config.policies import Objective, Policies
 from pipeline.interactions import INBOUND_ALIASES, INBOUND_EVENTS, OUTBOUND_EVENTS
 from tests import tavus_contract as contract
 from tests.fake_openai import ToolCall
@@ -43,6 +44,10 @@ OUTBOUND_NO_MEMBER = {
     "system.wake_phrase_detected": "Tavus's wake phrase event; not in cvi-ui",
     "system.replica_joined": "the replica is in the room (tavus-cli's connect() waits for it)",
     "system.replica_present": "the replica is in the room (tavus-cli's connect() waits for it)",
+    "conversation.objective.activated": "Tavus's objectives events; not in cvi-ui 0.0.1",
+    "conversation.objective.pending": "Tavus's objectives events; not in cvi-ui 0.0.1",
+    "conversation.objective.completed": "Tavus's objectives events; not in cvi-ui 0.0.1",
+    "conversation.guardrail_triggered": "Tavus's guardrail app message; not in cvi-ui 0.0.1",
 }
 # Inbound event types (ours and what the tests send) that cvi-ui's SendAppMessageProps lacks.
 INBOUND_NO_MEMBER = {
@@ -50,6 +55,7 @@ INBOUND_NO_MEMBER = {
     "conversation.overwrite_context": "an alias from Tavus's skill file; cvi-ui sends the _llm_ name",
     "conversation.append_context": "an alias from Tavus's skill file; cvi-ui sends the _llm_ name",
     "conversation.dance": "unknown on purpose: the rejected message behind system.error",
+    "conversation.objective.confirm": "Tavus's manual objective confirmation; not in cvi-ui 0.0.1",
 }
 
 TIME_TOOL = {"type": "function", "function": {
@@ -132,7 +138,10 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
         persona={"persona_name": "Ava", "system_prompt": "You are Ava.", "layers": {
             "llm": {"tools": [TIME_TOOL, CURES_TOOL]},
             "conversational_flow": {"wake_phrase": "capital"}}},
-        conversation={"properties": {"enable_closed_captions": True}})
+        conversation={"properties": {"enable_closed_captions": True}},
+        policies=Policies(objectives=[Objective(
+            objective_name="get_name", objective_prompt="Ask for their name.",
+            output_variables=["name"], confirmation_mode="manual")]))
     await h.transport.client_connected({"id": "cvi-ui-app"})  # the app joined the room
     cid = h.built.conversation_id
 
@@ -186,6 +195,14 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
     await send("conversation.overwrite_llm_context", {"context": "The user is Carol."})
     await send("conversation.sensitivity", {"participant_pause_sensitivity": "high",
                                             "participant_interrupt_sensitivity": "low"})
+    stops = replica_stops(h)
+    script(h, [ToolCall("complete_objective", {"name": "Carol"}, id="call_o1")], "Please confirm.")
+    await send("conversation.respond", {"text": "I am Carol."})
+    await h.wait_for("conversation.objective.pending")
+    await spoken(h, stops)
+    await send("conversation.objective.confirm", {"objective_name": "get_name",
+                                                  "output_variables": {"name": "Carol"}})
+    await h.wait_for("conversation.objective.completed")
     await send("conversation.dance", {"moves": 3})
     await h.wait_for("system.error",
                      where=lambda e: e["properties"].get("received_event_type") == "conversation.dance")
