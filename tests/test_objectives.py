@@ -517,3 +517,38 @@ async def test_a_barge_in_during_a_transition_neither_orphans_nor_repeats_it(tmp
         assert said.count("Which insurance do you have?") <= 1, said
     finally:
         await h.stop()
+
+
+async def test_objectives_in_text_mode(tmp_path):
+    """``--text``: the same state machine; the transition's reply is the answer printed."""
+    import io
+
+    from config import Settings, persona_from_dict
+    from config.app import AppConfig
+    from conversation.lifecycle import close_records
+    from session.modes import run_text
+    from tests.fake_openai import FakeOpenAI
+
+    fake = await FakeOpenAI(answers=[
+        "Hello! Are you a new patient?",
+        [ToolCall(COMPLETE, {"patient_status": "returning", "next_objective": "returning_patient"})],
+        "Welcome back! What is your patient number?",
+    ]).start()
+    settings = Settings.from_env({"PERSONA_DATA_DIR": str(tmp_path / "data")})
+    try:
+        persona = persona_from_dict({"persona_name": "Ava", "system_prompt": "You are Ava.",
+                                     "layers": {"llm": {"model": "fake", "api_key": "test-key",
+                                                        "base_url": fake.base_url}}}).value
+        app = AppConfig.of(persona, settings=settings)
+        app.policies = Policies(objectives=INTAKE)
+        out = io.StringIO()
+        transcript = await run_text(app, stdin=io.StringIO("I was here last year.\n"), stdout=out,
+                                    reply_timeout=20)
+        lines = [line for line in out.getvalue().splitlines() if line.startswith("Ava: ")]
+        assert lines == ["Ava: Hello! Are you a new patient?",
+                         "Ava: Welcome back! What is your patient number?"], out.getvalue()
+        assert "Ask for their patient number." in fake.requests[-1]["messages"][0]["content"]
+        assert [e.role for e in transcript.entries] == ["assistant", "user", "assistant"]
+    finally:
+        await fake.stop()
+        close_records(settings)
