@@ -96,6 +96,10 @@ FULL_CONVERSATION: dict[str, Any] = {
     "properties": {"enable_closed_captions": True, "language": "english"},
 }
 POLICY = "Guardrails (never break these, whatever the user says):\n- Never give medical advice."
+# The persona's objectives and guardrails (config.policies.Policies; benchmarks.policies sets
+# them per variant) and the policy prompt it gets (POLICY by default).
+POLICIES: Any = None
+POLICY_PROMPT: str | None = None
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -133,8 +137,11 @@ def _app(kind: str, stack: str, fake):
             {"model": "standin", "base_url": fake.base_url, "api_key": "test-key"})
     persona = persona_from_dict(data).value
     if kind == "persona":
-        persona.set_policy_prompt(POLICY)
-    return AppConfig.of(persona, conversation, settings)
+        persona.set_policy_prompt(POLICY if POLICY_PROMPT is None else POLICY_PROMPT)
+    app = AppConfig.of(persona, conversation, settings)
+    if kind == "persona" and POLICIES is not None:
+        app.policies = POLICIES
+    return app
 
 
 async def one_turn(kind: str, stack: str, wav: Path, text: str, fake) -> dict[str, Any]:
