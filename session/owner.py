@@ -374,6 +374,8 @@ class ConversationSession:
             if self.running:  # left early (an error, a cancelled caller): stop the pipeline first
                 await self._runner.cancel()
                 await asyncio.wait({self._task}, timeout=END_GRACE_SECS)
+            if self.built is not None and self.built.objectives is not None:
+                await self.built.objectives.close()  # no extraction outlives the conversation
             if self.interrupted:
                 try:
                     await asyncio.wait_for(self._stack.aclose(), QUICK_END_SECS)
