@@ -91,6 +91,8 @@ class ConversationRequest(ConfigModel):
     document_tags: list[str] = Field(default_factory=list)
     document_retrieval_strategy: Literal["speed", "balanced", "quality"] = "balanced"
     memory_stores: list[str] = Field(default_factory=list)
+    # This conversation's objectives (overrides the persona's objectives_id).
+    objectives_id: str | None = None
     require_auth: bool = False
     max_participants: int | None = Field(default=None, ge=2)
     test_mode: bool = False

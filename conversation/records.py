@@ -98,7 +98,25 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS objectives (
+    objectives_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS guardrails (
+    guardrail_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    tags TEXT,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 """
+# objectives: the documents of conversation/policies.py (``o`` + 12 hex); guardrails: an
+# individual guardrail (kind 'guardrail', its ``uuid``) or a legacy set (kind 'set', its
+# ``guardrails_id``), both ``g`` + 12 hex; ``tags`` is a JSON array (individual ones).
 
 
 # Columns added after the first release: ALTER TABLE on a database that lacks them.
