@@ -64,7 +64,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     recs.add_argument("--limit", type=int, default=20, help="with --list-conversations (default 20)")
     recs.add_argument("--show-conversation", metavar="ID",
                       help="one conversation with its transcript, events and callbacks, then exit")
-    recs.add_argument("--json", action="store_true", help="JSON output for the two above")
+    recs.add_argument("--json", action="store_true",
+                      help="JSON output for the two above and the --list-* below")
+    defs = parser.add_argument_group(
+        "objectives and guardrails (stored in PERSONA_DATA_DIR/conversations.db)")
+    defs.add_argument("--add-objectives", metavar="FILE",
+                      help="store an objectives file ({\"data\": [...]}, Tavus's body); prints "
+                      "its objectives_id")
+    defs.add_argument("--list-objectives", action="store_true", help="list stored objectives")
+    defs.add_argument("--show-objectives", metavar="ID", help="one stored objectives document (JSON)")
+    defs.add_argument("--delete-objectives", metavar="ID", help="delete stored objectives")
+    defs.add_argument("--add-guardrails", metavar="FILE",
+                      help="store a guardrail ({\"guardrail_name\", ...}: prints its uuid) or a "
+                      "legacy set ({\"name\", \"data\": [...]}: prints its guardrails_id)")
+    defs.add_argument("--list-guardrails", action="store_true", help="list stored guardrails and sets")
+    defs.add_argument("--show-guardrails", metavar="ID", help="one stored guardrail or set (JSON)")
+    defs.add_argument("--delete-guardrails", metavar="ID", help="delete a stored guardrail or set")
     server = parser.add_argument_group("local server (python bot.py)")
     server.add_argument(
         "--insecure", action="store_true",
@@ -130,6 +145,9 @@ def run(argv: list[str]) -> int:
     known, _ = add_arguments(argparse.ArgumentParser(add_help=False)).parse_known_args(argv)
     if known.list_conversations or known.show_conversation:
         return launch.run_records(known)
+    if any(getattr(known, f"{verb}_{kind}") for verb in ("add", "list", "show", "delete")
+           for kind in ("objectives", "guardrails")):
+        return launch.run_policies(known)
     if known.check or known.text or known.audio_in or known.audio_out:
         return launch.run_headless(known)
     runner_flags = argparse.ArgumentParser(add_help=False)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,65 +45,79 @@ def _run_async(coro):
 
 
 def load_app(args: argparse.Namespace) -> AppConfig:
-    """Load persona (a file, or a Tavus persona id), conversation and settings.
+    """Load persona (a file, or a Tavus persona id), conversation and settings, and resolve
+    the objectives and guardrails they name (:func:`attach_policies`).
 
-    Prints warnings and notes. Objectives and guardrails referenced by id are
-    fetched from Tavus when TAVUS_API_KEY is set.
+    Prints warnings and notes. A Tavus persona, and objectives and guardrails the local
+    store lacks, are fetched from Tavus (when TAVUS_API_KEY is set) once per process.
     """
-    from services.tavus.personas import (
-        fetch_persona,
-        fetch_policies_by_ids,
-        looks_like_persona_id,
-        policy_prompt,
-    )
+    from services.tavus.personas import fetch_persona_document, looks_like_persona_id
 
     settings = Settings.from_env()
     register_secrets(settings.secrets())
     persona_arg = str(args.persona)
     greet = not getattr(args, "no_greeting", False)
-    policies: tuple[list, list, list[str]] | None = None
     if looks_like_persona_id(persona_arg):
         if not settings.tavus_api_key:
             raise ConfigError(persona_arg, [Problem(
                 path="", message="no such file; to fetch it as a Tavus persona id set TAVUS_API_KEY"
             )])
         if persona_arg not in _FETCHED:
-            _FETCHED[persona_arg] = _run_async(
-                fetch_persona(settings.tavus_api_key, settings.tavus_api_url, persona_arg)
-            )
-        data, objectives, guardrails, fetch_warnings = _FETCHED[persona_arg]
+            _FETCHED[persona_arg] = (_run_async(fetch_persona_document(
+                settings.tavus_api_key, settings.tavus_api_url, persona_arg)),)
+        (data,) = _FETCHED[persona_arg]
         app = AppConfig.load(None, args.conversation, persona_data=data,
                              persona_source=f"Tavus persona {persona_arg}", greet=greet)
         logger.info(f"Fetched persona {persona_arg} from Tavus ({app.persona.display_name})")
-        policies = (objectives, guardrails, fetch_warnings)
     else:
         app = AppConfig.load(persona_arg, args.conversation, greet=greet)
-        persona = app.persona
-        if persona.objectives_id or persona.guardrail_ids or persona.guardrails_id:
-            if settings.tavus_api_key:
-                key = f"policies:{persona.objectives_id}:{persona.guardrail_ids}:{persona.guardrails_id}"
-                if key not in _FETCHED:
-                    _FETCHED[key] = _run_async(fetch_policies_by_ids(
-                        settings.tavus_api_key, settings.tavus_api_url, persona.model_dump()
-                    ))
-                policies = _FETCHED[key]
-            else:
-                app.warnings.append(
-                    f"{persona_arg}: objectives_id/guardrail_ids name objects stored on Tavus; "
-                    "set TAVUS_API_KEY to fetch them (ignored now)"
-                )
-    if policies:
-        objectives, guardrails, fetch_warnings = policies
-        app.persona.set_policy_prompt(policy_prompt(objectives, guardrails))
-        app.warnings += fetch_warnings
-        if objectives or guardrails:
-            logger.info(f"Objectives: {len(objectives)}, guardrails: {len(guardrails)} (from Tavus)")
+    attach_policies(app)
     register_secrets(app.secrets())
     for warning in app.warnings:
         logger.warning(warning)
     for note in app.notes:
         logger.info(note)
     return app
+
+
+def _fetch_cached(settings: Settings):
+    """Tavus fetches of objectives and guardrails, once per process (None without a key)."""
+    if not settings.tavus_api_key:
+        return None
+    from conversation.policies import tavus_fetch
+
+    fetch = tavus_fetch(settings)
+
+    def cached(kind: str, item_id: str) -> Any:
+        key = f"{kind}:{settings.tavus_api_url}:{item_id}"
+        if key not in _FETCHED:
+            _FETCHED[key] = (fetch(kind, item_id),)
+        return _FETCHED[key][0]
+
+    return cached
+
+
+def attach_policies(app: AppConfig) -> None:
+    """Resolve the persona's and conversation's objectives and guardrails into
+    ``app.policies`` (:func:`conversation.policies.resolve_policies`): the guardrails go
+    into the system prompt; the objectives do not (the objectives flow gives the LLM one
+    at a time). Visual ones are a warning: they wait for perception."""
+    from conversation.policies import guardrails_prompt, perception_warning, resolve_policies
+
+    warnings: list[str] = []
+    policies = resolve_policies(app.persona, app.conversation, app.settings,
+                                fetch=_fetch_cached(app.settings), warnings=warnings)
+    app.policies = policies
+    app.persona.set_policy_prompt(guardrails_prompt(policies))
+    app.warnings += warnings
+    waiting = perception_warning(policies)
+    if waiting:
+        app.warnings.append(waiting)
+    if policies:
+        origins = [o for o, suffix in (("Tavus", "from Tavus"), ("the local store", "local store"))
+                   if any(s.endswith(suffix) for s in policies.sources)]
+        logger.info(f"Objectives: {len(policies.objectives)}, guardrails: "
+                    f"{len(policies.guardrails)} (from {' and '.join(origins)})")
 
 
 # --------------------------------------------------------------------------- reports
@@ -129,8 +144,10 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
     lines.append("")
     lines.append("Engines:")
     ok = True
+    plan = None
     try:
-        lines += [f"  {choice.describe()}" for choice in plan_for(app, force_local).choices()]
+        plan = plan_for(app, force_local)
+        lines += [f"  {choice.describe()}" for choice in plan.choices()]
     except EngineSelectionError as exc:
         ok = False
         lines += [f"  cannot start: {line}" for line in str(exc).splitlines()]
@@ -142,6 +159,11 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
     except TavusError as exc:
         ok = False
         lines.append(f"  cannot start: {exc}")
+    from conversation.policies import describe_policies, objective_path
+
+    lines += ["", "Objectives and guardrails:"]
+    path = objective_path(plan, app.settings) if plan is not None else None
+    lines += describe_policies(app.policies, path)
     warnings = list(app.warnings)
     records_problem = data_dir_problem(app.settings.data_dir)  # --check writes nothing there
     if records_problem:
@@ -171,6 +193,69 @@ def run_records(args: argparse.Namespace) -> int:
               else render_list(listing, store.path))
     callbacks.drain(timeout=settings.callback_timeout_secs)
     return 0
+
+
+def run_policies(args: argparse.Namespace) -> int:
+    """``--add-/--list-/--show-/--delete-objectives`` and ``...-guardrails``: the local store.
+
+    One command per run (the first given, in that order). A bad file lists every problem
+    (its JSON path) before anything is opened; an unknown id is one line.
+    """
+    from config.loader import read_json
+    from conversation.policies import (
+        PolicyStore,
+        render_list,
+        validate_guardrails,
+        validate_objectives,
+    )
+    from conversation.records import ConversationStore
+
+    settings = Settings.from_env()
+    for kind in ("objectives", "guardrails"):
+        path = getattr(args, f"add_{kind}")
+        if path:  # validated before the store is opened (a bad file changes nothing)
+            body = read_json(path)
+            validate = validate_objectives if kind == "objectives" else validate_guardrails
+            validate(body, str(path))
+    store = ConversationStore(settings.data_dir)
+    try:
+        policies = PolicyStore(store)
+        for kind in ("objectives", "guardrails"):
+            noun = "objectives" if kind == "objectives" else "guardrail or guardrails set"
+            path = getattr(args, f"add_{kind}")
+            if path:
+                add = policies.add_objectives if kind == "objectives" else policies.add_guardrails
+                record, warnings = add(read_json(path), str(path))
+                for warning in warnings:
+                    print(f"warning: {path}: {warning}", file=sys.stderr)
+                key = next(k for k in ("objectives_id", "guardrails_id", "uuid") if k in record)
+                print(record[key])
+                return 0
+            if getattr(args, f"list_{kind}"):
+                items = policies.list_objectives() if kind == "objectives" else policies.list_guardrails()
+                print(json.dumps({"data": items, "total_count": len(items)}, indent=2,
+                                 ensure_ascii=False) if args.json
+                      else render_list(kind, items, store.path))
+                return 0
+            item_id = getattr(args, f"show_{kind}")
+            if item_id:
+                record = policies.objectives(item_id) if kind == "objectives" \
+                    else policies.guardrails(item_id)
+                if record is None:
+                    raise ModeError(f"no {noun} {item_id!r} in {store.path}")
+                print(json.dumps(record, indent=2, ensure_ascii=False))
+                return 0
+            item_id = getattr(args, f"delete_{kind}")
+            if item_id:
+                deleted = policies.delete_objectives(item_id) if kind == "objectives" \
+                    else policies.delete_guardrails(item_id)
+                if not deleted:
+                    raise ModeError(f"no {noun} {item_id!r} in {store.path}")
+                print(f"Deleted {kind} {item_id}")
+                return 0
+        return 0
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------- modes

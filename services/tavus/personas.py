@@ -1,10 +1,13 @@
 """Personas from Tavus: ``--persona <persona_id>`` fetches ``GET /v2/personas/{id}``.
 
-The persona then runs on our pipeline like a local file. Objectives
+The persona then runs on our pipeline like a local file. Its objectives
 (``objectives_id``) and guardrails (``guardrail_ids``, legacy ``guardrails_id``)
-are fetched by id and given to the LLM as part of its system prompt;
-``guardrail_tags`` cannot be resolved through a single-object endpoint and
-are reported as ignored.
+are resolved like a local persona's (``conversation/policies.py``): the local
+store first, then fetched from Tavus by id. ``guardrail_tags`` cannot be resolved
+through a single-object endpoint; they match the local store only.
+
+:func:`fetch_persona` / :func:`fetch_policies` / :func:`policy_prompt` fetch and
+render everything at once (the older path, kept for callers of their own).
 """
 
 from __future__ import annotations
@@ -78,6 +81,26 @@ def policy_prompt(objectives: list[dict], guardrails: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
+async def fetch_persona_document(api_key: str, base_url: str, persona_id: str) -> dict:
+    """The persona document alone (its objectives and guardrails are resolved apart).
+
+    Raises :class:`services.rest.ApiError` with a clear message on 401/404/429/5xx.
+    """
+    async with aiohttp.ClientSession() as session:
+        return await _get_persona(TavusAPI(api_key, base_url, session), persona_id)
+
+
+async def _get_persona(api: TavusAPI, persona_id: str) -> dict:
+    body = _unwrap(await api.get_persona(persona_id))
+    if isinstance(body, list):
+        body = body[0] if body else None
+    if not isinstance(body, dict):
+        from services.rest import ApiError
+
+        raise ApiError(f"Tavus: persona {persona_id!r}: the answer is not a persona object")
+    return body
+
+
 async def fetch_persona(
     api_key: str, base_url: str, persona_id: str
 ) -> tuple[dict, list[dict], list[dict], list[str]]:
@@ -87,13 +110,7 @@ async def fetch_persona(
     """
     async with aiohttp.ClientSession() as session:
         api = TavusAPI(api_key, base_url, session)
-        body = _unwrap(await api.get_persona(persona_id))
-        if isinstance(body, list):
-            body = body[0] if body else None
-        if not isinstance(body, dict):
-            from services.rest import ApiError
-
-            raise ApiError(f"Tavus: persona {persona_id!r}: the answer is not a persona object")
+        body = await _get_persona(api, persona_id)
         objectives, guardrails, warnings = await fetch_policies(api, body)
     return body, objectives, guardrails, warnings
 
