@@ -419,6 +419,9 @@ class ConversationStore:
         out["transcript"] = self.transcript(conversation_id)
         out["events"] = self.events(conversation_id)
         out["callbacks"] = self.deliveries(conversation_id)
+        from conversation.policies import policy_outcomes  # completed objectives, guardrails
+
+        out.update({k: v for k, v in policy_outcomes(out["events"]).items() if v})
         return out
 
     @staticmethod
@@ -480,6 +483,9 @@ def render_conversation(record: dict[str, Any]) -> str:
         extra = f" ({len(event['properties']['transcript'])} transcript items)" \
             if "transcript" in event["properties"] else ""
         lines.append(f"  {event['timestamp']} {event['event_type']} {json.dumps(props)}{extra}")
+    from conversation.policies import policy_outcomes, render_outcomes
+
+    lines += render_outcomes(policy_outcomes(record["events"]))
     if record.get("callbacks"):
         lines += ["", "Callbacks:"]
         for cb in record["callbacks"]:

@@ -201,7 +201,7 @@ def test_persona_fetched_from_tavus_runs_on_our_pipeline():
     assert fake.requests[0].headers["x-api-key"] == fake.api_key
 
 
-def test_fetched_objectives_and_guardrails_reach_the_system_prompt(monkeypatch):
+def test_fetched_objectives_and_guardrails_reach_the_conversation(monkeypatch):
     import argparse
 
     from config.prompt import compose_system_prompt
@@ -214,8 +214,11 @@ def test_fetched_objectives_and_guardrails_reach_the_system_prompt(monkeypatch):
         app = launch.load_app(argparse.Namespace(persona="p-remote", conversation=None))
     prompt = compose_system_prompt(app.persona, app.conversation)
     assert prompt.startswith("You are Rita, a travel agent.")
-    assert "- ask_destination: Ask where they want to go" in prompt
+    # Objectives are the objectives flow's (one at a time), not pasted into the prompt.
+    assert "ask_destination" not in prompt
+    assert [o.objective_name for o in app.policies.objectives] == ["ask_destination"]
     assert "- Never quote prices" in prompt
+    assert [g.guardrail_name for g in app.policies.guardrails] == ["no_prices"]
 
 
 @pytest.mark.parametrize(
