@@ -37,6 +37,7 @@ from config.persona import Persona
 from config.prompt import system_prompt_for
 from config.redact import register_secrets
 from conversation.transcript import Transcript
+from pipeline.guardrails import GuardCheck, GuardrailGuard
 from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.interactions.budgets import MessageLimits, embedded_limits
@@ -91,6 +92,7 @@ class PersonaPipeline:
     wake_gate: WakePhraseGate | None = None
     idle: IdleEngagement | None = None
     objectives: ObjectiveFlow | None = None
+    guardrails: GuardrailGuard | None = None
     _greeted: bool = field(default=False, repr=False)
 
     @property
@@ -282,6 +284,15 @@ def build_pipeline(
         async def _on_user_turn(_aggregator, message):
             await interactions.user_turn(message.content)
 
+    guard = None
+    if not echo and app.policies.verbal_guardrails and services.llm is not None:
+        guard = GuardrailGuard(
+            GuardCheck(app.policies.verbal_guardrails, services.llm),
+            _guardrail_reporter(interactions, callbacks, conversation_id))
+        transcript.add_listener(lambda entry: guard.user_turn(entry.content)
+                                if entry.role == "user" else None)
+        logger.info(f"Guardrails: {len(app.policies.verbal_guardrails)} enforced")
+
     processors = [
         transport.input() if voice else None,
         interactions,
@@ -294,6 +305,7 @@ def build_pipeline(
         services.llm and ReplyGuard(apology=APOLOGY if voice else None,
                                     on_failure=interactions.reply_failed),
         services.llm and SentenceCut(drop_repeats=services.plan.llm.engine == "llama-local"),
+        guard,
         services.tts,
         renderer,
         SecretFence(app.secrets()) if voice else None,
@@ -323,7 +335,29 @@ def build_pipeline(
         wake_gate=wake_gate,
         idle=idle,
         objectives=objectives,
+        guardrails=guard,
     )
+
+
+def _guardrail_reporter(interactions: InteractionsProcessor, callbacks: Any, conversation_id: str):
+    """A triggered guardrail: the app message (``app_message``), the record, the callback."""
+
+    async def report(guardrail: Any, reason: str, role: str) -> None:
+        properties = {"guardrail": guardrail.guardrail_name,
+                      "guardrail_uuid": guardrail.uuid or "", "reason": reason, "role": role}
+        event_type = "conversation.guardrail_triggered"
+        if guardrail.app_message:
+            await interactions.emit(event_type, properties)
+        if callbacks is None:
+            return
+        callbacks.emit(conversation_id, None, event_type, "conversation", properties)
+        if guardrail.callback_url:
+            callbacks.emit_payload(conversation_id, guardrail.callback_url, event_type, {
+                "conversation_id": conversation_id,
+                "properties": {"guardrail": guardrail.guardrail_name,
+                               "guardrail_uuid": guardrail.uuid or ""}})
+
+    return report
 
 
 def _objective_reporter(interactions: InteractionsProcessor, callbacks: Any, conversation_id: str):

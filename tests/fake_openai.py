@@ -43,7 +43,8 @@ class FakeOpenAI:
     #: Side calls (a guard's verdict, an objective's extraction): ``route(body)`` returns their
     #: answer (a string, e.g. JSON, or a list of :class:`ToolCall`), or None for the scripted
     #: conversation. Routed requests are kept in ``routed``, not ``requests``.
-    route: Any = None
+    route: Any = None  # may return a coroutine (awaited: a slow side call)
+    chunk_delay_secs: float = 0.0  # between streamed words (a slowly streaming model)
     routed: list[dict[str, Any]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
@@ -95,6 +96,8 @@ class FakeOpenAI:
                 "code": "invalid_api_key", "received_headers": {"Authorization": auth}}}, status=401)
         body = await request.json()
         routed = self.route(body) if self.route is not None else None
+        if asyncio.iscoroutine(routed):
+            routed = await routed
         if routed is not None:
             self.routed.append(body)
             answer = routed
@@ -132,6 +135,8 @@ class FakeOpenAI:
             await send({"role": "assistant", "content": ""})
             for word in answer.split(" ") if answer else ():
                 await send({"content": word + " "})
+                if self.chunk_delay_secs:
+                    await asyncio.sleep(self.chunk_delay_secs)
             await send({}, "stop")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -22,6 +22,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
+from ..frames import ReplyRevisedFrame
 from .tracker import Events
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class InteractionsObserver(BaseObserver):
             return tracker.user_partial(frame.text, final=False)
         if isinstance(frame, LLMFullResponseStartFrame):
             return tracker.reply_started()
+        if isinstance(frame, ReplyRevisedFrame):
+            return tracker.reply_revised(frame.text)
         if isinstance(frame, LLMTextFrame):
             return tracker.reply_text(frame.text)
         if isinstance(frame, TTSSpeakFrame) and data.source is not self._processor:

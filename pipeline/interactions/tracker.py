@@ -91,6 +91,7 @@ class InteractionTracker:
         self._turn_inference: str | None = None
         self._reply_inference: str | None = None
         self._reply_text = ""
+        self._reply_revised = False  # a guardrail replaced the reply: the LLM's text is not it
         self._reply_complete = False
         self._reply_utterance_sent = True
         self._spoken_pending = False  # the current reply is spoken text (the greeting), unsent
@@ -251,6 +252,7 @@ class InteractionTracker:
             self._reply_inference = self._turn_inference or self._new_id()
         if self._reply_utterance_sent or self._reply_complete:
             self._reply_text = ""
+        self._reply_revised = False
         self._reply_complete = False
         self._reply_utterance_sent = False
         return events
@@ -277,7 +279,15 @@ class InteractionTracker:
         return []
 
     def reply_text(self, text: str) -> Events:
-        self._reply_text += text
+        if not self._reply_revised:
+            self._reply_text += text
+        return []
+
+    def reply_revised(self, text: str) -> Events:
+        """The reply is ``text`` after all (a guardrail replaced it, or cut it there): the
+        LLM's words after this are not said and not told."""
+        self._reply_text = text
+        self._reply_revised = True
         return []
 
     def reply_ended(self) -> Events:
