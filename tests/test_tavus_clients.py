@@ -24,7 +24,7 @@ import json
 import numpy as np
 import pytest
 
-from config.policies import Objective, Policies
+from config.policies import Guardrail, Objective, Policies
 from pipeline.interactions import INBOUND_ALIASES, INBOUND_EVENTS, OUTBOUND_EVENTS
 from tests import tavus_contract as contract
 from tests.fake_openai import ToolCall
@@ -141,7 +141,17 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
         conversation={"properties": {"enable_closed_captions": True}},
         policies=Policies(objectives=[Objective(
             objective_name="get_name", objective_prompt="Ask for their name.",
-            output_variables=["name"], confirmation_mode="manual")]))
+            output_variables=["name"], confirmation_mode="manual")], guardrails=[Guardrail(
+                guardrail_name="no_doses", guardrail_prompt="Never give medicine doses.")]))
+
+    def guard(body):  # the guardrail's verdicts: only the dose question breaks it
+        if (body.get("response_format") or {}).get("json_schema", {}).get("name") != "guardrail_verdict":
+            return None
+        violated = "dose" in body["messages"][-1]["content"]
+        return json.dumps({"violated": violated, "guardrail": "no_doses" if violated else "",
+                           "reason": "a dose" if violated else ""})
+
+    h.fake.route = guard
     await h.transport.client_connected({"id": "cvi-ui-app"})  # the app joined the room
     cid = h.built.conversation_id
 
@@ -203,6 +213,11 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
     await send("conversation.objective.confirm", {"objective_name": "get_name",
                                                   "output_variables": {"name": "Carol"}})
     await h.wait_for("conversation.objective.completed")
+    stops = replica_stops(h)
+    script(h, "Take two pills.")
+    await send("conversation.respond", {"text": "What dose should I take?"})
+    await h.wait_for("conversation.guardrail_triggered")
+    await spoken(h, stops)
     await send("conversation.dance", {"moves": 3})
     await h.wait_for("system.error",
                      where=lambda e: e["properties"].get("received_event_type") == "conversation.dance")
