@@ -18,6 +18,12 @@ constrained side call to the conversation's own LLM endpoint,
   cuts the reply at the next sentence (what was already spoken cannot be taken back).
 - **fail open**: a guard call that fails or does not answer in time releases the reply
   (one WARNING line): a slow guard never silences the persona.
+- **the embedded model** (``hold=False``): the one llama.cpp server answers one request at
+  a time, so a guard call made while the reply streams only runs after it, and holding the
+  first sentence for it costs seconds a turn (``benchmarks/policies.py``: turn to first
+  audio 1.1 s -> 3.8 s on 2 cores). There the turn and the whole reply are judged once the
+  reply has been generated: a broken rule is reported (event, record, callback), not
+  stopped.
 
 A triggered guardrail calls ``on_trigger(guardrail, reason, role)``: the builder sends
 ``conversation.guardrail_triggered`` (when the guardrail's ``app_message`` is true),
@@ -127,8 +133,9 @@ class GuardrailGuard(FrameProcessor):
     """
 
     def __init__(self, check: GuardCheck, on_trigger: OnTrigger, *, hold_secs: float = HOLD_SECS,
-                 refusal: str = REFUSAL, **kwargs):
+                 refusal: str = REFUSAL, hold: bool = True, **kwargs):
         super().__init__(name="guardrails", **kwargs)
+        self.hold = hold
         self._check = check
         self._on_trigger = on_trigger
         self._hold_secs = hold_secs
@@ -157,6 +164,8 @@ class GuardrailGuard(FrameProcessor):
         self._user_text = text
         self._reported = set()
         self._refused = False
+        if not self.hold:
+            return  # judged with the reply, once it has been given
         if self._user_verdict is not None and not self._user_verdict.done():
             self._user_verdict.cancel()
         self._user_verdict = self.create_task(self._check.check("user", text),
@@ -170,7 +179,9 @@ class GuardrailGuard(FrameProcessor):
             await self._cancel_reply()
             await self.push_frame(frame, direction)
             return
-        if direction != FrameDirection.DOWNSTREAM:
+        if direction != FrameDirection.DOWNSTREAM or not self.hold:
+            if not self.hold and direction == FrameDirection.DOWNSTREAM:
+                self._after_the_fact(frame)
             await self.push_frame(frame, direction)
             return
         if isinstance(frame, LLMFullResponseStartFrame):
@@ -213,6 +224,23 @@ class GuardrailGuard(FrameProcessor):
                 await self.push_frame(frame, direction)
         else:
             self._held.append((frame, direction))
+
+    def _after_the_fact(self, frame: Frame) -> None:
+        """Without the hold: the turn and the whole reply are judged once it has been
+        generated (reported; nothing is stopped)."""
+        if isinstance(frame, LLMFullResponseStartFrame):
+            self._text = ""
+        elif isinstance(frame, LLMTextFrame):
+            self._text += frame.text
+        elif isinstance(frame, LLMFullResponseEndFrame) and (self._text.strip() or self._user_text):
+            text, user, self._text, self._user_text = self._text, self._user_text, "", ""
+            self.create_task(self._judge_after(text, user), name="guardrails-after")
+
+    async def _judge_after(self, text: str, user: str) -> None:
+        for role, shown, context in (("user", user, ""), ("replica", text, user)):
+            found = await self._check.check(role, shown, context) if shown.strip() else None
+            if found is not None:
+                await self._trigger(found[0], found[1], role)
 
     def _first_sentence(self) -> str | None:
         match = _SENTENCE_END.search(self._text)

@@ -286,12 +286,18 @@ def build_pipeline(
 
     guard = None
     if not echo and app.policies.verbal_guardrails and services.llm is not None:
+        from services.structured import is_local
+
         guard = GuardrailGuard(
             GuardCheck(app.policies.verbal_guardrails, services.llm),
-            _guardrail_reporter(interactions, callbacks, conversation_id))
+            _guardrail_reporter(interactions, callbacks, conversation_id),
+            # The embedded server answers one request at a time: a hold would wait for
+            # the whole reply and then the guard (seconds); there it judges afterwards.
+            hold=not is_local(services.llm))
         transcript.add_listener(lambda entry: guard.user_turn(entry.content)
                                 if entry.role == "user" else None)
-        logger.info(f"Guardrails: {len(app.policies.verbal_guardrails)} enforced")
+        logger.info(f"Guardrails: {len(app.policies.verbal_guardrails)} "
+                    f"{'enforced' if guard.hold else 'checked after each reply (embedded LLM)'}")
 
     processors = [
         transport.input() if voice else None,

@@ -208,3 +208,24 @@ async def test_no_guardrails_no_guard_in_the_pipeline(harness):
     visual = Guardrail(guardrail_name="alone", guardrail_prompt="The user is alone.",
                        modality="visual")
     assert Policies(guardrails=[visual]).verbal_guardrails == []
+
+
+async def test_without_the_hold_a_broken_rule_is_reported_after_the_reply(tmp_path):
+    """The embedded model's mode: nothing is held; the turn and the whole reply are judged
+    after it was generated, and a broken rule is reported."""
+    def judge(role, text):
+        if role == "replica" and "pills" in text:
+            return {"violated": True, "guardrail": "no_medical_advice", "reason": "pills"}
+        return CLEAN
+
+    h = Harness(tmp_path)
+    try:
+        await start(h, ["Take two pills. That is all."], judge)
+        h.built.guardrails.hold = False
+        await turn(h, "What should I take?")
+        assert replica_said(h) == ["Take two pills. That is all."]
+        events = await h.wait_for("conversation.guardrail_triggered")
+        assert events[0]["properties"]["role"] == "replica"
+        assert not h.built.guardrails.held_secs
+    finally:
+        await h.stop()
