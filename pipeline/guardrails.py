@@ -168,8 +168,9 @@ class GuardrailGuard(FrameProcessor):
             return  # judged with the reply, once it has been given
         if self._user_verdict is not None and not self._user_verdict.done():
             self._user_verdict.cancel()
-        self._user_verdict = self.create_task(self._check.check("user", text),
-                                              name="guardrails-user")
+        # A plain task: a typed turn may come before the pipeline has started this processor.
+        self._user_verdict = asyncio.get_running_loop().create_task(
+            self._check.check("user", text), name="guardrails-user")
 
     # ------------------------------------------------------------------ frames
 
@@ -384,6 +385,8 @@ class GuardrailGuard(FrameProcessor):
 
     async def cleanup(self):
         await super().cleanup()
-        for task in [self._gate, self._user_verdict, *self._late]:
+        if self._user_verdict is not None:
+            self._user_verdict.cancel()
+        for task in [self._gate, *self._late]:
             if task is not None and not task.done():
                 await self.cancel_task(task)

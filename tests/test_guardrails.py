@@ -229,3 +229,54 @@ async def test_without_the_hold_a_broken_rule_is_reported_after_the_reply(tmp_pa
         assert not h.built.guardrails.held_secs
     finally:
         await h.stop()
+
+
+async def test_an_interruption_during_the_hold_drops_the_held_reply_cleanly(tmp_path):
+    """The user speaks again while the first reply waits for its verdict: the held reply is
+    never said, the next one is judged and said, nothing is stuck."""
+    async def slow(role, text):
+        if "first answer" in text:
+            await asyncio.sleep(1.5)
+        return CLEAN
+
+    h = Harness(tmp_path)
+    try:
+        await start(h, ["This is the first answer. It is long.", "This is the second answer."],
+                    slow)
+        await h.send({"event_type": "conversation.respond", "properties": {"text": "Hello?"}})
+        await asyncio.sleep(0.5)  # the first reply is held for its verdict
+        await turn(h, "Actually, never mind.")
+        assert replica_said(h) == ["This is the second answer."]
+        assert not [e for e in h.built.transcript.entries if "first answer" in e.content]
+    finally:
+        await h.stop()
+
+
+async def test_guardrails_in_text_mode(tmp_path):
+    import io
+
+    from config import Settings, persona_from_dict
+    from config.app import AppConfig
+    from conversation.lifecycle import close_records
+    from session.modes import run_text
+    from tests.fake_openai import FakeOpenAI
+
+    fake = await FakeOpenAI(answers=["Take two pills now."]).start()
+    fake.route = verdicts(lambda role, text: (
+        {"violated": True, "guardrail": "no_medical_advice", "reason": "pills"}
+        if role == "replica" else CLEAN))
+    settings = Settings.from_env({"PERSONA_DATA_DIR": str(tmp_path / "data")})
+    try:
+        persona = persona_from_dict({"persona_name": "Ava", "system_prompt": "You are Ava.",
+                                     "layers": {"llm": {"model": "fake", "api_key": "test-key",
+                                                        "base_url": fake.base_url}}}).value
+        app = AppConfig.of(persona, settings=settings, greet=False)
+        app.policies = Policies(guardrails=[NO_ADVICE])
+        out = io.StringIO()
+        await run_text(app, stdin=io.StringIO("What should I take?\n"), stdout=out,
+                       reply_timeout=20)
+        assert [line for line in out.getvalue().splitlines() if line.startswith("Ava: ")] == [
+            f"Ava: {REFUSAL}"], out.getvalue()
+    finally:
+        await fake.stop()
+        close_records(settings)
