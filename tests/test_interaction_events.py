@@ -347,6 +347,8 @@ def test_every_outbound_event_type_has_one_model():
         "conversation.replica_interrupted", "conversation.tool_call",
         "conversation.closed_caption", "system.error", "system.wake_phrase_detected",
         "conversation.local_tool_call", "system.replica_joined", "system.replica_present",
+        "conversation.objective.activated", "conversation.objective.pending",
+        "conversation.objective.completed", "conversation.guardrail_triggered",
     ])
     assert len(EVENT_MODELS) == len(OUTBOUND_EVENTS)
 
