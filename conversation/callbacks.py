@@ -171,7 +171,10 @@ class CallbackDispatcher:
                 for item in fresh:
                     self._in_flight.add(item["delivery_id"])
                     asyncio.create_task(self._deliver(http, semaphore, item))
-                next_due = await self.store.call(self.store.next_due)
+                try:
+                    next_due = await self.store.call(self.store.next_due)
+                except RuntimeError:  # the store was closed meanwhile
+                    return
                 if next_due is None or (due and not fresh) or next_due <= time.time():
                     wait = 30.0  # nothing scheduled, or all due ones in flight: a finish wakes us
                 else:
