@@ -16,6 +16,14 @@ after the last sentence end is held back. At ``LLMFullResponseEndFrame``:
 
 An interruption discards the held tail with the rest of the response.
 
+With ``first_clause`` (the default) the first sentence of a response also goes on at its
+first clause end (``,`` ``;`` ``:`` or a dash before a space, after at least
+:data:`CLAUSE_MIN_WORDS` words), and :func:`clause_text_aggregator` gives the TTS the same
+cut, so the first audio is the first clause's, not the first sentence's: with the embedded
+model and Piper, a long opening sentence was the whole p95 tail of voice-to-voice latency
+(issue 18). Only the first clause: later ones are spoken whole sentences at a time, which
+keeps Piper's prosody, and the TTS is busy with the first clause meanwhile.
+
 With ``drop_repeats`` (the embedded model, see ``session/builder.py``), a
 sentence of five words or more that the bot already said earlier in the
 conversation is not said again, unless it opens the response: a 135M model
@@ -45,6 +53,11 @@ FINISH_REASON = "finish_reason"  # the key services/llm.py sets in the end frame
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
 
 
+# A clause end inside a sentence: a comma, semicolon, colon or a dash between spaces, then a
+# space or the end of the text so far (after a digit only a space: "3," may become "3,000").
+_CLAUSE_END = re.compile(r"(?:(?<!\d)[,;:](?=\s|$)|[,;:](?=\s)|\s[—–-](?=\s|$))")
+CLAUSE_MIN_WORDS = 2
+
 _WORD = re.compile(r"[a-z0-9']+")
 REPEAT_MIN_WORDS = 5
 
@@ -63,6 +76,63 @@ def sentences_of(text: str) -> list[str]:
     if start < len(text):
         pieces.append(text[start:])
     return pieces
+
+
+def first_clause_end(text: str) -> int | None:
+    """Where the first clause of ``text`` ends (after its punctuation), if it is complete and
+    has at least :data:`CLAUSE_MIN_WORDS` words; ``None`` otherwise.
+
+    The punctuation may end the text so far, except after a digit (``3,000`` is no clause
+    end), and only a clause before any sentence end counts (the sentence then goes whole).
+    """
+    for match in _CLAUSE_END.finditer(text):
+        head = text[: match.end()]
+        if _SENTENCE_END.search(head):
+            return None
+        if len(head.split()) >= CLAUSE_MIN_WORDS:
+            return match.end()
+    return None
+
+
+def clause_text_aggregator(**kwargs):
+    """Pipecat's sentence aggregator, which also ends the first clause of each response.
+
+    For a TTS service (``services/tts.py``): the first clause reaches ``run_tts`` on its own,
+    as :class:`SentenceCut` passes it on; then whole sentences, as Pipecat does.
+    """
+    from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+    from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+
+    class ClauseTextAggregator(SimpleTextAggregator):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self._first = True  # no aggregation of this response yet
+
+        async def _check_sentence_with_lookahead(self, char, **kw):
+            result = await super()._check_sentence_with_lookahead(char, **kw)
+            if result is not None:
+                self._first = False
+            elif self._first and (char.isspace() or char in ",;:—–-"):
+                end = first_clause_end(self._text)
+                if end is not None and end == len(self._text.rstrip()):
+                    result = Aggregation(text=self._text[:end].strip(" "), type=TextType.SENTENCE)
+                    self._text = self._text[end:]
+                    self._first = False
+            return result
+
+        async def flush(self):
+            self._first = True
+            return await super().flush()
+
+        async def reset(self):
+            self._first = True
+            await super().reset()
+
+        async def handle_interruption(self):
+            self._first = True
+            await super().handle_interruption()
+
+    return ClauseTextAggregator(**kwargs)
 
 
 def split_at_last_sentence_end(text: str) -> tuple[str, str]:
@@ -86,9 +156,10 @@ class SentenceCut(FrameProcessor):
     of its frame; text after a sentence end inside one frame goes on with it.)
     """
 
-    def __init__(self, *, drop_repeats: bool = False, **kwargs):
+    def __init__(self, *, drop_repeats: bool = False, first_clause: bool = True, **kwargs):
         super().__init__(name="sentence-cut", **kwargs)
         self._drop_repeats = drop_repeats
+        self._first_clause = first_clause
         self._said: set[str] = set()  # sentences said in earlier responses (drop_repeats)
         self._said_now: list[str] = []
         self._held: list[LLMTextFrame] = []
@@ -131,6 +202,10 @@ class SentenceCut(FrameProcessor):
         elif isinstance(frame, LLMTextFrame):
             text = self._carry + self._held_text() + frame.text
             head, tail = split_at_last_sentence_end(text)
+            if not head and self._first_clause and not self._passed and not self._carry:
+                end = first_clause_end(text)
+                if end is not None:
+                    head, tail = text[:end], text[end:]
             if not head:
                 self._held.append(frame)
                 return

@@ -349,9 +349,62 @@ class TurnController:
         )
 
 
-def build_vad(patience: str = "medium"):
-    """Silero VAD (bundled with Pipecat) with the stop time of the patience level."""
+def _persona_vad_class():
     from pipecat.audio.vad.silero import SileroVADAnalyzer
+
+    from services.pipecat_seam import vad_pause_secs
+
+    class PersonaVAD(SileroVADAnalyzer):
+        """Silero VAD that also tells listeners of a short pause inside speech.
+
+        A listener (the local Whisper's early transcript, ``services/early_stt.py``) is
+        called with ``True`` once the user has been silent for ``early_pause_secs`` while
+        the VAD still counts them as speaking, and with ``False`` if they speak again
+        before the VAD stops. The VAD's own states and timing are unchanged; this reads
+        them after each analysis, on the event loop.
+        """
+
+        def __init__(self, *, early_pause_secs: float | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.early_pause_secs = early_pause_secs
+            self._pause_listeners: list = []
+            self._paused = False
+
+        def add_pause_listener(self, listener) -> None:
+            """``await listener(paused: bool)`` at each short pause and each resumption."""
+            self._pause_listeners.append(listener)
+
+        async def analyze_audio(self, buffer: bytes):
+            state = await super().analyze_audio(buffer)
+            if self._pause_listeners and self.early_pause_secs is not None:
+                pause = vad_pause_secs(self)
+                paused = pause is not None and pause >= self.early_pause_secs
+                if pause == 0.0 and self._paused:
+                    self._paused = False
+                    await self._tell(False)
+                elif paused and not self._paused:
+                    self._paused = True
+                    await self._tell(True)
+                elif pause is None:
+                    self._paused = False  # the VAD stopped: the segment is the STT's now
+            return state
+
+        async def _tell(self, paused: bool) -> None:
+            for listener in self._pause_listeners:
+                try:
+                    await listener(paused)
+                except Exception as exc:  # never let a listener break the VAD
+                    logger.warning(f"VAD pause listener failed: {exc}")
+
+    return PersonaVAD
+
+
+def build_vad(patience: str = "medium"):
+    """Silero VAD (bundled with Pipecat) with the stop time of the patience level, which
+    reports short pauses to the early transcript (``services/early_stt.py``)."""
     from pipecat.audio.vad.vad_analyzer import VADParams
 
-    return SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_SECS[patience]))
+    from services.early_stt import EARLY_PAUSE_SECS
+
+    return _persona_vad_class()(early_pause_secs=EARLY_PAUSE_SECS,
+                                params=VADParams(stop_secs=VAD_STOP_SECS[patience]))

@@ -15,6 +15,8 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``VADAnalyzer._params`` | patience changed before the pipeline started | ``set_params()`` divides by the sample rate, 0 until start; ``set_sample_rate()`` re-applies ``_params`` | :func:`set_vad_params` |
 | ``TurnAnalyzerUserTurnStopStrategy._turn_analyzer`` | find the Smart Turn analyzer of a stop strategy | no public accessor | :func:`turn_analyzer_of` |
 | ``BaseSmartTurn._stop_ms`` (and ``params.stop_secs``) | patience changed at run time | ``_stop_ms`` is a copy of ``stop_secs`` taken in ``__init__``; no setter | :func:`set_smart_turn_stop_secs` |
+| ``VADAnalyzer._vad_state`` / ``_vad_stopping_count`` / ``_vad_frames`` | how long the user has been silent inside speech (the early transcript, ``services/early_stt.py``) | the analyzer returns only SPEAKING/STOPPING, not how long it has been stopping | :func:`vad_pause_secs` |
+| ``SegmentedSTTService._handle_user_stopped_speaking`` / ``_user_speaking`` / ``_audio_buffer`` | the early transcript: what has been said so far, and the segment at the VAD stop | the segment buffer and its hook have no public API (subclassing and reading) | :func:`segment_so_far` — (hook: listed, tested) |
 | ``SpeechTimeoutUserTurnStopStrategy._user_speech_timeout`` | patience changed at run time | read at each VAD stop; no setter | :func:`set_speech_timeout` |
 | ``WhisperSTTService._load`` | overridden by ``LocalWhisperSTTService`` to share one loaded model | the hook ``__init__`` calls to load the model (subclassing, no function) | — (listed, tested) |
 | ``WhisperSTTService._device`` / ``_compute_type`` | load the shared model with them | init-only, no public accessor | :func:`whisper_device_and_compute_type` |
@@ -33,6 +35,8 @@ add a new, unused one, and the conversation would go on wrong without a word.
 | ``pipecat.runner.run.logger`` (module global) | the runner's log level | ``main()`` removes every sink and adds stderr at DEBUG, no option for less | :func:`runner_logging` |
 | ``pipecat.runner.run._print_dev_runner_banner`` / ``_print_startup_message`` | our one banner (persona, engines, URL of our page) | the runner prints its own, pointing at its prebuilt client | :func:`runner_banner` |
 | ``pipecat.services.piper.tts.PiperVoice`` (module global) | one loaded Piper voice per process, shared by every conversation | ``PiperTTSService.__init__`` loads its own ONNX session (a thread pool and ~60 MB each); no parameter to pass one in | :func:`shared_piper_tts` |
+| ``TTSService._text_aggregator`` | the first clause of a reply goes to Piper on its own (``pipeline/sentence_cut.py``) | ``TTSService.__init__`` builds its ``SimpleTextAggregator``; no parameter to pass one in (1.14) | :func:`set_tts_text_aggregator` |
+| ``PiperTTSService._voice`` | warm the shared Piper voice at start-up (``session/warmup.py``) | no public accessor for the loaded voice | :func:`piper_voice_of` |
 | ``pipecat.audio.turn.smart_turn.local_smart_turn_v3.ort`` (module global) | one Smart Turn ONNX session per process | ``LocalSmartTurnAnalyzerV3.__init__`` creates its own ``InferenceSession``; no parameter to pass one in | :func:`shared_smart_turn_v3` |
 | ``pipecat.runner.run.app`` (module global) and its FastAPI docs routes | no ``/docs``, ``/redoc``, ``/openapi.json`` on the local server | the runner builds ``FastAPI()`` with the defaults at import, which adds those routes then (setting ``openapi_url`` later removes nothing) | :func:`runner_app_without_docs` |
 | ``SmallWebRTCConnection._data_channel`` | the peer's data channel when the bot gets the connection | set by Pipecat's ``datachannel`` listener; no public accessor | :func:`webrtc_data_channel` |
@@ -99,6 +103,36 @@ def set_vad_params(vad: Any, params: Any) -> None:
         vad.set_params(params)
     else:
         _replace(vad, "_params", params)
+
+
+def vad_pause_secs(vad: Any) -> float | None:
+    """Seconds of silence since the user last spoke while the VAD still counts them as speaking.
+
+    ``0.0`` while speaking, the pause so far while stopping, ``None`` when quiet (or still
+    starting). Why: ``analyze_audio`` returns the state only; the early transcript needs to
+    know that a short pause (shorter than ``stop_secs``) is under way
+    (``VADAnalyzer._vad_state``, ``_vad_stopping_count``, ``_vad_frames``).
+    """
+    from pipecat.audio.vad.vad_analyzer import VADState
+
+    state = _get(vad, "_vad_state")
+    if state == VADState.SPEAKING:
+        return 0.0
+    if state != VADState.STOPPING or not vad.sample_rate:
+        return None
+    return _get(vad, "_vad_stopping_count") * _get(vad, "_vad_frames") / vad.sample_rate
+
+
+def segment_so_far(stt: Any) -> bytes | None:
+    """The audio a ``SegmentedSTTService`` has buffered for the segment under way, or ``None``
+    if the VAD has not started one.
+
+    Why: the early transcript transcribes it at a short pause, before the VAD stop that makes
+    it a segment (``SegmentedSTTService._user_speaking``, ``_audio_buffer``).
+    """
+    if not _get(stt, "_user_speaking"):
+        return None
+    return bytes(_get(stt, "_audio_buffer"))
 
 
 def turn_analyzer_of(strategy: Any) -> Any | None:
@@ -478,6 +512,27 @@ def shared_piper_tts(**kwargs: Any) -> Any:
 
     with _ModuleGlobal(piper_tts, "PiperVoice", _SharedVoice):
         return piper_tts.PiperTTSService(**kwargs)
+
+
+def set_tts_text_aggregator(tts: Any, factory: Any) -> None:
+    """Replace a TTS service's text aggregator with ``factory(aggregation_type=, language=)``,
+    given the type and language of the one it has.
+
+    Why: ``TTSService`` builds a ``SimpleTextAggregator`` in ``__init__`` and takes no
+    aggregator (``_text_aggregator``); ours also ends the first clause of a reply.
+    """
+    current = _get(tts, "_text_aggregator")
+    _replace(tts, "_text_aggregator", factory(aggregation_type=current.aggregation_type,
+                                              language=current.language))
+
+
+def piper_voice_of(tts: Any) -> Any:
+    """The ``PiperVoice`` a ``PiperTTSService`` synthesizes with.
+
+    Why: start-up warms the voice conversations share (``session/warmup.py``); the service
+    keeps it in ``_voice``, with no accessor.
+    """
+    return _get(tts, "_voice")
 
 
 def shared_smart_turn_v3(**kwargs: Any) -> Any:

@@ -100,9 +100,11 @@ def _local_whisper_class():
     from pipecat.services.whisper.stt import WhisperSTTService
 
     from services import pipecat_seam as seam
+    from services.early_stt import EarlyTranscriptMixin
 
-    class LocalWhisperSTTService(WhisperSTTService):
-        """``WhisperSTTService`` whose model is loaded once per process and shared."""
+    class LocalWhisperSTTService(EarlyTranscriptMixin, WhisperSTTService):
+        """``WhisperSTTService`` whose model is loaded once per process and shared, and
+        which starts transcribing at a short pause (``services/early_stt.py``)."""
 
         def _load(self):  # Pipecat's hook, called by __init__ (see pipecat_seam)
             device, compute_type = seam.whisper_device_and_compute_type(self)

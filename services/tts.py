@@ -13,7 +13,8 @@ from config.settings import Settings
 from services import voice_settings as vsmap
 from services.language import LanguageChoice
 from services.local.models import piper_voice
-from services.pipecat_seam import shared_piper_tts
+from pipeline.sentence_cut import clause_text_aggregator
+from services.pipecat_seam import set_tts_text_aggregator, shared_piper_tts
 from services.selection import EngineChoice, EngineSelectionError
 
 DEFAULT_VOICES = {
@@ -65,10 +66,14 @@ def _build_piper(choice: EngineChoice, persona: Persona, language: LanguageChoic
             "ELEVENLABS_API_KEY, or LOCAL_PIPER_VOICE to a voice in that language"
         )
     _warn(vsmap.for_piper(persona.layers.tts.voice_settings))
-    return shared_piper_tts(
+    tts = shared_piper_tts(
         download_dir=voice.folder,
         settings=PiperTTSService.Settings(voice=voice.voice_id),
     )
+    # Piper synthesizes a whole text before any of its audio plays: the first clause of a
+    # reply goes on its own, so the first audio does not wait for a long first sentence.
+    set_tts_text_aggregator(tts, clause_text_aggregator)
+    return tts
 
 
 def _build_cartesia(choice: EngineChoice, persona: Persona, language: LanguageChoice, settings: Settings):

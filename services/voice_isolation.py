@@ -30,7 +30,11 @@ SPEECH_PROB = 0.5  # RNNoise's speech probability of a 10 ms frame that counts a
 ONSET_FRAMES = 3  # speech starts with this many such frames in a row (steady noise rarely has 2)
 HANGOVER_FRAMES = 40  # 400 ms of raw audio kept after the last speech frame (tails, short pauses)
 WARMUP_FRAMES = 10  # RNNoise's first 100 ms read high on anything: no onset there
-LOOKAHEAD_FRAMES = 5  # 50 ms kept before it (onsets): the filter's only added delay
+# Frames held back before release. 0: each frame goes on at once, raw when it may be speech
+# (RNNoise's probability above SPEECH_PROB, or the gate open), denoised otherwise. A hold of
+# 5 frames (50 ms, so that an onset was raw before it was recognized) delayed every VAD stop,
+# hence every turn, by those 50 ms (issue 18); a lone noise frame passing raw costs nothing.
+LOOKAHEAD_FRAMES = 0
 
 
 def input_filter(flow: FlowOptions) -> Any | None:
@@ -61,10 +65,11 @@ def _filter_class() -> type:
         """RNNoise where it helps: noise-only stretches denoised, speech left as it came.
 
         Frames are 10 ms at 48 kHz, as RNNoise works; the raw frame is the very input
-        frame RNNoise denoised, so both paths have the same latency. A frame is "speech"
-        once ONSET_FRAMES in a row pass SPEECH_PROB (RNNoise's speech probability), from
-        LOOKAHEAD_FRAMES before them (the output is held back by that many) until
-        HANGOVER_FRAMES after the last frame that passes. On steady noise RNNoise's
+        frame RNNoise denoised, so both paths have the same latency. The gate opens once
+        ONSET_FRAMES in a row pass SPEECH_PROB (RNNoise's speech probability) and stays open
+        HANGOVER_FRAMES after the last frame that passes; a frame goes on raw while the gate
+        is open and while a run that may open it is under way (the onset itself), denoised
+        otherwise, with no hold (``LOOKAHEAD_FRAMES``). On steady noise RNNoise's
         probability is mostly 0.1-0.4 with single frames above 0.5, so the gate stays shut.
 
         librnnoise is called directly (pyrnnoise's ``create`` / ``process_mono_frame`` /
@@ -145,7 +150,7 @@ def _filter_class() -> type:
                 self._since_speech = 0
             else:
                 self._since_speech += 1
-            keep_raw = self._since_speech <= HANGOVER_FRAMES
+            keep_raw = self._since_speech <= HANGOVER_FRAMES or self._run > 0
             self._pending.append((1.0 if keep_raw else 0.0, raw, denoised))
             released = []
             while len(self._pending) > LOOKAHEAD_FRAMES:

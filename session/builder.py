@@ -273,6 +273,8 @@ def build_pipeline(
         )
         transcript.attach(user_aggregator, assistant_aggregator)
         turns.attach(user_aggregator, assistant_aggregator)
+        if hasattr(services.stt, "follow_pauses"):  # local Whisper: the early transcript
+            services.stt.follow_pauses(turns.vad)
         if idle_timeout(flow.idle_engagement):
             idle = IdleEngagement(
                 flow.idle_engagement,

@@ -290,3 +290,23 @@ async def test_withdrawn_speculation_is_never_spoken(harness, tmp_path):
     assert spoken == ["Full answer."]
     said = user_utterances(harness)
     assert len(said) == 1 and "pizza" in said[0].lower() and "order" in said[0].lower()
+
+
+async def test_voice_isolation_adds_no_hold_to_the_audio():
+    """The gate decides frame by frame (issue 18): what goes in comes out at once, but for
+    RNNoise's 10 ms framing and the resampler, so the VAD (and every turn) is not delayed."""
+    import numpy as np
+
+    from services.voice_isolation import input_filter
+
+    flow = ConversationOptions.resolve(persona_from_dict({"system_prompt": "x"}).value).flow
+    filt = input_filter(flow)
+    await filt.start(16000)
+    noise = np.random.default_rng(3).normal(0, 500, 16000).astype(np.int16).tobytes()
+    sent = out = 0
+    for i in range(0, len(noise), 640):  # 20 ms frames, as transports send them
+        chunk = noise[i:i + 640]
+        sent += len(chunk)
+        out += len(await filt.filter(chunk))
+    await filt.stop()
+    assert sent - out <= 2 * 320, (sent, out)  # under 20 ms behind

@@ -223,6 +223,69 @@ def test_whisper_load_hook_and_its_attributes():
         "WhisperSTTService._unsupported_language")
 
 
+# --------------------------------------------------------------------------- the early transcript, the first clause
+
+
+def test_vad_pause_secs_reads_the_analyzers_stopping_count():
+    """``VADAnalyzer._vad_state`` / ``_vad_stopping_count`` / ``_vad_frames``, set by
+    ``set_params`` and moved by ``_run_analyzer``."""
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
+
+    vad = SileroVADAnalyzer()
+    vad.set_sample_rate(16000)
+    for name in ("_vad_state", "_vad_stopping_count", "_vad_frames"):
+        _has(vad, name, f"VADAnalyzer.{name}")
+    _source_uses(VADAnalyzer._run_analyzer, r"self\._vad_stopping_count \+= 1",
+                 "VADAnalyzer._run_analyzer (no longer counts stopping frames)")
+    assert seam.vad_pause_secs(vad) is None  # quiet
+    vad._vad_state = VADState.SPEAKING
+    assert seam.vad_pause_secs(vad) == 0.0
+    vad._vad_state, vad._vad_stopping_count = VADState.STOPPING, 5
+    assert seam.vad_pause_secs(vad) == pytest.approx(5 * 512 / 16000)
+
+
+def test_segment_so_far_and_the_stopped_speaking_hook():
+    """``SegmentedSTTService._user_speaking`` / ``_audio_buffer`` and the
+    ``_handle_user_stopped_speaking`` hook ``EarlyTranscriptMixin`` overrides (it must still be
+    what queues a segment at the VAD stop, and ``run_stt`` what transcribes it)."""
+    from pipecat.services.stt_service import SegmentedSTTService
+
+    for hook in ("_handle_user_stopped_speaking", "_segment_task_handler", "_trailing_silence"):
+        assert callable(vars(SegmentedSTTService).get(hook)), _upgrade(f"SegmentedSTTService.{hook}")
+    _source_uses(SegmentedSTTService.process_frame, r"self\._handle_user_stopped_speaking\(",
+                 "SegmentedSTTService.process_frame (no longer calls the hook)")
+    _source_uses(SegmentedSTTService._segment_task_handler, r"self\.run_stt\(",
+                 "SegmentedSTTService._segment_task_handler (no longer calls run_stt)")
+    service = _unloaded_whisper()
+    _has(service, "_user_speaking", "SegmentedSTTService._user_speaking")
+    _has(service, "_audio_buffer", "SegmentedSTTService._audio_buffer")
+    assert seam.segment_so_far(service) is None
+    service._user_speaking = True
+    service._audio_buffer += b"\x01\x00" * 4
+    assert seam.segment_so_far(service) == b"\x01\x00" * 4
+
+
+def test_tts_text_aggregator_and_piper_voice():
+    """``TTSService._text_aggregator`` (what ``_push_tts_frames`` aggregates with) and
+    ``PiperTTSService._voice``, on the bundled Piper voice."""
+    from pipecat.services.tts_service import TTSService
+
+    from config import Settings, persona_from_dict
+    from services.language import conversation_language
+    from services.selection import EngineChoice
+    from services.tts import build_tts
+
+    _source_uses(TTSService, r"self\._text_aggregator\.aggregate\(",
+                 "TTSService (no longer aggregates with _text_aggregator)")
+    tts = build_tts(EngineChoice("tts", "piper", "test"), persona_from_dict({"system_prompt": "x"}).value,
+                    conversation_language(None), Settings.from_env({}))
+    _has(tts, "_text_aggregator", "TTSService._text_aggregator")
+    assert type(tts._text_aggregator).__name__ == "ClauseTextAggregator"  # installed by build_tts
+    _has(tts, "_voice", "PiperTTSService._voice")
+    assert hasattr(seam.piper_voice_of(tts), "synthesize")
+
+
 # --------------------------------------------------------------------------- Tavus video service
 
 

@@ -136,3 +136,86 @@ async def test_repeats_are_kept_without_drop_repeats():
     frames = response(["One.", FILLER], "stop") + response(["Two.", FILLER], "stop")
     text, _ = await run_with(frames)
     assert text == f"One.{FILLER}Two.{FILLER}"
+
+
+# --------------------------------------------------------------------------- the first clause
+
+
+@pytest.mark.parametrize(
+    ("text", "end"),
+    [
+        ("Sure thing, here it is", len("Sure thing,")),
+        ("Well; then", None),  # one word: too short to be spoken alone
+        ("It costs 3,000 dollars, roughly", len("It costs 3,000 dollars,")),
+        ("The answer: Paris", len("The answer:")),
+        ("Done. Then, later", None),  # a sentence end first: the sentence goes whole
+        ("No clause here", None),
+        ("Sure thing,", len("Sure thing,")),
+        ("It costs 3,", None),  # maybe 3,000: only a space after it tells
+    ],
+)
+def test_first_clause_end(text, end):
+    from pipeline.sentence_cut import first_clause_end
+
+    assert first_clause_end(text) == end
+
+
+async def test_the_first_clause_of_a_reply_goes_on_before_its_sentence_ends():
+    texts, _ = await run(response(["Sure", " thing", ",", " here", " is", " a", " joke", ":",
+                                   " why", " not", "?"], "stop")[:-1])
+    # Up to the first clause at once; the rest of that sentence when it ends; no second clause.
+    assert texts == ["Sure", " thing", ",", " here", " is", " a", " joke", ":", " why", " not",
+                     "?"]
+    held, _ = await run(response(["Sure", " thing", ",", " here", " is", ":", " why"],
+                                 "stop")[:-1])
+    assert held == ["Sure", " thing", ","]
+
+
+async def test_only_the_first_clause_of_a_response_is_cut():
+    texts, _ = await run(response(["Hi there.", " Also", " this", ",", " that"], "stop")[:-1])
+    assert texts == ["Hi there."]  # after a sentence, clauses wait for their sentence
+    texts, _ = await run(response(["Hi", " there", ",", " you."], "stop")
+                         + response(["Again", " here", ",", " more"], "stop")[:-1])
+    assert texts == ["Hi", " there", ",", " you.", "Again", " here", ","]
+
+
+async def test_without_first_clause_the_sentence_is_whole():
+    text, _ = await run_with(response(["Sure", " thing", ",", " here"], "stop")[:-1],
+                             first_clause=False)
+    assert text == ""
+
+
+async def _aggregate(chunks: list[str]) -> list[str]:
+    from pipecat.utils.text.base_text_aggregator import TextType
+
+    from pipeline.sentence_cut import clause_text_aggregator
+
+    agg = clause_text_aggregator(aggregation_type=TextType.SENTENCE)
+    out = []
+    for chunk in chunks:
+        out += [a.text async for a in agg.aggregate(chunk)]
+    rest = await agg.flush()
+    if rest is not None and rest.text:
+        out.append(rest.text)
+    return out
+
+
+async def test_the_tts_aggregator_ends_the_first_clause_then_whole_sentences():
+    assert await _aggregate(["Sure thing, here is the answer, in short. ", "Then, more ",
+                             "text. And the end"]) == [
+        "Sure thing,", "here is the answer, in short.", "Then, more text.", "And the end"]
+    # Each response (flush) starts fresh; a one-word clause is not cut.
+    assert await _aggregate(["Well, it is. ", "Okay."]) == ["Well, it is.", "Okay."]
+    assert await _aggregate(["No clause at all here. ", "Bye."]) == [
+        "No clause at all here.", "Bye."]
+
+
+async def test_the_tts_aggregator_is_fresh_after_an_interruption():
+    from pipecat.utils.text.base_text_aggregator import TextType
+
+    from pipeline.sentence_cut import clause_text_aggregator
+
+    agg = clause_text_aggregator(aggregation_type=TextType.SENTENCE)
+    assert [a.text async for a in agg.aggregate("One two, three four, five")] == ["One two,"]
+    await agg.handle_interruption()
+    assert [a.text async for a in agg.aggregate("Six seven, eight")] == ["Six seven,"]
