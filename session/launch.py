@@ -289,6 +289,9 @@ def prepare(app: AppConfig, args: argparse.Namespace, *, daily: bool = False) ->
         load_whisper_model(whisper_model_dir(app.settings.local_whisper_model))
     if server is not None:  # nobody can talk before it answers: a server that fails, fails now
         _run_async(server.wait_ready())
+    from session.warmup import warm_up
+
+    warm_up(app, plan, server)  # the first turn is then no slower than the others
     return summary_lines(app, plan, rplan)
 
 

@@ -94,7 +94,16 @@ class LlamaServer:
         self.gguf = Path(gguf)
         self.host = host
         self.port = port or free_port(host)
-        self.threads = threads or max(1, min(os.cpu_count() or 1, 4))
+        cores = os.cpu_count() or 1
+        # One core is left to the rest of the bot: a reply's prompt is evaluated while the
+        # audio path (Silero, RNNoise, Smart Turn) keeps running on the event loop, and it is
+        # generated while Piper synthesizes its first sentence (and Whisper may run). llama.cpp's
+        # threads wait on each other, so one of them sharing a busy core stalls them all: on
+        # 2 cores, 2 generation threads beside Piper gave ~24 tokens/s, 1 thread ~57 (Piper no
+        # slower), and a 2-thread prompt beside the audio path started its reply ~150 ms later
+        # than 1 thread (benchmarks/README.md, issue 18). LLAMA_SERVER_THREADS sets both.
+        self.batch_threads = threads or max(1, min(cores - 1, 4))
+        self.threads = threads or max(1, min(cores // 2, 4))
         self.n_ctx = n_ctx
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: deque[str] = deque(maxlen=40)
@@ -145,7 +154,7 @@ class LlamaServer:
             "--n_threads",
             str(self.threads),
             "--n_threads_batch",
-            str(self.threads),
+            str(self.batch_threads),
             "--verbose",
             "False",
             # Its default, stated: a streamed generation ends (at its next token) when another
