@@ -57,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
+    HARD_UTTERANCES,
+    hard_utterance_wavs,
     machine,
     ms_summary,
     quiet_logging,
@@ -135,6 +137,8 @@ def _app(kind: str, stack: str, fake):
     if stack in ("standin", "cloud"):
         data["layers"].setdefault("llm", {}).update(
             {"model": "standin", "base_url": fake.base_url, "api_key": "test-key"})
+    else:  # the same words for the same transcript in every pipeline: a fixed sampling seed
+        data["layers"].setdefault("llm", {}).setdefault("extra_body", {})["seed"] = 7
     persona = persona_from_dict(data).value
     if kind == "persona":
         persona.set_policy_prompt(POLICY if POLICY_PROMPT is None else POLICY_PROMPT)
@@ -144,9 +148,16 @@ def _app(kind: str, stack: str, fake):
     return app
 
 
-async def one_turn(kind: str, stack: str, wav: Path, text: str, fake) -> dict[str, Any]:
-    """One utterance through a fresh pipeline; times from the end of the user's speech."""
+async def one_turn(kind: str, stack: str, wav: Path, text: str, fake,
+                   speech_end_secs: float | None = None) -> dict[str, Any]:
+    """One utterance through a fresh pipeline; times from the end of the user's speech.
+
+    Besides the first time of each stage: ``turns`` (turn decisions for this one line),
+    ``early_turn_ends`` (decisions before the speech ended: a turn ended inside a pause),
+    ``double_reply`` (a reply began before the last decision), ``reply`` (its text).
+    """
     from pipecat.frames.frames import (
+        LLMFullResponseStartFrame,
         LLMTextFrame,
         TranscriptionFrame,
         TTSAudioRawFrame,
@@ -172,12 +183,22 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake) -> dict[st
     transport = FileTransport(wav, audio_in_filter=input_filter(app.options.flow))
     pcm = transport.load(16000)
     marks: dict[str, float] = {}
+    turns: list[float] = []
+    reply: list[str] = []
 
     class Marks(BaseObserver):
         async def on_push_frame(self, data: FramePushed):
             if not data.first_push or data.direction != FrameDirection.DOWNSTREAM:
                 return
             frame = data.frame
+            if isinstance(frame, UserStoppedSpeakingFrame):
+                turns.append(time.monotonic())
+            elif isinstance(frame, LLMFullResponseStartFrame):
+                marks.setdefault("llm_start", time.monotonic())
+                if reply:
+                    reply.append(" | ")
+            elif isinstance(frame, LLMTextFrame) and len(reply) < 200:
+                reply.append(frame.text)
             for name, cls in (("vad", VADUserStoppedSpeakingFrame), ("stt", TranscriptionFrame),
                               ("turn", UserStoppedSpeakingFrame),
                               ("llm", LLMTextFrame), ("tts", TTSAudioRawFrame)):
@@ -191,11 +212,17 @@ async def one_turn(kind: str, stack: str, wav: Path, text: str, fake) -> dict[st
             worker = session.worker
         else:  # the same services, in a pipeline of Pipecat parts only
             worker = reference_worker(transport, session.services, observers=[Marks()])
-        speech_end, first_audio = await run_turn(worker, transport, pcm, linger_secs=1.0)
+        speech_end, first_audio = await run_turn(
+            worker, transport, pcm, linger_secs=1.0, speech_end_secs=speech_end_secs,
+            min_run_secs=len(pcm) / 32000 + 2.0)
     row: dict[str, Any] = {f"{k}_s": round(v - speech_end, 3) for k, v in marks.items()}
     row["voice_to_voice_s"] = round(first_audio - speech_end, 3) if first_audio else None
     if first_audio and "turn" in marks:
         row["turn_to_audio_s"] = round(first_audio - marks["turn"], 3)
+    row["turns"] = len(turns)
+    row["early_turn_ends"] = sum(1 for t in turns if t < speech_end)
+    row["double_reply"] = bool(first_audio and turns and first_audio < turns[-1])
+    row["reply"] = "".join(reply).strip()[:300]
     return row
 
 
@@ -235,35 +262,118 @@ def reference_worker(transport, services, observers):
 # --------------------------------------------------------------------------- 1. latency
 
 
-async def latency(stacks: list[str], wavs, fake) -> dict[str, Any]:
+# Variants of our pipeline with one latency measure of issue 18 off, to see what each pays.
+def _variant(name: str):
+    """A context in which ``name`` (a persona variant) is built."""
+    import contextlib
+
+    import pipeline.sentence_cut as sentence_cut
+    import services.early_stt as early_stt
+
+    @contextlib.contextmanager
+    def patched():
+        saved = early_stt.EARLY_PAUSE_SECS, sentence_cut.CLAUSE_MIN_WORDS
+        if name in ("persona-no-early", "persona-before"):
+            early_stt.EARLY_PAUSE_SECS = None  # no early transcript
+        if name in ("persona-no-clause", "persona-before"):
+            sentence_cut.CLAUSE_MIN_WORDS = 10**6  # no first-clause cut
+        try:
+            yield
+        finally:
+            early_stt.EARLY_PAUSE_SECS, sentence_cut.CLAUSE_MIN_WORDS = saved
+
+    return patched()
+
+
+STAGES = ("vad", "stt", "turn", "llm", "tts", "voice_to_voice", "turn_to_audio")
+
+
+def summarize(kind_rows: list[dict]) -> dict[str, Any]:
+    """Per-stage p50/p95 of a list of turns, the first turn apart, replies and turn errors."""
+    out: dict[str, Any] = {
+        metric: ms_summary([r[f"{metric}_s"] for r in kind_rows if r.get(f"{metric}_s") is not None])
+        for metric in STAGES
+    }
+    if kind_rows:
+        first = kind_rows[0]
+        out["first_turn"] = {m: round(first[f"{m}_s"] * 1000) for m in STAGES
+                             if first.get(f"{m}_s") is not None}
+        rest = kind_rows[1:]
+        out["voice_to_voice_after_first"] = ms_summary(
+            [r["voice_to_voice_s"] for r in rest if r.get("voice_to_voice_s") is not None])
+    out["no_reply"] = sum(1 for r in kind_rows if r["voice_to_voice_s"] is None)
+    out["double_replies"] = sum(1 for r in kind_rows if r.get("double_reply"))
+    out["early_turn_ends"] = sum(r.get("early_turn_ends", 0) for r in kind_rows)
+    out["turns"] = kind_rows
+    return out
+
+
+async def _warm_up_local(fake) -> None:
+    """What ``python bot.py`` does before anyone joins (``session.warmup``)."""
+    from services.llm import local_llm_server
+    from session.owner import plan_for
+    from session.warmup import warm_up
+
+    app = _app("persona", "local", fake)
+    server = local_llm_server(app.settings)
+    await server.wait_ready()
+    took = await asyncio.to_thread(warm_up, app, plan_for(app, True), server)
+    print(f"  warmed up: {took}", flush=True)
+
+
+async def _prime_llm(fake) -> None:
+    """Leave the llama.cpp server as a conversation's previous turn does: the system prompt
+    evaluated, the next user message not. Without this, a pipeline that follows another on
+    the same utterance finds its whole prompt cached and starts ~150 ms sooner on 2 cores,
+    so the order of the pipelines decided the comparison."""
+    from services.llm import local_llm_server
+    from session.owner import plan_for
+    from session.warmup import _llm
+
+    app = _app("persona", "local", fake)
+    await asyncio.to_thread(_llm, app, plan_for(app, True), local_llm_server(app.settings))
+
+
+async def latency(stacks: list[str], items: list[dict], fake,
+                  variants: list[str] | None = None, warm: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     llama_rss = 0.0
+    # Ours first: the first turn of the process is one of ours (warmed up, as bot.py does).
+    kinds = ["persona", *(variants or []), "reference"]
     for stack in stacks:
-        rows: dict[str, list[dict]] = {"reference": [], "persona": []}
+        if stack == "local" and warm:
+            await _warm_up_local(fake)
+        rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
         peak = 0.0
-        for text, wav in wavs:
-            for kind in ("reference", "persona"):  # interleaved: same machine state for both
-                row = await one_turn(kind, stack, wav, text, fake)
+        for item in items:
+            text = item["text"]
+            for kind in kinds:  # interleaved: same machine state for all
+                if stack == "local":
+                    await _prime_llm(fake)
+                with _variant(kind):
+                    row = await one_turn("reference" if kind == "reference" else "persona", stack,
+                                         item["wav"], text, fake, item.get("speech_end_s"))
                 row["utterance"] = text
+                row["speaker"] = item.get("speaker", "piper")
                 rows[kind].append(row)
                 peak = max(peak, rss_mb())
-                print(f"  {stack:8} {kind:9} v2v={row['voice_to_voice_s']} turn={row.get('turn_s')} "
-                      f"stt={row.get('stt_s')} llm={row.get('llm_s')} tts={row.get('tts_s')} | {text}",
-                      flush=True)
+                print(f"  {stack:8} {kind:17} v2v={row['voice_to_voice_s']} turn={row.get('turn_s')} "
+                      f"stt={row.get('stt_s')} llm={row.get('llm_s')} tts={row.get('tts_s')} "
+                      f"turns={row['turns']}{' DOUBLE' if row['double_reply'] else ''} | {text[:60]}"
+                      f" -> {row['reply'][:60]!r}", flush=True)
         if stack == "local":
             from services.local.llama_server import shared_server  # noqa: F401
             llama_rss = _llama_rss()
         result: dict[str, Any] = {"peak_rss_mb": round(peak)}
         for kind, kind_rows in rows.items():
-            result[kind] = {
-                metric: ms_summary([r[f"{metric}_s"] for r in kind_rows if r.get(f"{metric}_s") is not None])
-                for metric in ("voice_to_voice", "vad", "stt", "turn", "llm", "tts", "turn_to_audio")
-            }
-            result[kind]["no_reply"] = sum(1 for r in kind_rows if r["voice_to_voice_s"] is None)
-            result[kind]["turns"] = kind_rows
-        ref, per = result["reference"]["voice_to_voice"], result["persona"]["voice_to_voice"]
-        if ref.get("p50") and per.get("p50"):
-            result["median_ratio_persona_vs_reference"] = round(per["p50"] / ref["p50"], 3)
+            result[kind] = summarize(kind_rows)
+        ref = result["reference"]["voice_to_voice"]
+        for kind in (k for k in kinds if k != "reference"):
+            per = result[kind]["voice_to_voice"]
+            if ref.get("p50") and per.get("p50"):
+                key = ("median_ratio_persona_vs_reference" if kind == "persona"
+                       else f"median_ratio_{kind}_vs_reference")
+                result[key] = round(per["p50"] / ref["p50"], 3)
         if stack == "local":
             result["llama_server_rss_mb"] = round(llama_rss)
         out[stack] = result
@@ -405,7 +515,14 @@ async def run(args) -> dict[str, Any]:
         if "latency" in only:
             print("latency", flush=True)
             stacks = ["local", "standin"] if args.stack == "both" else [args.stack]
-            results["latency"] = await latency(stacks, wavs, fake)
+            if args.set == "hard":
+                items = hard_utterance_wavs(args.runs if args.runs < len(HARD_UTTERANCES) else None)
+            else:
+                items = [{"text": t, "wav": w, "speaker": "piper"} for t, w in wavs]
+            results["utterance_set"] = args.set
+            variants = [v for v in args.variants.split(",") if v]
+            results["warm_up"] = not args.cold
+            results["latency"] = await latency(stacks, items, fake, variants, warm=not args.cold)
         if "concurrency" in only and "latency" in only:
             # Memory figures need a process that has not loaded the local models: a fresh one.
             print("concurrency and memory (cloud-style stand-ins, in a fresh process)", flush=True)
@@ -429,17 +546,29 @@ async def run(args) -> dict[str, Any]:
 def tables(results: dict[str, Any]) -> str:
     lines = []
     for stack, res in results.get("latency", {}).items():
-        lines += [f"\n**{stack}** (median ratio persona / reference: "
-                  f"{res.get('median_ratio_persona_vs_reference')})\n",
-                  "| pipeline | voice-to-voice p50 / p95 / min / max | STT final p50 | turn decision p50 "
-                  "| LLM first token p50 | TTS first audio p50 | turn -> audio p50 / p95 | no reply |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for kind in ("reference", "persona"):
+        kinds = [k for k in res if isinstance(res[k], dict) and "voice_to_voice" in res[k]]
+        ratios = ", ".join(
+            f"{k}: " + str(res.get("median_ratio_persona_vs_reference" if k == "persona"
+                                   else f"median_ratio_{k}_vs_reference"))
+            for k in kinds if k != "reference")
+        lines += [f"\n**{stack}** (median ratio to reference: {ratios})\n",
+                  "| pipeline | voice-to-voice p50 / p95 / min / max | first turn | VAD stop p50 / p95 "
+                  "| STT final p50 / p95 | turn decision p50 / p95 | LLM first token p50 / p95 "
+                  "| TTS first audio p50 / p95 | turn -> audio p50 / p95 | double replies "
+                  "| early turn ends | no reply |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for kind in kinds:
             r = res[kind]
-            v, ta = r["voice_to_voice"], r["turn_to_audio"]
-            lines.append(f"| {kind} | {v.get('p50')} / {v.get('p95')} / {v.get('min')} / {v.get('max')} "
-                         f"| {r['stt'].get('p50')} | {r['turn'].get('p50')} | {r['llm'].get('p50')} "
-                         f"| {r['tts'].get('p50')} | {ta.get('p50')} / {ta.get('p95')} | {r['no_reply']} |")
+            v = r["voice_to_voice"]
+
+            def pair(metric, r=r):
+                return f"{r[metric].get('p50')} / {r[metric].get('p95')}"
+
+            lines.append(
+                f"| {kind} | {v.get('p50')} / {v.get('p95')} / {v.get('min')} / {v.get('max')} "
+                f"| {r.get('first_turn', {}).get('voice_to_voice')} | {pair('vad')} | {pair('stt')} "
+                f"| {pair('turn')} | {pair('llm')} | {pair('tts')} | {pair('turn_to_audio')} "
+                f"| {r.get('double_replies')} | {r.get('early_turn_ends')} | {r['no_reply']} |")
     conc = results.get("concurrency")
     if conc:
         lines += ["\n| simultaneous conversations | v2v p50 / p95 (ms) | CPU cores per conversation "
@@ -459,12 +588,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="latency,concurrency,coldstart")
     parser.add_argument("--stack", choices=["local", "standin", "both"], default="both")
-    parser.add_argument("--runs", type=int, default=10, help="utterances (max 10)")
+    parser.add_argument("--runs", type=int, default=10,
+                        help="utterances (max 10 in the plain set, 14 in the hard one)")
+    parser.add_argument("--set", choices=["plain", "hard"], default="plain",
+                        help="plain: ten clean Piper questions; hard: varied voices, rooms, "
+                             "pauses, short and long turns (benchmarks/common.py)")
+    parser.add_argument("--cold", action="store_true",
+                        help="no start-up warm-up (the first turn pays for loading the models)")
+    parser.add_argument("--variants", default="",
+                        help="also run our pipeline without a latency measure: persona-no-early "
+                             "(no early transcript), persona-no-clause (no first-clause TTS), "
+                             "persona-before (neither), comma-separated")
     parser.add_argument("--levels", default="1,2,4,6,8,12,16")
     parser.add_argument("--samples", type=int, default=12, help="turns per concurrency level (at least)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         f"run-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    parser.add_argument("--table", type=Path, metavar="RESULTS",
+                        help="print the tables of a results file again (its turns re-summarized)")
     args = parser.parse_args()
+    if args.table:
+        results = json.loads(args.table.read_text())
+        for res in results.get("latency", {}).values():
+            kinds = [k for k in res if isinstance(res[k], dict) and "turns" in res[k]]
+            for kind in kinds:
+                res[kind] = summarize(res[kind]["turns"])
+            ref = res.get("reference", {}).get("voice_to_voice", {}).get("p50")
+            for kind in (k for k in kinds if k != "reference"):
+                per = res[kind]["voice_to_voice"].get("p50")
+                if ref and per:
+                    key = ("median_ratio_persona_vs_reference" if kind == "persona"
+                           else f"median_ratio_{kind}_vs_reference")
+                    res[key] = round(per / ref, 3)
+        print(tables(results))
+        return 0
     quiet_logging()
     results = asyncio.run(run(args))
     write_results(args.out, results)
