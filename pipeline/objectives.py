@@ -203,6 +203,7 @@ class ObjectiveFlow:
         self.manager: Any = None
         self._node: str | None = None  # the node Flows was last asked to set
         self._lock = asyncio.Lock()
+        self._started = False
         self._extractions: set[asyncio.Task] = set()
         self._unjudged = ""  # the user's words since the last judged turn (extraction)
 
@@ -221,11 +222,18 @@ class ObjectiveFlow:
             await self.start()
 
     async def start(self) -> None:
-        if self.manager is None or self.state.current is not None or self._node is not None:
+        """Set the first node (once). The greeting awaits this too: it is queued after the
+        node's instruction and tools, or it would be asked without them (the pipeline-started
+        handler and the participant's arrival race)."""
+        if self.manager is None:
             return
-        name = self.state.start()
-        await self.manager.initialize(self._node_config(name, respond=False))
-        self._node = name
+        async with self._lock:
+            if self._started:
+                return
+            self._started = True
+            name = self.state.start()
+            await self.manager.initialize(self._node_config(name, respond=False))
+            self._node = name
         if name is not None:
             await self._report("conversation.objective.activated", self.state.get(name), None)
 

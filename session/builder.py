@@ -134,6 +134,8 @@ class PersonaPipeline:
         if self._greeted:
             return
         self._greeted = True
+        if self.objectives is not None:
+            await self.objectives.start()  # the first objective's task before the greeting
         frames = self.greeting_frames()
         if frames:
             await worker.queue_frames(frames)

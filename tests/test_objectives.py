@@ -126,6 +126,32 @@ def test_values_are_the_objectives_own_variables_only():
 # --------------------------------------------------------------------------- function calls
 
 
+async def test_the_greeting_waits_for_the_first_objective_however_late_flows_sets_it(
+        tmp_path, monkeypatch):
+    """The pipeline-started handler that sets the first node and the participant's arrival
+    race (CI once saw the greeting asked with only the persona's prompt): here Flows is slow
+    to set the node, and the greeting is still asked under it, with its function."""
+    from pipecat.flows import FlowManager
+
+    initialize = FlowManager.initialize
+
+    async def slow_initialize(self, *args, **kwargs):
+        await asyncio.sleep(0.5)
+        return await initialize(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlowManager, "initialize", slow_initialize)
+    h = Harness(tmp_path)
+    try:
+        await greeted(h, ["Hello! Are you a new patient?"])
+        first = h.fake.requests[0]
+        assert "Ask if they are a new patient." in first["messages"][0]["content"]
+        assert COMPLETE in {t["function"]["name"] for t in first["tools"]}
+        assert objective_events(h)[:1] == [("activated", "ask_if_new_patient", None)]
+    finally:
+        await h.stop()
+
+
+
 async def test_a_branching_intake_by_function_calls_collects_variables_in_order(tmp_path):
     lifecycle, store, dispatcher = await lifecycle_for(tmp_path)
     with WebhookReceiver() as hook:
