@@ -151,7 +151,6 @@ async def test_the_greeting_waits_for_the_first_objective_however_late_flows_set
         await h.stop()
 
 
-
 async def test_a_branching_intake_by_function_calls_collects_variables_in_order(tmp_path):
     lifecycle, store, dispatcher = await lifecycle_for(tmp_path)
     with WebhookReceiver() as hook:
