@@ -75,6 +75,10 @@ class GuardCheck:
         self._llm = llm
         self._timeout = timeout_secs
         self.failures = 0
+        #: Called with ``(role, text, verdict)`` after every guard call that gave a verdict
+        #: (``verdict``: ``(guardrail, reason)`` or None when nothing was broken); the
+        #: persona test harness draws them on its timeline.
+        self.verdict_listeners: list[Callable[[str, str, tuple[Guardrail, str] | None], None]] = []
 
     def schema(self) -> dict[str, Any]:
         return {"type": "object", "properties": {
@@ -114,12 +118,18 @@ class GuardCheck:
         if verdict is None:
             self.failures += 1
             return None
-        if verdict.get("violated") is not True:
-            return None
-        guardrail = self._by_name.get(str(verdict.get("guardrail") or ""))
-        if guardrail is None:  # violated, but no rule named: the only rule, or the first
-            guardrail = self.guardrails[0]
-        return guardrail, str(verdict.get("reason") or "")[:300]
+        found = None
+        if verdict.get("violated") is True:
+            guardrail = self._by_name.get(str(verdict.get("guardrail") or ""))
+            if guardrail is None:  # violated, but no rule named: the only rule, or the first
+                guardrail = self.guardrails[0]
+            found = guardrail, str(verdict.get("reason") or "")[:300]
+        for listener in self.verdict_listeners:
+            try:
+                listener(role, text, found)
+            except Exception as exc:  # noqa: BLE001 - a listener never breaks the guard
+                logger.warning(f"Guardrails: a verdict listener failed: {exc}")
+        return found
 
 
 class GuardrailGuard(FrameProcessor):
@@ -147,6 +157,11 @@ class GuardrailGuard(FrameProcessor):
         self._order = asyncio.Lock()  # held frames and live ones leave in their order
         self._reset_reply()
         self.held_secs: list[float] = []  # how long each reply's first sentence was held
+
+    @property
+    def check(self) -> GuardCheck:
+        """The guard call (its ``verdict_listeners`` see every verdict)."""
+        return self._check
 
     def _reset_reply(self) -> None:
         self._held: list[tuple[Frame, FrameDirection]] = []

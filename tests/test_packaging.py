@@ -32,11 +32,14 @@ def test_the_wheel_holds_the_whole_bot(wheel):
                      "pipeline/interactions/processor.py", "services/tavus/api.py",
                      "services/pipecat_seam.py", "services/local/llama_server.py",
                      "transports/file.py", "tools/builtin.py", "web/index.html", "web/local.js",
-                     "personas/default.json"):
+                     "personas/default.json", "persona_tests/cli.py", "persona_tests/report.py",
+                     "personas/scenarios/default.yaml"):
         assert expected in names, f"{expected} is not in the wheel"
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "persona-agent = bot:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "persona-agent = bot:main" in scripts
+    assert "persona-tests = persona_tests.cli:main" in scripts
 
 
 def test_the_installed_copy_runs_from_another_folder(wheel, tmp_path):
