@@ -38,19 +38,28 @@ class Endpoint:
     api_key: str
 
     def describe(self) -> str:
-        return f"{self.model} at {self.base_url}"
+        """Model and endpoint, for the console (credentials in the URL hidden)."""
+        return redact_text(f"{self.model} at {self.base_url}")
 
 
 def endpoint_from(url: str | None, model: str | None, key_env: str | None,
                   block: Mapping[str, str] | None = None,
                   env: Mapping[str, str] | None = None) -> Endpoint | None:
     """The endpoint the command line, the scenario's ``judge:`` block or the environment
-    name, in that order; None when there is none."""
+    name, in that order; None when there is none.
+
+    A key is only ever sent where the person running the command chose: ``key_env`` (the
+    command line's) names it; without it, ``OPENAI_API_KEY`` goes to OpenAI's own URL only.
+    A scenario file may name an endpoint and a model, never a key: a file from elsewhere
+    must not be able to send a key to a host of its choosing."""
     env = os.environ if env is None else env
     block = block or {}
     url = url or block.get("base_url")
-    key_env = key_env or block.get("api_key_env") or "OPENAI_API_KEY"
-    key = env.get(key_env, "")
+    if key_env:
+        key = env.get(key_env, "")
+    else:
+        key = env.get("OPENAI_API_KEY", "") if not url or url.rstrip("/") == DEFAULT_OPENAI_URL \
+            else ""
     if not url and not key:
         return None
     if key:

@@ -296,6 +296,9 @@ class Conversation:
                 await session.start()
                 try:
                     await self._converse(built)
+                    if not session.running and self.result.error is None:
+                        reason = session.lifecycle.shutdown_reason or "the pipeline stopped"
+                        self.result.error = f"the conversation ended before the script did: {reason}"
                 finally:
                     from conversation.lifecycle import PARTICIPANT_LEFT
 
@@ -369,7 +372,10 @@ class Conversation:
             clip: Clip = self.transport.say(pcm)
             self.result.timeline.append(R.TimelineEntry(record.started, R.USER_SPEECH, text,
                                                         detail={"voice": voice}))
-            await clip.done.wait()
+            # Played in real time; a pipeline that stopped meanwhile stops playing it too.
+            if not await self._wait(clip.done.is_set, len(pcm) / 32000 + 10):
+                self._error(f"turn {index}: the conversation stopped before the turn was said")
+                return record
             speech = last_speech_secs(pcm, 16000) or len(pcm) / 32000
             record.started = clip.started or record.started
             record.user_ended = record.started + speech
@@ -489,8 +495,9 @@ class Conversation:
             timeline.append(R.TimelineEntry(v.t, R.GUARDRAIL, label,
                                             detail={"role": v.role, "text": v.text}))
         timeline.sort(key=lambda entry: entry.t)
-        for entry in timeline:
+        for entry in timeline:  # tool arguments and results did not pass the secret fence
             entry.t = round(entry.t, 3)
+            entry.label = redact_text(entry.label)
 
 
 # --------------------------------------------------------------------------- the command

@@ -103,6 +103,29 @@ class Expectation(_Strict):
             raise ValueError(bare)  # noqa: TRY004 - pydantic reports a ValueError with its path
         return data
 
+    @field_validator("contains", "not_contains")
+    @classmethod
+    def _texts(cls, value: str | list[str] | None) -> str | list[str] | None:
+        texts = [value] if isinstance(value, str) else value or []
+        if value is not None and (not texts or any(not t.strip() for t in texts)):
+            raise ValueError("needs a non-empty text (or a list of them): an empty one always "
+                             "matches")
+        return value
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _positive(cls, value: Latency | float | None) -> Latency | float | None:
+        if isinstance(value, (int, float)) and not 0 < value <= 600_000:
+            raise ValueError("must be a number of milliseconds above 0 (at most 600000)")
+        return value
+
+    @field_validator("no_tool_called")
+    @classmethod
+    def _name_or_true(cls, value: str | bool | None) -> str | bool | None:
+        if value is False or value == "":
+            raise ValueError("is a tool's name, or true for no tool at all")
+        return value
+
     @field_validator("matches")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
@@ -173,6 +196,8 @@ class Simulation(_Strict):
     max_turns: int = Field(default=6, ge=1, le=50)
     input: Literal["text", "speech"] | None = None
     voice: str | None = None
+
+    _voice = field_validator("voice")(Turn._voice.__func__)
     #: Judged on every bot turn (judge needed): name -> criterion.
     criteria: dict[str, str] = Field(default_factory=dict)
 
@@ -209,7 +234,7 @@ class ScenarioFile(_Strict):
     #: Answers to client tool calls (``conversation.tool_call``), by tool name; a scenario's
     #: own ``tool_results`` win. A call with no answer here gets {"status": "ok"}.
     tool_results: dict[str, Any] = Field(default_factory=dict)
-    judge: dict[str, str] = Field(default_factory=dict)  # base_url, model, api_key_env
+    judge: dict[str, str] = Field(default_factory=dict)  # base_url, model (no key: see llms)
     scenarios: list[Scenario] = Field(min_length=1, max_length=MAX_SCENARIOS)
 
     @model_validator(mode="after")
@@ -220,10 +245,10 @@ class ScenarioFile(_Strict):
                 raise ValueError(f"two scenarios are named {scenario.name!r}; names must be "
                                  "unique (reports and JUnit go by them)")
             seen.add(scenario.name)
-        unknown = set(self.judge) - {"base_url", "model", "api_key_env"}
+        unknown = set(self.judge) - {"base_url", "model"}
         if unknown:
-            raise ValueError(f"judge: unknown keys {sorted(unknown)} (base_url, model, "
-                             "api_key_env)")
+            raise ValueError(f"judge: unknown keys {sorted(unknown)} (base_url, model; its key "
+                             "comes from the command line's --judge-key-env, never the file)")
         return self
 
     def uses_judge(self) -> bool:
@@ -255,6 +280,13 @@ def _parse(text: str, source: str) -> Any:
         raise ConfigError(source, [Problem("", f"is not valid YAML{where}: {problem}")]) from None
 
 
+def _parsed(text: str, source: str) -> Any:
+    try:
+        return _parse(text, source)
+    except RecursionError:
+        raise ConfigError(source, [Problem("", "is nested too deeply to read")]) from None
+
+
 def scenarios_from_dict(data: Any, source: str = "scenarios") -> ScenarioFile:
     """Validate a parsed scenario document; every problem at once, with its path."""
     if not isinstance(data, dict):
@@ -272,4 +304,4 @@ def scenarios_from_dict(data: Any, source: str = "scenarios") -> ScenarioFile:
 def load_scenarios(path: str | Path) -> ScenarioFile:
     """Read and validate a scenario file (YAML, or JSON by its extension)."""
     source = str(path)
-    return scenarios_from_dict(_parse(read_text(path, MAX_SCENARIO_BYTES), source), source)
+    return scenarios_from_dict(_parsed(read_text(path, MAX_SCENARIO_BYTES), source), source)

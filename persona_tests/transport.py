@@ -19,6 +19,16 @@ from pipecat.frames.frames import OutputAudioRawFrame
 from transports.file import FRAME_SECS, FileInputTransport, FileOutputTransport, FileTransport
 
 SPEECH_GAP_SECS = 0.35  # bot audio quieter than this long joins one speech segment
+CLIP_RATE = 16000  # what ScriptedTransport.say takes (persona_tests.voices.RATE)
+
+
+def _resampled(pcm: bytes, rate: int) -> bytes:
+    import numpy as np
+    import soxr
+
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    out = soxr.resample(samples, CLIP_RATE, rate)
+    return (np.clip(out, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
 
 
 @dataclass
@@ -48,6 +58,8 @@ class _ScriptedInput(FileInputTransport):
             if clip is None and owner.queue:
                 clip, offset = owner.queue.pop(0), 0
                 clip.started = index * FRAME_SECS
+                if rate != CLIP_RATE:  # the pipeline's input rate is not the voices' own
+                    clip.pcm = _resampled(clip.pcm, rate)
             if clip is not None:
                 chunk = clip.pcm[offset:offset + step].ljust(step, b"\x00")
                 offset += step
@@ -98,7 +110,7 @@ class ScriptedTransport(FileTransport):
         return time.monotonic() - self.t0
 
     def say(self, pcm: bytes) -> Clip:
-        """Queue ``pcm`` (16-bit mono at the input rate) to be spoken after what is queued."""
+        """Queue ``pcm`` (16-bit mono at 16 kHz) to be spoken after what is queued."""
         clip = Clip(pcm)
         self.queue.append(clip)
         return clip

@@ -455,3 +455,17 @@ async def test_an_example_runs_on_the_embedded_models(tmp_path, monkeypatch):
     (conversation,) = summary["conversations"]
     assert conversation["engines"]["llm"].startswith("llama")
     assert all(t["reply"] for t in conversation["turns"])
+
+
+def test_a_scenario_file_cannot_send_a_key_to_a_host_of_its_choosing():
+    from persona_tests.llms import endpoint_from
+
+    env = {"OPENAI_API_KEY": "sk-users-own-key", "JUDGE_KEY": "judge-key"}
+    planted = endpoint_from(None, None, None, {"base_url": "https://elsewhere.example/v1"}, env)
+    assert planted.base_url == "https://elsewhere.example/v1" and planted.api_key == "none"
+    assert endpoint_from(None, None, None, None, env).api_key == "sk-users-own-key"  # OpenAI's
+    chosen = endpoint_from("http://127.0.0.1:9/v1", "m", "JUDGE_KEY", None, env)
+    assert chosen.api_key == "judge-key"
+    with pytest.raises(ConfigError, match="never the file"):
+        scenarios_from_dict({"judge": {"base_url": "https://x/v1", "api_key_env": "AWS_SECRET"},
+                             "scenarios": [{"name": "a", "turns": [{"user": "hi"}]}]})
