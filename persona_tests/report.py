@@ -384,9 +384,9 @@ def _audio(c: ConversationResult) -> str:
 def _simulation(sim: dict[str, Any] | None) -> str:
     if not sim:
         return ""
-    known = [("goal", sim.get("goal")), ("end reason", sim.get("end_reason", sim.get("reason"))),
+    known = [("goal", sim.get("goal")), ("ended by", sim.get("ended_by", sim.get("end_reason"))),
              ("user's claim", sim.get("claim", sim.get("user_claim")))]
-    seen = {"goal", "end_reason", "reason", "claim", "user_claim"}
+    seen = {"goal", "ended_by", "end_reason", "claim", "user_claim"}
     other = [(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))
              for k, v in sim.items() if k not in seen]
     return f'<div class="simulation"><h3>Simulation</h3>{_meta(known + other)}</div>'
