@@ -182,10 +182,7 @@ async def check_conversation(conv: Conversation) -> None:
 
         evaluator = make_judge(judge)
     try:
-        greeting = " ".join(e["properties"].get("speech", "") for t, e in conv.events
-                            if e["event_type"] == "conversation.utterance"
-                            and e["properties"].get("role") == "replica"
-                            and (not turns or t < turns[0].started)).strip()
+        greeting = conv.said("replica", end=turns[0].started if turns else float("inf"))
         if evaluator is not None and greeting:
             evaluator.add_assistant_message(greeting)
         for i, turn in enumerate(turns):

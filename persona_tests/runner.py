@@ -406,8 +406,8 @@ class Conversation:
         ended_by = "max_turns"
         try:
             for index in range(1, sim.max_turns + 1):
-                bot_said = self._bot_text_since(self.result.turns[-1].user_ended
-                                                if self.result.turns else 0.0)
+                bot_said = self.said("replica", self.result.turns[-1].user_ended
+                                     if self.result.turns else 0.0)
                 line = await user.next_line(bot_said)
                 if line is None:
                     ended_by = "end_call"
@@ -421,10 +421,11 @@ class Conversation:
         self.result.simulation = {"user": sim.user, "goal": sim.goal, "ended_by": ended_by,
                                   "claim": user.claim, "max_turns": sim.max_turns}
 
-    def _bot_text_since(self, after: float) -> str:
+    def said(self, role: str, start: float = float("-inf"), end: float = float("inf")) -> str:
+        """What ``role`` (``user``: as the bot heard it; ``replica``) said in [start, end)."""
         return " ".join(e["properties"].get("speech", "") for t, e in self.events
-                        if t >= after and e["event_type"] == "conversation.utterance"
-                        and e["properties"].get("role") == "replica").strip()
+                        if start <= t < end and e["event_type"] == "conversation.utterance"
+                        and e["properties"].get("role") == role).strip()
 
     # ------------------------------------------------------------------ afterwards
 
@@ -437,14 +438,8 @@ class Conversation:
             start = turn.started
             end = turns[i + 1].started if i + 1 < len(turns) else float("inf")
             after = turn.user_ended if turn.user_ended is not None else start
-            turn.reply = " ".join(
-                e["properties"].get("speech", "") for at, e in self.events
-                if after <= at < end and e["event_type"] == "conversation.utterance"
-                and e["properties"].get("role") == "replica").strip()
-            turn.heard = " ".join(
-                e["properties"].get("speech", "") for at, e in self.events
-                if start <= at < end and e["event_type"] == "conversation.utterance"
-                and e["properties"].get("role") == "user").strip()
+            turn.reply = self.said("replica", after, end)
+            turn.heard = self.said("user", start, end)
             first = t.first_bot_audio_after(after)
             if first is not None and first < end:
                 turn.first_audio = round(first, 3)

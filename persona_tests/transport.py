@@ -16,19 +16,11 @@ from dataclasses import dataclass, field
 
 from pipecat.frames.frames import OutputAudioRawFrame
 
+from persona_tests.voices import resample
 from transports.file import FRAME_SECS, FileInputTransport, FileOutputTransport, FileTransport
 
 SPEECH_GAP_SECS = 0.35  # bot audio quieter than this long joins one speech segment
 CLIP_RATE = 16000  # what ScriptedTransport.say takes (persona_tests.voices.RATE)
-
-
-def _resampled(pcm: bytes, rate: int) -> bytes:
-    import numpy as np
-    import soxr
-
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-    out = soxr.resample(samples, CLIP_RATE, rate)
-    return (np.clip(out, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
 
 
 @dataclass
@@ -59,7 +51,7 @@ class _ScriptedInput(FileInputTransport):
                 clip, offset = owner.queue.pop(0), 0
                 clip.started = index * FRAME_SECS
                 if rate != CLIP_RATE:  # the pipeline's input rate is not the voices' own
-                    clip.pcm = _resampled(clip.pcm, rate)
+                    clip.pcm = resample(clip.pcm, CLIP_RATE, rate)
             if clip is not None:
                 chunk = clip.pcm[offset:offset + step].ljust(step, b"\x00")
                 offset += step

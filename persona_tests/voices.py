@@ -45,13 +45,14 @@ def _piper():
     return PiperVoice.load(found.folder / f"{found.voice_id}.onnx")
 
 
-def _resample(pcm: bytes, rate: int) -> bytes:
-    if rate == RATE:
+def resample(pcm: bytes, rate: int, to: int = RATE) -> bytes:
+    """16-bit mono PCM at ``rate`` as 16-bit mono PCM at ``to``."""
+    if rate == to:
         return pcm
     import soxr
 
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-    out = soxr.resample(samples, rate, RATE)
+    out = soxr.resample(samples, rate, to)
     return (np.clip(out, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
 
 
@@ -68,7 +69,7 @@ def speak(text: str, voice: str = "piper") -> bytes:
     piper = _piper()
     config = SynthesisConfig(length_scale=scale, noise_scale=0.0, noise_w_scale=0.0)
     pcm = b"".join(chunk.audio_int16_bytes for chunk in piper.synthesize(text, syn_config=config))
-    return _resample(pcm, piper.config.sample_rate)
+    return resample(pcm, piper.config.sample_rate)
 
 
 def _espeak(text: str, voice: str, wpm: int) -> bytes:
@@ -85,4 +86,4 @@ def _espeak(text: str, voice: str, wpm: int) -> bytes:
     # espeak-ng writes a WAV with unknown-length headers: the PCM follows the "data" chunk.
     data = out.find(b"data")
     rate = int.from_bytes(out[24:28], "little")
-    return _resample(out[data + 8:], rate)
+    return resample(out[data + 8:], rate)
