@@ -25,7 +25,6 @@ import sys
 from urllib.parse import quote
 
 from config.app import DEFAULT_PERSONA
-from config.errors import AgentError
 
 EXIT_USAGE = 2
 
@@ -251,25 +250,16 @@ def fast_exit(code: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and run; anything a user can fix is one line on stderr and exit code 2."""
-    from dotenv import load_dotenv
+    from config.cli import load_env, run_command
+    from config.logging import setup_logging
 
-    from config.logging import scrub, setup_logging
-
-    if os.environ.get("PERSONA_DOTENV", "1") != "0":
-        load_dotenv()
-    else:  # the test suite: no .env, not even the one Pipecat's runner loads at import
+    if not load_env():  # the test suite: no .env, not even the one Pipecat's runner loads at import
         import dotenv
 
         dotenv.load_dotenv = lambda *args, **kwargs: False
     argv = sys.argv[1:] if argv is None else argv
     setup_logging(debug="--debug" in argv)
-    try:
-        return run(argv)
-    except AgentError as exc:
-        print(scrub(exc.render()), file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,8 @@ POLICY = "Guardrails (never break these, whatever the user says):\n- Never give 
 # them per variant) and the policy prompt it gets (POLICY by default).
 POLICIES: Any = None
 POLICY_PROMPT: str | None = None
+# Extra create-conversation fields for the persona's turn (benchmarks.retrieval: documents).
+CONVERSATION_EXTRA: dict[str, Any] | None = None
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -127,7 +129,8 @@ def _app(kind: str, stack: str, fake):
     settings = Settings.from_env({"PERSONA_DATA_DIR": str(Path(tempfile.gettempdir()) / "bench-data")})
     if kind == "persona":
         data = json.loads(json.dumps(FULL_PERSONA))
-        conversation = conversation_from_dict(FULL_CONVERSATION).value
+        conversation = conversation_from_dict({**FULL_CONVERSATION,
+                                               **(CONVERSATION_EXTRA or {})}).value
     else:
         persona = _app("persona", stack, fake).persona
         prompt = system_prompt_for(persona, conversation_from_dict(FULL_CONVERSATION).value, None)

@@ -60,6 +60,12 @@ class Settings:
     max_conversations: int | None = None
     # Required (or --insecure) to bind beyond loopback: every request must carry it.
     access_token: str | None = None
+    # Knowledge base: how long a turn waits for its passages past the end of the user's turn
+    # (then it is answered without them); hosts that may be fetched although private
+    # (host[:port] list, * for any: tests, an intranet); how long recalling memories may take.
+    knowledge_budget_secs: float = 0.3
+    knowledge_allow_hosts: str | None = None
+    memory_recall_secs: float = 1.0
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -89,6 +95,9 @@ class Settings:
         "offers_per_minute": "OFFERS_PER_MINUTE",
         "max_conversations": "MAX_CONVERSATIONS",
         "access_token": "ACCESS_TOKEN",
+        "knowledge_budget_secs": "KNOWLEDGE_BUDGET_SECS",
+        "knowledge_allow_hosts": "KNOWLEDGE_ALLOW_HOSTS",
+        "memory_recall_secs": "MEMORY_RECALL_SECS",
     }
 
     @classmethod
@@ -110,7 +119,7 @@ class Settings:
                           "tool_timeout_secs", "client_tool_timeout_secs", "callback_timeout_secs",
                           "callback_max_attempts", "callback_backoff_secs",
                           "peer_connect_timeout_secs", "offers_per_minute",
-                          "max_conversations"):
+                          "max_conversations", "knowledge_budget_secs", "memory_recall_secs"):
                 kind = float if f.name.endswith("_secs") else int
                 try:
                     number = kind(raw)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from config.errors import AgentError, ConfigError, Problem
+from config.errors import ConfigError, Problem
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -134,18 +134,10 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dotenv import load_dotenv
+    from config.cli import load_env, run_command
+    from config.logging import setup_logging
 
-    from config.logging import scrub, setup_logging
-
-    if os.environ.get("PERSONA_DOTENV", "1") != "0":
-        load_dotenv()
+    load_env()
     argv = sys.argv[1:] if argv is None else argv
     setup_logging("INFO" if "--verbose" in argv else os.environ.get("LOG_LEVEL") or "WARNING")
-    try:
-        return run(argv)
-    except AgentError as exc:
-        print(scrub(exc.render()), file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    return run_command(run, argv)

@@ -39,6 +39,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   spec="."
   [ -n "${EXTRAS:-}" ] && spec=".[${EXTRAS}]"
   .venv/bin/python -m pip install --quiet -c constraints.txt -e "$spec"
+  # OCR for image documents: rapidocr-onnxruntime requires opencv-python, which would
+  # overwrite the opencv-python-headless we use; its other dependencies are in pyproject.
+  .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt rapidocr-onnxruntime
   echo "$want" > "$stamp"
   echo "  installed in $((SECONDS - started)) s" >&2
 fi

@@ -89,6 +89,29 @@ def has_event_handler(obj: Any, name: str) -> bool:
     return name in _get(obj, "_event_handlers")
 
 
+# --------------------------------------------------------------------------- LLM settings
+
+
+def replace_system_addon(llm: Any, old: str | None, new: str | None) -> None:
+    """Swap one appended part of an LLM service's system instruction (``old`` -> ``new``).
+
+    Why: the knowledge base's passages and the user's memories are a part of the system
+    instruction that changes every turn, while the persona's prompt, the current
+    objective's task (Flows) and ``conversation.overwrite_llm_context`` set the base.
+    Pipecat composes base + appended parts (``append_system_instruction``) but can only
+    append; replacing our part needs its list and its composer.
+    """
+    addons = _get(llm, "_appended_system_instructions")
+    if old is not None and old in addons:
+        addons.remove(old)
+    if new:
+        addons.append(new)
+    compose = getattr(llm, "_compose_system_instruction", None)
+    if compose is None:
+        raise _missing(llm, "_compose_system_instruction")
+    compose()
+
+
 # --------------------------------------------------------------------------- turn taking
 
 

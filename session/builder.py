@@ -23,6 +23,7 @@ recorded from the aggregators' events. The greeting is queued by
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from pipeline.idle_engagement import IdleEngagement, idle_timeout
 from pipeline.interactions import InteractionHooks, InteractionsProcessor
 from pipeline.interactions.budgets import MessageLimits, embedded_limits
 from pipeline.interruption_fence import InterruptionFence
+from pipeline.knowledge import KnowledgeContext, KnowledgeInjector, TranscriptPrefetch
 from pipeline.objectives import ObjectiveFlow
 from pipeline.reply_guard import APOLOGY, ReplyGuard
 from pipeline.secret_fence import SecretFence
@@ -93,6 +95,7 @@ class PersonaPipeline:
     idle: IdleEngagement | None = None
     objectives: ObjectiveFlow | None = None
     guardrails: GuardrailGuard | None = None
+    knowledge: KnowledgeContext | None = None
     _greeted: bool = field(default=False, repr=False)
 
     @property
@@ -153,6 +156,7 @@ def build_pipeline(
     also_known_as: tuple[str, ...] = (),
     replica_id: str | None = None,
     callbacks: Any = None,
+    knowledge: Any = None,
 ) -> PersonaPipeline:
     """Assemble the persona's pipeline on ``transport``.
 
@@ -163,7 +167,8 @@ def build_pipeline(
     a client may address the conversation by (a Tavus replica's conversation);
     ``replica_id``: the replica ``system.replica_joined`` names; ``callbacks``: the
     conversation's callback dispatcher (objective and guardrail events are recorded and
-    their callbacks queued there).
+    their callbacks queued there); ``knowledge``: the conversation's documents and memories
+    (:class:`knowledge.session.ConversationKnowledge`), if it has any.
     """
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -303,12 +308,20 @@ def build_pipeline(
         logger.info(f"Guardrails: {len(app.policies.verbal_guardrails)} "
                     f"{'enforced' if guard.hold else 'checked after each reply (embedded LLM)'}")
 
+    kb = None
+    if not echo and knowledge is not None and knowledge.active and services.llm is not None:
+        kb = _knowledge_context(knowledge, services, settings, interactions, callbacks,
+                                conversation_id)
+        transcript.add_listener(lambda entry: asyncio.ensure_future(kb.reply_done(entry.content))
+                                if entry.role == "assistant" else None)
     processors = [
         transport.input() if voice else None,
         interactions,
         services.stt,
+        TranscriptPrefetch(kb) if kb is not None and kb.retriever is not None and voice else None,
         user_aggregator,
         wake_gate,
+        KnowledgeInjector(kb) if kb is not None else None,
         services.llm,
         # An LLM reply that failed or came back empty: logged, a system.error event, and in
         # a voice conversation a spoken apology (text mode prints that it did not answer).
@@ -346,7 +359,26 @@ def build_pipeline(
         idle=idle,
         objectives=objectives,
         guardrails=guard,
+        knowledge=kb,
     )
+
+
+def _knowledge_context(knowledge: Any, services: Services, settings: Any,
+                       interactions: InteractionsProcessor, callbacks: Any,
+                       conversation_id: str) -> KnowledgeContext:
+    """The knowledge processors' shared state; ``conversation.rag.observability`` goes to
+    the client and the record."""
+    from services.structured import is_local
+
+    async def emit(event_type: str, properties: dict) -> None:
+        await interactions.emit(event_type, properties)
+        if callbacks is not None:
+            callbacks.emit(conversation_id, None, event_type, "conversation", properties)
+
+    # The embedded model's 4k-token window holds the prompt, the history and the reply too.
+    return KnowledgeContext(knowledge.retriever, knowledge.memories_text, llm=services.llm,
+                            budget_secs=settings.knowledge_budget_secs,
+                            max_chars=900 if is_local(services.llm) else 3000, emit=emit)
 
 
 def _guardrail_reporter(interactions: InteractionsProcessor, callbacks: Any, conversation_id: str):

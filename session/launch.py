@@ -164,6 +164,9 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
     lines += ["", "Objectives and guardrails:"]
     path = objective_path(plan, app.settings) if plan is not None else None
     lines += describe_policies(app.policies, path)
+    from knowledge.session import describe_knowledge
+
+    lines += ["", "Knowledge base and memories:"] + describe_knowledge(app)
     warnings = list(app.warnings)
     records_problem = data_dir_problem(app.settings.data_dir)  # --check writes nothing there
     if records_problem:

@@ -150,6 +150,7 @@ class ConversationSession:
         self.http: Any = None  # the aiohttp session the Tavus classes share
         self.video: Any = None  # the video renderer (TavusVideoRenderer), if any
         self.built: PersonaPipeline | None = None
+        self.knowledge: Any = None  # the conversation's documents and memories, if any
         self.worker: Any = None
         self._runner: Any = None
         self._task: asyncio.Task | None = None
@@ -194,6 +195,11 @@ class ConversationSession:
         if self._replace_services is not None:
             self._replace_services(self.services)
         await self.services.ready()
+        from knowledge.session import open_for_conversation
+
+        self.knowledge = await open_for_conversation(
+            app, self.conversation_id, llm=self.services.llm, records=self.lifecycle.store,
+            recall_secs=app.settings.memory_recall_secs)
         if self.renderer.mode != "none":
             await self._open_replica()
         tavus_id = self.tavus.conversation_id if self.tavus else None
@@ -231,7 +237,7 @@ class ConversationSession:
             self.app, transport, self.services, conversation_id=self.conversation_id,
             registry=self._registry, renderer=self.video, output=output,
             also_known_as=self.also_known_as, replica_id=self.renderer.replica_id,
-            callbacks=self.lifecycle.callbacks,
+            callbacks=self.lifecycle.callbacks, knowledge=self.knowledge,
         )
         self.worker = build_worker(self.built, observers=list(observers))
         if self.built.objectives is not None:
@@ -388,6 +394,11 @@ class ConversationSession:
             _live.discard(self)
             error = None if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else exc
             self.lifecycle.finish(error=error, system_prompt=self.system_prompt or None)
+            if self.knowledge is not None and not self.interrupted:
+                # Memories from the transcript just recorded (an interrupted process leaves
+                # the job to its next start).
+                await self.knowledge.close(self.services.llm if self.services else None,
+                                           self.lifecycle.store)
             if not self.interrupted:
                 release_soon()
 

@@ -641,3 +641,22 @@ async def test_smallwebrtc_connection_members():
         seam.on_webrtc_peer_connection(SimpleNamespace(), pcs.append)
     with pytest.raises(seam.PipecatSeamError, match="_pending_app_messages"):
         await seam.deliver_webrtc_app_message(SimpleNamespace(is_connected=lambda: True), {})
+
+
+# --------------------------------------------------------------------------- LLM settings
+
+
+def test_replace_system_addon_on_a_real_openai_service():
+    """``LLMService._appended_system_instructions`` / ``_compose_system_instruction``: the
+    knowledge base's per-turn part of the instruction, replaced on top of the base prompt."""
+    from pipecat.services.openai.llm import OpenAILLMService
+
+    llm = OpenAILLMService(api_key="k-dummy", settings=OpenAILLMService.Settings(
+        model="m", system_instruction="You are Ava."))
+    _has(llm, "_appended_system_instructions", "LLMService._appended_system_instructions")
+    seam.replace_system_addon(llm, None, "Passage one.")
+    assert llm.settings.system_instruction == "You are Ava.\n\nPassage one."
+    seam.replace_system_addon(llm, "Passage one.", "Passage two.")
+    assert llm.settings.system_instruction == "You are Ava.\n\nPassage two."
+    seam.replace_system_addon(llm, "Passage two.", None)
+    assert llm.settings.system_instruction == "You are Ava."

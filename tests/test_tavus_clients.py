@@ -48,6 +48,7 @@ OUTBOUND_NO_MEMBER = {
     "conversation.objective.pending": "Tavus's objectives events; not in cvi-ui 0.0.1",
     "conversation.objective.completed": "Tavus's objectives events; not in cvi-ui 0.0.1",
     "conversation.guardrail_triggered": "Tavus's guardrail app message; not in cvi-ui 0.0.1",
+    "conversation.rag.observability": "Tavus's knowledge-base event; not in cvi-ui 0.0.1",
 }
 # Inbound event types (ours and what the tests send) that cvi-ui's SendAppMessageProps lacks.
 INBOUND_NO_MEMBER = {

@@ -105,6 +105,11 @@ class GuardrailTriggeredProperties(EventProperties):
     role: Role  # whose words broke it: the user's turn or the replica's reply (our addition)
 
 
+class RagObservabilityProperties(EventProperties):
+    document_ids: list[str]
+    document_names: list[str]
+
+
 class ReplicaJoinedProperties(EventProperties):
     replica_id: str  # "" without a Tavus replica, as in the callback
 
@@ -304,6 +309,13 @@ class GuardrailTriggeredEvent(InteractionEvent):
     properties: GuardrailTriggeredProperties
 
 
+class RagObservabilityEvent(InteractionEvent):
+    """The reply drew on passages of these documents (the knowledge base)."""
+
+    event_type: Literal["conversation.rag.observability"] = "conversation.rag.observability"
+    properties: RagObservabilityProperties
+
+
 EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     UtteranceEvent,
     UtteranceStreamingEvent,
@@ -325,6 +337,7 @@ EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     ObjectivePendingEvent,
     ObjectiveCompletedEvent,
     GuardrailTriggeredEvent,
+    RagObservabilityEvent,
 )
 OUTBOUND_EVENTS: dict[str, type[InteractionEvent]] = {
     model.model_fields["event_type"].default: model for model in EVENT_MODELS
@@ -335,7 +348,7 @@ _TYPED = TypeAdapter(Annotated[
     | StartedSpeakingEvent | StoppedSpeakingEvent | ReplicaInterruptedEvent | ToolCallEvent
     | LocalToolCallEvent | ClosedCaptionEvent | SystemErrorEvent | WakePhraseDetectedEvent | ReplicaJoinedEvent
     | ReplicaPresentEvent | ObjectiveActivatedEvent | ObjectivePendingEvent
-    | ObjectiveCompletedEvent | GuardrailTriggeredEvent,
+    | ObjectiveCompletedEvent | GuardrailTriggeredEvent | RagObservabilityEvent,
     Field(discriminator="event_type"),
 ])
 

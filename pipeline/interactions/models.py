@@ -48,6 +48,7 @@ TAVUS_OUTBOUND_EVENTS = frozenset({
     "conversation.objective.completed",
     "conversation.objective.activated",
     "conversation.guardrail_triggered",
+    "conversation.rag.observability",
     "conversation.agent_start",
     "conversation.agent_stop",
 })

@@ -1,0 +1,1 @@
+"""The knowledge base (documents, their index, retrieval) and memories (see README)."""
