@@ -10,7 +10,7 @@
     python -m knowledge search "what is the warranty" [--tag T | --document ID] [--strategy quality]
     python -m knowledge memories list TAG
     python -m knowledge memories delete TAG [--id MEMORY_ID]
-    python -m knowledge memories forget USER
+    python -m knowledge memories forget USER [--yes]
 
 Everything lives in ``PERSONA_DATA_DIR/conversations.db`` beside the conversation records.
 ``add`` and ``recrawl`` process in the foreground with a progress bar and print the
@@ -27,7 +27,6 @@ import json
 import os
 import sys
 from typing import Any
-
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -84,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     forget = msub.add_parser("forget", help="delete every memory of a user: the tag USER and "
                              "tags USER-*, USER_*, USER:* (e.g. anna-p123)")
     forget.add_argument("user")
+    forget.add_argument("--yes", action="store_true",
+                        help="delete them (without it: only list the tags that would go)")
     return p
 
 
@@ -145,6 +146,19 @@ async def _process(store, settings, document_id: str, quiet: bool) -> dict[str, 
     return document
 
 
+def _recover(store, settings) -> None:
+    """Documents a killed command left processing: errors now, with their callbacks."""
+    from conversation.lifecycle import drain_callbacks, records
+    from knowledge.documents import callback_notifier, recover_documents
+
+    if store.conn().execute("SELECT 1 FROM documents WHERE status IN ('started', 'processing', "
+                            "'recrawling') LIMIT 1").fetchone() is None:
+        return
+    _records, dispatcher = records(settings)
+    if recover_documents(store, callback_notifier(dispatcher)):
+        drain_callbacks(settings, 5.0)
+
+
 def run(argv: list[str]) -> int:
     from config.settings import Settings
     from knowledge import documents as docs
@@ -154,6 +168,7 @@ def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
     store = KnowledgeStore(settings.data_dir)
+    _recover(store, settings)
     if args.command == "add":
         body: dict[str, Any] = {"document_url": args.source, "tags": args.tag}
         if args.name:
@@ -164,6 +179,10 @@ def run(argv: list[str]) -> int:
         if crawl:
             body["crawl"] = crawl
         document = docs.create_document(store, body)
+        if document.get("callback_url"):  # Tavus's first status, before processing starts
+            from conversation.lifecycle import records
+
+            docs.callback_notifier(records(settings)[1])(document)
         document = asyncio.run(_process(store, settings, document["document_id"], args.json))
         return _finish(document, args.json)
     if args.command == "recrawl":
@@ -191,8 +210,7 @@ def run(argv: list[str]) -> int:
         print(json.dumps(docs.patch_document(store, args.document_id, body), indent=2))
         return 0
     if args.command == "delete":
-        if not store.delete(args.document_id):
-            raise docs.DocumentError(f"no document {args.document_id} (python -m knowledge list)")
+        docs.delete_document(store, args.document_id)
         print(f"Deleted {args.document_id}")
         return 0
     if args.command == "search":
@@ -212,9 +230,22 @@ def run(argv: list[str]) -> int:
             gone = mem.delete_memories(store, args.tag, args.id)
             print(f"Deleted {gone} memor{'y' if gone == 1 else 'ies'} under {args.tag!r}")
             return 0
-        tags, gone = mem.forget_user(store, args.user)
+        tags = mem.user_tags(store, args.user)
+        if not tags:
+            print(f"No memories under {args.user!r} or {args.user}-*, _*, :*")
+            return 0
+        if not args.yes:
+            counts = {t: len(mem.list_memories(store, t)) for t in tags}
+            print(f"Would delete the memories of {args.user!r} under these tags (check none is "
+                  "another user's, e.g. anna-maria for anna):")
+            for tag, count in counts.items():
+                print(f"  {tag}: {count}")
+            print("Run again with --yes to delete them, or delete one tag: "
+                  "python -m knowledge memories delete TAG")
+            return 0
+        tags, gone = mem.forget_user(store, args.user, tags)
         print(f"Forgot {args.user!r}: {gone} memor{'y' if gone == 1 else 'ies'} under "
-              f"{', '.join(tags) if tags else 'no tags'}")
+              f"{', '.join(tags)}")
         return 0
     return EXIT_USAGE
 

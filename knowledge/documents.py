@@ -14,6 +14,7 @@ durable outbox like every other callback.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -183,8 +184,10 @@ def start_recrawl(store: KnowledgeStore, document_id: str, body: Any = None,
                                 f"again in {wait // 60} min {wait % 60} s (1 hour cooldown)", 429)
     if store.count_crawls(busy_only=True) >= MAX_CONCURRENT_CRAWLS:
         raise DocumentError(f"{MAX_CONCURRENT_CRAWLS} crawls are running; try again later", 429)
-    store.update_document(document_id, crawl_config=config)
-    store.claim(document_id, "recrawling")
+    # The check above and this claim race with another process; the claim is atomic.
+    if not store.claim_if(document_id, "recrawling", ("ready", "error"),
+                          crawl_config=json.dumps(config)):
+        raise DocumentError(f"document {document_id} is already being processed", 409)
     return store.get(document_id)
 
 
@@ -238,20 +241,18 @@ async def _read_source(document: dict[str, Any], fetcher: Fetcher, progress: Pro
         return await asyncio.to_thread(extract, data, path.name, fmt), fmt, None
     config = document.get("crawl_config")
     if config:
-        pages_seen: list[str] = []
+        sections: list[Section] = []
 
-        def on_page(page, count):
-            pages_seen.append(page.url)
+        async def on_page(page, count):
+            if sniff(page.body) == "html":
+                text = await asyncio.to_thread(html_text, page.body.decode("utf-8", "replace"),
+                                               page.url)
+                if text.strip():
+                    sections.append(Section(text, page.url))
             progress.step(5 + 40 * count / config["max_pages"], f"crawled {count} page(s)")
 
         pages = await crawl(fetcher, url, depth=config["depth"], max_pages=config["max_pages"],
                             on_page=on_page)
-        sections = []
-        for page in pages:
-            if sniff(page.body) == "html":
-                text = await asyncio.to_thread(html_text, page.body.decode("utf-8", "replace"), page.url)
-                if text.strip():
-                    sections.append(Section(text, page.url))
         if not sections:
             raise ParseError("website_processing_failed", f"{url}: no readable text on "
                              f"{len(pages)} crawled page(s)")
@@ -290,9 +291,11 @@ async def process(store: KnowledgeStore, document_id: str, *, policy: AddressPol
     progress = Progress(store, document_id, notify, listener)
     if recrawl:
         notify(document)
-    else:
-        store.claim(document_id, "processing")
+    elif store.claim_if(document_id, "processing", ("started",)):
         progress.status("processing", progress=0)
+    else:
+        raise DocumentError(f"document {document_id} is {document['status']}: only a new "
+                            "document is processed (recrawl a website one)", 409)
     code = "contact_support"
     try:
         async with Fetcher(policy) as fetcher:
@@ -326,30 +329,57 @@ async def process(store: KnowledgeStore, document_id: str, *, policy: AddressPol
         if listener:
             listener("ready", 100, f"{len(chunks)} chunks")
         return document
+    except LookupError:
+        logger.warning(f"Document {document_id} was deleted while it was processed")
+        return {**document, "status": "deleted"}
     except (ParseError, FetchError) as exc:
-        return _failed(progress, exc.code, str(exc))
+        return _failed(progress, exc.code, str(exc), document)
     except asyncio.CancelledError:
-        _failed(progress, "contact_support", "processing was cancelled")
+        _failed(progress, "contact_support", "processing was cancelled", document)
         raise
     except Exception as exc:  # noqa: BLE001 - a bug or a library failure: on record, one line
         logger.exception(f"Document {document_id}: {code}")
-        return _failed(progress, code, f"{type(exc).__name__}: {str(exc)[:200]}")
+        return _failed(progress, code, f"{type(exc).__name__}: {str(exc)[:200]}", document)
 
 
-def _failed(progress: Progress, code: str, message: str) -> dict[str, Any]:
+def _failed(progress: Progress, code: str, message: str, document: dict[str, Any]
+            ) -> dict[str, Any]:
     from config.logging import scrub
+    from conversation.records import iso_now
 
     message = scrub(message.splitlines()[0] if message else code)
     logger.warning(f"Document {progress.document_id}: {code}: {message}")
-    return progress.status("error", error_code=code, error_message=message, progress=None)
+    if progress.store.get(progress.document_id) is None:  # deleted meanwhile
+        return {**document, "status": "deleted"}
+    extra = {}
+    if document.get("crawl_config"):  # a failed crawl counts for the cooldown too
+        extra["last_crawled_at"] = iso_now()
+    return progress.status("error", error_code=code, error_message=message, progress=None,
+                           **extra)
 
 
-def recover_documents(store: KnowledgeStore) -> list[str]:
-    """Documents a dead process left processing become errors (``get`` does it)."""
+def recover_documents(store: KnowledgeStore, notify: Callable[[dict], None]) -> list[str]:
+    """Documents a dead process left processing become errors, with their callback."""
+    from knowledge.store import INTERRUPTED
+
     rows = store.conn().execute(
-        f"SELECT document_id FROM documents WHERE status IN ({', '.join('?' * len(BUSY))})",
-        BUSY).fetchall()
-    return [r[0] for r in rows if store.get(r[0])["status"] == "error"]
+        f"SELECT * FROM documents WHERE status IN ({', '.join('?' * len(BUSY))})", BUSY).fetchall()
+    recovered = []
+    for row in rows:
+        if store.abandoned(dict(row)) and store.claim_if(row["document_id"], "error", ()):
+            store.update_document(row["document_id"], error_code="contact_support",
+                                  error_message=INTERRUPTED, progress=None)
+            notify(store.get(row["document_id"]))
+            recovered.append(row["document_id"])
+    return recovered
+
+
+def delete_document(store: KnowledgeStore, document_id: str) -> None:
+    if store.busy(document_id):
+        raise DocumentError(f"document {document_id} is being processed; delete it when it is "
+                            "ready or has failed", 409)
+    if not store.delete(document_id):
+        raise DocumentError(f"no document {document_id} (python -m knowledge list)", 404)
 
 
 def callback_notifier(dispatcher: Any) -> Callable[[dict], None]:

@@ -45,11 +45,20 @@ class FetchError(Exception):
 
 
 def _is_public(address: str) -> bool:
+    """A globally routable unicast address (and, for IPv6 forms that carry an IPv4 address
+    — mapped, 6to4, Teredo, NAT64 — that one too)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        for embedded in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None):
+            if embedded is not None:
+                candidates.append(embedded)
+        if ip in _NAT64:
+            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return all(c.is_global and not c.is_multicast for c in candidates)
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass
@@ -140,8 +149,10 @@ class Fetcher:
             await self._http.close()
 
     async def get(self, url: str, *, limit: int | None = None,
-                  progress: Callable[[int, int | None], None] | None = None) -> Response:
-        """GET ``url`` within the limits, following checked redirects."""
+                  progress: Callable[[int, int | None], None] | None = None,
+                  follow: Callable[[str], Awaitable[bool]] | None = None) -> Response:
+        """GET ``url`` within the limits, following checked redirects (each one only if
+        ``follow(next_url)`` says so: a crawl stays on its site and inside robots.txt)."""
         limit = limit or self.max_bytes
         url = check_url(url, self.policy)
         for _ in range(MAX_REDIRECTS + 1):
@@ -152,6 +163,9 @@ class Fetcher:
                         if not location:
                             raise FetchError("invalid_file_url", f"{url}: a redirect with no Location")
                         url = check_url(urljoin(url, location), self.policy)
+                        if follow is not None and not await follow(url):
+                            raise FetchError("invalid_file_url", f"redirected to {url[:200]}, "
+                                             "which is not crawled (another site or robots.txt)")
                         continue
                     length = response.content_length
                     if length is not None and length > limit:
@@ -242,11 +256,19 @@ class Page:
     body: bytes
 
 
+#: A crawled HTML page larger than this is skipped; all pages of one crawl together at most
+#: :data:`CRAWL_MAX_BYTES` (Tavus's 50 MB is per document).
+PAGE_MAX_BYTES = 5 * 1024 * 1024
+CRAWL_MAX_BYTES = MAX_BYTES
+
+
 async def crawl(fetcher: Fetcher, start: str, *, depth: int, max_pages: int,
                 on_page: Callable[[Page, int], Awaitable[None] | None] | None = None,
                 budget_secs: float = 600.0) -> list[Page]:
     """Pages from ``start`` out to ``depth`` link levels on the same site, breadth first, at
-    most ``max_pages``, each allowed by robots.txt. ``on_page(page, count)`` after each."""
+    most ``max_pages``, each allowed by robots.txt (after its redirects too). Each page is
+    given to ``on_page(page, count)`` and its body dropped then: the returned pages carry
+    their URLs only, so a crawl never holds more than one page in memory."""
     from knowledge.parsers import sniff
 
     loop = asyncio.get_running_loop()
@@ -254,32 +276,40 @@ async def crawl(fetcher: Fetcher, start: str, *, depth: int, max_pages: int,
     queue: list[tuple[str, int]] = [(check_url(start, fetcher.policy), 0)]
     seen = {queue[0][0]}
     pages: list[Page] = []
-    while queue and len(pages) < max_pages and loop.time() < deadline:
+    total = 0
+    while queue and len(pages) < max_pages and loop.time() < deadline and total < CRAWL_MAX_BYTES:
         url, level = queue.pop(0)
         if not await fetcher.allowed(url):
-            if not pages and level == 0:
+            if level == 0:
                 raise FetchError("website_processing_failed",
                                  f"{url}: the site's robots.txt does not allow fetching it")
             continue
+        async def on_site(next_url: str) -> bool:
+            return same_site(next_url, start) and await fetcher.allowed(next_url)
+
         try:
-            response = await fetcher.get(url)
+            response = await fetcher.get(url, limit=MAX_BYTES if level == 0 else PAGE_MAX_BYTES,
+                                         follow=on_site if level > 0 else None)
         except FetchError:
             if level == 0:
                 raise
-            continue  # a broken link deeper in the site: skipped
+            continue  # a broken or oversized link deeper in the site: skipped
         if response.status >= 400:
             if level == 0:
                 raise FetchError("invalid_file_url", f"{url} answered HTTP {response.status}")
             continue
+        total += len(response.body)
         page = Page(response.url, response.content_type, response.body)
         pages.append(page)
+        found = (links(response.body.decode("utf-8", "replace"), response.url)
+                 if level < depth and sniff(response.body) == "html" else [])
         if on_page is not None:
             result = on_page(page, len(pages))
             if asyncio.iscoroutine(result):
                 await result
-        if level < depth and sniff(response.body) == "html":
-            for link in links(response.body.decode("utf-8", "replace"), response.url):
-                if link not in seen and same_site(link, start):
-                    seen.add(link)
-                    queue.append((link, level + 1))
+        page.body = b""
+        for link in found:
+            if link not in seen and same_site(link, start):
+                seen.add(link)
+                queue.append((link, level + 1))
     return pages

@@ -57,12 +57,16 @@ def tags_of(conversation: Any) -> list[str]:
 
 # --------------------------------------------------------------------------- store side
 
-def open_job(store: KnowledgeStore, conversation_id: str, tags: list[str]) -> None:
+def open_job(store: KnowledgeStore, conversation_id: str, tags: list[str], persona: str = ""
+             ) -> None:
+    """``persona``: which persona (its source) had the conversation; a job left pending is
+    only ever extracted by a conversation of the same persona, so its transcript goes to
+    no other LLM provider than the one it was said to."""
     now = iso_now()
     store.conn().execute(
         "INSERT OR IGNORE INTO memory_jobs (conversation_id, tags, status, created_at, updated_at, "
-        "host, pid) VALUES (?, ?, 'pending', ?, ?, ?, ?)",
-        (conversation_id, json.dumps(tags), now, now, socket.gethostname(), os.getpid()))
+        "host, pid, persona) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+        (conversation_id, json.dumps(tags), now, now, socket.gethostname(), os.getpid(), persona))
 
 
 def claim_job(store: KnowledgeStore, conversation_id: str) -> list[str] | None:
@@ -85,16 +89,18 @@ def claim_job(store: KnowledgeStore, conversation_id: str) -> list[str] | None:
 def finish_job(store: KnowledgeStore, conversation_id: str, error: str | None = None) -> None:
     status = "done" if error is None else "pending"
     store.conn().execute("UPDATE memory_jobs SET status = ?, last_error = ?, updated_at = ? "
-                         "WHERE conversation_id = ?", (status, error, iso_now(), conversation_id))
+                         "WHERE conversation_id = ? AND coalesce(last_error, '') != ?",
+                         (status, error, iso_now(), conversation_id, DELETED))
 
 
-def orphaned_jobs(store: KnowledgeStore, live: set[str]) -> list[str]:
-    """Jobs of ended conversations (or of dead processes) not done yet, oldest first."""
+def orphaned_jobs(store: KnowledgeStore, live: set[str], persona: str = "") -> list[str]:
+    """Jobs of ended conversations (or of dead processes) of ``persona`` not done yet,
+    oldest first."""
     rows = store.conn().execute(
         "SELECT j.conversation_id, j.status, j.host, j.pid, c.status AS cstatus FROM memory_jobs j "
         "LEFT JOIN conversations c ON c.conversation_id = j.conversation_id "
-        "WHERE j.status != 'done' AND j.attempts < ? ORDER BY j.created_at", (MAX_ATTEMPTS,)
-    ).fetchall()
+        "WHERE j.status != 'done' AND j.attempts < ? AND coalesce(j.persona, '') = ? "
+        "ORDER BY j.created_at", (MAX_ATTEMPTS, persona)).fetchall()
     out = []
     for r in rows:
         if r["conversation_id"] in live:
@@ -106,7 +112,25 @@ def orphaned_jobs(store: KnowledgeStore, live: set[str]) -> list[str]:
 
 def add_facts(store: KnowledgeStore, tags: list[str], facts: list[str], conversation_id: str
               ) -> int:
+    """Store new facts under each tag, unless the tag's memories were deleted while they
+    were being extracted (the job is then marked so; checked in the same transaction)."""
+    from knowledge.store import _transaction
+
     conn = store.conn()
+    added = 0
+    with _transaction(conn):
+        job = conn.execute("SELECT last_error FROM memory_jobs WHERE conversation_id = ?",
+                           (conversation_id,)).fetchone()
+        if job is not None and job[0] == DELETED:
+            return 0
+        added = _insert_facts(conn, tags, facts, conversation_id)
+    return added
+
+
+DELETED = "memories deleted"
+
+
+def _insert_facts(conn, tags: list[str], facts: list[str], conversation_id: str) -> int:
     added = 0
     for tag in tags:
         known = {_norm(r[0]) for r in conn.execute("SELECT fact FROM memories WHERE tag = ?", (tag,))}
@@ -150,31 +174,35 @@ def list_memories(store: KnowledgeStore, tag: str) -> list[dict[str, Any]]:
 
 
 def delete_memories(store: KnowledgeStore, tag: str, memory_id: int | None = None) -> int:
+    from knowledge.store import _transaction
+
     conn = store.conn()
     if memory_id is not None:
         return conn.execute("DELETE FROM memories WHERE tag = ? AND memory_id = ?",
                             (tag, memory_id)).rowcount
-    gone = conn.execute("DELETE FROM memories WHERE tag = ?", (tag,)).rowcount
-    _drop_jobs(store, lambda tags: tag in tags)
+    with _transaction(conn):  # an extraction's add_facts cannot slip in between
+        gone = conn.execute("DELETE FROM memories WHERE tag = ?", (tag,)).rowcount
+        _drop_jobs(store, lambda tags: tag in tags)
     return gone
 
 
 def user_tags(store: KnowledgeStore, user: str) -> list[str]:
-    """The tags that belong to ``user``: the tag itself, or ``user`` then ``-``/``_``/``:``
-    then the rest (Tavus's advice: ``anna-p123``, ``anna_p456``), case-insensitive."""
+    """The tags that may belong to ``user``: the tag itself, or ``user`` then ``-``/``_``/``:``
+    then the rest (Tavus's advice: ``anna-p123``, ``anna_p456``), case-insensitive. Another
+    user's tag can match too (``anna-maria``): the command line shows them and deletes only
+    with ``--yes``."""
     user = user.strip().lower()
     tags = [r[0] for r in store.conn().execute("SELECT DISTINCT tag FROM memories")]
     return [t for t in tags if t.lower() == user or
             any(t.lower().startswith(user + sep) for sep in "-_:")]
 
 
-def forget_user(store: KnowledgeStore, user: str) -> tuple[list[str], int]:
-    """Delete every memory under the user's tags (and their pending extractions)."""
-    tags = user_tags(store, user)
+def forget_user(store: KnowledgeStore, user: str, tags: list[str] | None = None
+                ) -> tuple[list[str], int]:
+    """Delete every memory under the user's tags (those given, else :func:`user_tags`) and
+    their pending extractions."""
+    tags = user_tags(store, user) if tags is None else tags
     gone = sum(delete_memories(store, tag) for tag in tags)
-    user = user.strip().lower()
-    _drop_jobs(store, lambda job_tags: any(t.lower() == user or any(
-        t.lower().startswith(user + s) for s in "-_:") for t in job_tags))
     return tags, gone
 
 
@@ -185,8 +213,8 @@ def _drop_jobs(store: KnowledgeStore, matches) -> None:
                           ).fetchall():
         tags = json.loads(r["tags"])
         if matches(tags):
-            conn.execute("UPDATE memory_jobs SET status = 'done', last_error = 'memories deleted' "
-                         "WHERE conversation_id = ?", (r["conversation_id"],))
+            conn.execute("UPDATE memory_jobs SET status = 'done', last_error = ? "
+                         "WHERE conversation_id = ?", (DELETED, r["conversation_id"]))
 
 
 def transcript_text(rows: list[dict[str, Any]], limit: int) -> str:

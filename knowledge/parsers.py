@@ -46,6 +46,12 @@ _CONTENT_TYPES = {
     "image/png": "png",
     "image/jpeg": "jpg",
 }
+#: An Office file (a ZIP) may unpack to at most this much, and this many times its size
+#: (a ZIP bomb is refused before any library opens it).
+MAX_UNPACKED_BYTES = 200 * 1024 * 1024
+ZIP_RATIO = 100
+#: Images are decoded only up to this many pixels (a decompression bomb is refused first).
+MAX_IMAGE_PIXELS = 50_000_000
 _ZIP_MEMBER = {"docx": "word/document.xml", "pptx": "ppt/presentation.xml", "xlsx": "xl/workbook.xml"}
 
 
@@ -114,10 +120,15 @@ def check_format(fmt: str, data: bytes, name: str) -> None:
     member = _ZIP_MEMBER.get(fmt)
     if member:
         try:
-            names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+            infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
         except zipfile.BadZipFile:
             raise ParseError("file_format_unsupported", f"{name} is not a readable {fmt} file "
                              "(a damaged ZIP archive)") from None
+        unpacked = sum(info.file_size for info in infos)
+        if unpacked > MAX_UNPACKED_BYTES or unpacked > ZIP_RATIO * max(1, len(data)):
+            raise ParseError("file_size_too_large", f"{name} unpacks to {unpacked // 2**20} MB "
+                             f"(at most {MAX_UNPACKED_BYTES // 2**20} MB, {ZIP_RATIO}x its size)")
+        names = {info.filename for info in infos}
         if member not in names:
             raise ParseError("file_format_unsupported",
                              f"{name} is a ZIP archive but not a {fmt} document (no {member})")
@@ -289,11 +300,12 @@ def _image(data: bytes, where: str) -> list[Section]:
     import numpy as np
     from PIL import Image
 
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    if image.width * image.height > 50_000_000:
+    Image.MAX_IMAGE_PIXELS = None  # our own check below, with our error
+    image = Image.open(io.BytesIO(data))  # reads the header only
+    if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ParseError("file_size_too_large", f"{where}: the image is too large to read "
-                         f"({image.width}x{image.height})")
+                         f"({image.width}x{image.height}, at most {MAX_IMAGE_PIXELS} pixels)")
+    image.load()
     if _OCR is None:
         from rapidocr_onnxruntime import RapidOCR
 

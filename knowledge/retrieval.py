@@ -41,21 +41,25 @@ class Retriever:
         """The best ``k`` passages for ``query`` (synchronously, on the calling thread)."""
         if not query.strip() or not self.documents:
             return []
-        ids = list(self.documents)
+        # The scope's current generations (a recrawl or a delete since the conversation began).
+        documents = self.store.current(list(self.documents))
+        if not documents:
+            return []
+        ids = list(documents)
         if self.strategy == "speed":
             ranked = self.store.bm25(query, ids, self.k)
         elif self.strategy == "balanced":
-            ranked = self.store.dense(embeddings.query(query), self.documents, self.k)
+            ranked = self.store.dense(embeddings.query(query), documents, self.k)
         else:
             lexical = self.store.bm25(query, ids, CANDIDATES)
-            dense = self.store.dense(embeddings.query(query), self.documents, CANDIDATES)
+            dense = self.store.dense(embeddings.query(query), documents, CANDIDATES)
             fused: dict[int, float] = {}
             for ranking in (lexical, dense):
                 for rank, (chunk_id, _score) in enumerate(ranking):
                     fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
             ranked = sorted(fused.items(), key=lambda item: -item[1])[:self.k]
         chunks = self.store.chunks_by_id([chunk_id for chunk_id, _ in ranked])
-        names = self.names
+        names = {d: r.get("document_name") or d for d, r in documents.items()}
         passages = []
         for chunk_id, score in ranked:
             chunk = chunks.get(chunk_id)

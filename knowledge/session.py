@@ -34,6 +34,8 @@ class ConversationKnowledge:
     memory_tags: list[str] = field(default_factory=list)
     recalled: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    catch_up_at_end: bool = False  # extract what a killed bot left, after this conversation
+    persona: str = ""  # persona_key(): jobs are extracted by conversations of their persona
 
     @property
     def memories_text(self) -> str | None:
@@ -44,9 +46,15 @@ class ConversationKnowledge:
         return self.retriever is not None or bool(self.memory_tags)
 
     async def close(self, llm: Any, records: Any) -> None:
-        """The conversation ended: extract its memories (bounded wait)."""
+        """The conversation ended: extract its memories (bounded wait), and on the embedded
+        model what earlier conversations left pending (in the background)."""
         _live_conversations.discard(self.conversation_id)
-        if not self.memory_tags or llm is None or records is None:
+        if llm is None or records is None:
+            return
+        if self.catch_up_at_end:
+            self.catch_up_at_end = False
+            _spawn(_catch_up(llm, self.store, records, records.path.parent, self.persona))
+        if not self.memory_tags:
             return
         task = _spawn(mem.extract(llm, self.store, records, self.conversation_id))
         try:
@@ -79,35 +87,34 @@ async def open_for_conversation(app: Any, conversation_id: str, *, llm: Any = No
                                 records: Any = None, recall_secs: float = RECALL_SECS
                                 ) -> ConversationKnowledge | None:
     """The conversation's knowledge (None when it uses neither documents nor memories)."""
-    from knowledge.retrieval import Retriever
     from knowledge.store import KnowledgeStore
+    from services.structured import is_local
 
+    # A killed bot's memories, once per process (and persona) on its next start. The embedded llama.cpp
+    # server answers one request at a time, so there it waits for the conversation's end
+    # (an extraction must never delay a reply).
+    key = f"{app.settings.data_dir}|{persona_key(app)}"
+    catch_up = llm is not None and records is not None and key not in _caught_up
+    if catch_up:
+        _caught_up.add(key)
+    deferred = catch_up and is_local(llm)
     if not wants_knowledge(app):
-        key = str(app.settings.data_dir)
-        if llm is not None and records is not None and key not in _caught_up:
-            _caught_up.add(key)  # once per process: a killed bot's memories, on its next start
-            _spawn(_catch_up(llm, None, records, app.settings.data_dir))
+        if catch_up and not deferred:
+            _spawn(_catch_up(llm, None, records, app.settings.data_dir, persona_key(app)))
+        if deferred:
+            return ConversationKnowledge(conversation_id, None, catch_up_at_end=True,
+                                         persona=persona_key(app))
         return None
     store = await asyncio.to_thread(KnowledgeStore.shared, app.settings.data_dir)
     ids, tags = scope_of(app)
     result = ConversationKnowledge(conversation_id, store)
     if ids or tags:
-        documents, problems = await asyncio.to_thread(store.scope, ids, tags)
-        result.problems = problems
-        for problem in problems:
-            logger.warning(f"Knowledge base: {problem}")
-        if documents:
-            strategy = app.conversation.document_retrieval_strategy if app.conversation else "balanced"
-            result.retriever = Retriever(store, documents, strategy)
-            if strategy != "speed":
-                from knowledge import embeddings
-
-                await asyncio.to_thread(embeddings.warm)
-            # The scope's vectors into the cache now, not on the first question.
-            await result.retriever.search("warm up")
-            logger.info(f"Knowledge base: {len(documents)} document(s), strategy {strategy}")
-        elif tags and not ids:
-            logger.warning(f"Knowledge base: no ready document has the tags {', '.join(tags)}")
+        try:
+            await _open_documents(app, store, ids, tags, result)
+        except Exception as exc:  # noqa: BLE001 - a broken index never stops a conversation
+            result.retriever = None
+            logger.error(f"Knowledge base: cannot be searched ({type(exc).__name__}: {exc}); "
+                         "this conversation goes on without it")
     memory_tags = mem.tags_of(app.conversation)
     if memory_tags:
         result.memory_tags = memory_tags
@@ -119,23 +126,55 @@ async def open_for_conversation(app: Any, conversation_id: str, *, llm: Any = No
                            "conversation starts without them")
         except Exception as exc:  # noqa: BLE001 - never stops a conversation starting
             logger.warning(f"Memories: recall failed ({exc})")
-        await asyncio.to_thread(mem.open_job, store, conversation_id, memory_tags)
+        await asyncio.to_thread(mem.open_job, store, conversation_id, memory_tags,
+                                persona_key(app))
         _live_conversations.add(conversation_id)
         logger.info(f"Memories: {len(result.recalled)} recalled from {', '.join(memory_tags)}")
-    if llm is not None and records is not None:
-        _caught_up.add(str(app.settings.data_dir))
-        _spawn(_catch_up(llm, store, records))
+    if catch_up and not deferred:
+        _spawn(_catch_up(llm, store, records, persona=persona_key(app)))
+    result.catch_up_at_end = deferred
+    result.persona = persona_key(app)
     return result
 
 
-async def _catch_up(llm: Any, store: Any, records: Any, data_dir: Any = None) -> None:
-    """Extract what conversations that ended without it (a killed bot) left pending."""
+async def _open_documents(app: Any, store: Any, ids: list[str], tags: list[str],
+                          result: ConversationKnowledge) -> None:
+    from knowledge.retrieval import Retriever
+
+    documents, problems = await asyncio.to_thread(store.scope, ids, tags)
+    result.problems = problems
+    for problem in problems:
+        logger.warning(f"Knowledge base: {problem}")
+    if documents:
+        strategy = app.conversation.document_retrieval_strategy if app.conversation else "balanced"
+        result.retriever = Retriever(store, documents, strategy)
+        if strategy != "speed":
+            from knowledge import embeddings
+
+            await asyncio.to_thread(embeddings.warm)
+        # The scope's vectors into the cache now, not on the first question.
+        await result.retriever.search("warm up")
+        logger.info(f"Knowledge base: {len(documents)} document(s), strategy {strategy}")
+    elif tags and not ids:
+        logger.warning(f"Knowledge base: no ready document has the tags {', '.join(tags)}")
+
+
+def persona_key(app: Any) -> str:
+    """Which persona a conversation had (where it was loaded from, and its name)."""
+    return f"{app.persona_source}:{app.persona.display_name}"
+
+
+async def _catch_up(llm: Any, store: Any, records: Any, data_dir: Any = None,
+                    persona: str = "") -> None:
+    """Extract what this persona's conversations that ended without it (a killed bot) left
+    pending."""
     try:
         if store is None:
             from knowledge.store import KnowledgeStore
 
             store = await asyncio.to_thread(KnowledgeStore.shared, data_dir)
-        pending = await asyncio.to_thread(mem.orphaned_jobs, store, set(_live_conversations))
+        pending = await asyncio.to_thread(mem.orphaned_jobs, store, set(_live_conversations),
+                                          persona)
         for conversation_id in pending:
             await mem.extract(llm, store, records, conversation_id)
     except Exception as exc:  # noqa: BLE001

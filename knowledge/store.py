@@ -7,9 +7,10 @@
   FTS5 table (porter stemming) for BM25, its rowid the chunk's id;
 - ``memories`` and ``memory_jobs``: see :mod:`knowledge.memories`.
 
-A (re)processed document's chunks are written under a new generation and the old ones
-deleted in the same transaction that marks it ready: a conversation searching meanwhile
-sees the old chunks or the new, never a mix or none.
+A (re)processed document's chunks are written in batches under a new generation, which one
+short transaction then makes the document's current one (marking it ready); searches read
+only a document's current generation, so a conversation searching meanwhile sees the old
+chunks or the new, never a mix or none; the old generation is deleted afterwards.
 
 Connections are per thread (WAL: readers never wait for the writer). This Python's
 sqlite3 cannot load extensions, so vectors are searched with numpy: the scoped documents'
@@ -26,7 +27,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id, generation, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, document_id UNINDEXED, tokenize='porter unicode61');
+    text, document_id UNINDEXED, generation UNINDEXED, tokenize='porter unicode61');
 CREATE TABLE IF NOT EXISTS memories (
     memory_id INTEGER PRIMARY KEY AUTOINCREMENT,
     tag TEXT NOT NULL,
@@ -84,7 +85,8 @@ CREATE TABLE IF NOT EXISTS memory_jobs (
     updated_at TEXT NOT NULL,
     host TEXT,
     pid INTEGER,
-    last_error TEXT
+    last_error TEXT,
+    persona TEXT
 );
 """
 
@@ -94,6 +96,7 @@ PUBLIC = ("document_id", "document_name", "document_url", "status", "progress", 
           "crawled_urls", "last_crawled_at", "crawl_count", "chunk_count", "file_format")
 BUSY = ("started", "processing", "recrawling")
 SEARCHABLE = ("ready", "recrawling")  # a recrawling document serves its old chunks meanwhile
+BATCH = 500  # chunks written per transaction (the records share this database)
 STRATEGIES = ("speed", "balanced", "quality")
 INTERRUPTED = "processing was interrupted (the process handling it ended); add it again or recrawl"
 _STOP = frozenset(["a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "do", "does", "did", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"])
@@ -124,8 +127,8 @@ def fts_query(text: str) -> str | None:
 class KnowledgeStore:
     """Documents, chunks, vectors and memories in ``data_dir/conversations.db``."""
 
-    _shared: dict[Path, KnowledgeStore] = {}
-    _shared_lock = threading.Lock()
+    _shared: ClassVar[dict[Path, KnowledgeStore]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, data_dir: str | Path):
         self.path = ensure_data_dir(data_dir) / DB_NAME
@@ -195,16 +198,38 @@ class KnowledgeStore:
         return out
 
     def get(self, document_id: str) -> dict[str, Any] | None:
-        """The Document object (a document left processing by a dead process is shown as
-        the error it is)."""
+        """The Document object (one left processing by a dead process shows as the error it
+        is; :func:`knowledge.documents.recover_documents` records that and sends its callback)."""
         row = self._row(document_id)
         if row is None:
             return None
-        if row["status"] in BUSY and not _process_alive(row.get("pid"), row.get("host")):
-            self.update_document(document_id, status="error", error_code="contact_support",
-                                 error_message=INTERRUPTED, progress=None)
-            row = self._row(document_id)
+        if self.abandoned(row):
+            row = {**row, "status": "error", "error_code": "contact_support",
+                   "error_message": INTERRUPTED, "progress": None}
         return self.public(row)
+
+    @staticmethod
+    def abandoned(row: dict[str, Any]) -> bool:
+        return row["status"] in BUSY and not _process_alive(row.get("pid"), row.get("host"))
+
+    def busy(self, document_id: str) -> bool:
+        """Being processed by a live process."""
+        row = self._row(document_id)
+        return bool(row) and row["status"] in BUSY and not self.abandoned(row)
+
+    def claim_if(self, document_id: str, status: str, allowed: tuple[str, ...], **fields: Any
+                 ) -> bool:
+        """Atomically: the document becomes ``status`` (this process's) if it is one of
+        ``allowed`` (or left busy by a dead process); whether it did."""
+        conn = self.conn()
+        with _transaction(conn):
+            row = self._row(document_id)
+            if row is None or not (row["status"] in allowed or self.abandoned(row)):
+                return False
+            self.update_document(document_id, status=status, progress=0,
+                                 host=socket.gethostname(), pid=os.getpid(), error_code=None,
+                                 error_message=None, **fields)
+            return True
 
     def list(self, *, limit: int = 20, page: int = 0, status: str | None = None,
              tags: list[str] | None = None, name_or_uuid: str | None = None,
@@ -230,11 +255,9 @@ class KnowledgeStore:
     def delete(self, document_id: str) -> bool:
         conn = self.conn()
         with _transaction(conn):
-            conn.execute("DELETE FROM chunks_fts WHERE rowid IN (SELECT chunk_id FROM chunks "
-                         "WHERE document_id = ?)", (document_id,))
-            conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
             gone = conn.execute("DELETE FROM documents WHERE document_id = ?",
                                 (document_id,)).rowcount
+        self._drop_generations(document_id, None, keep=-1)  # every generation, in batches
         _VECTORS.forget(self.path, document_id)
         return gone > 0
 
@@ -247,32 +270,76 @@ class KnowledgeStore:
 
     def replace_chunks(self, document_id: str, chunks: list[tuple[str, str]],
                        vectors: np.ndarray, **fields: Any) -> int:
-        """The document's chunks (``(text, source)``) and vectors become these, and its
-        row gets ``fields`` (status ready ...), in one transaction; the new generation."""
+        """The document's chunks (``(text, source)``) and vectors become these, and its row
+        gets ``fields`` (status ready ...); the new generation. A :class:`LookupError` if the
+        document was deleted meanwhile (what was written is removed)."""
         conn = self.conn()
+        row = conn.execute("SELECT generation FROM documents WHERE document_id = ?",
+                           (document_id,)).fetchone()
+        if row is None:
+            raise LookupError(document_id)
+        highest = conn.execute("SELECT max(generation) FROM chunks WHERE document_id = ?",
+                               (document_id,)).fetchone()[0]
+        generation = max(row[0], highest or 0) + 1  # above any a killed run left behind
+        items = list(zip(chunks, vectors, strict=True))
+        for start in range(0, len(items), BATCH):
+            with _transaction(conn):
+                for seq, ((text, source), vector) in enumerate(items[start:start + BATCH], start):
+                    cur = conn.execute(
+                        "INSERT INTO chunks (document_id, generation, seq, source, text, vector) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (document_id, generation, seq, source, text,
+                         np.asarray(vector, dtype=np.float32).tobytes()))
+                    conn.execute("INSERT INTO chunks_fts (rowid, text, document_id, generation) "
+                                 "VALUES (?, ?, ?, ?)", (cur.lastrowid, text, document_id, generation))
+        fields.update(generation=generation, chunk_count=len(chunks), updated_at=iso_now())
+        for key in ("crawled_urls",):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key])
+        sets = ", ".join(f"{k} = ?" for k in fields)
         with _transaction(conn):
-            generation = conn.execute("SELECT generation FROM documents WHERE document_id = ?",
-                                      (document_id,)).fetchone()[0] + 1
-            for seq, ((text, source), vector) in enumerate(zip(chunks, vectors, strict=True)):
-                cur = conn.execute(
-                    "INSERT INTO chunks (document_id, generation, seq, source, text, vector) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (document_id, generation, seq, source, text,
-                     np.asarray(vector, dtype=np.float32).tobytes()))
-                conn.execute("INSERT INTO chunks_fts (rowid, text, document_id) VALUES (?, ?, ?)",
-                             (cur.lastrowid, text, document_id))
-            old = "SELECT chunk_id FROM chunks WHERE document_id = ? AND generation < ?"
-            conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({old})", (document_id, generation))
-            conn.execute("DELETE FROM chunks WHERE document_id = ? AND generation < ?",
-                         (document_id, generation))
-            fields.update(generation=generation, chunk_count=len(chunks), updated_at=iso_now())
-            for key in ("crawled_urls",):
-                if key in fields and not isinstance(fields[key], str):
-                    fields[key] = json.dumps(fields[key])
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            conn.execute(f"UPDATE documents SET {sets} WHERE document_id = ?",
-                         [*fields.values(), document_id])
+            switched = conn.execute(f"UPDATE documents SET {sets} WHERE document_id = ?",
+                                    [*fields.values(), document_id]).rowcount
+        if not switched:  # deleted while it was processed: what was written goes too
+            self._drop_generations(document_id, generation)
+            raise LookupError(document_id)
+        self._drop_generations(document_id, None, keep=generation)
         return generation
+
+    def _drop_generations(self, document_id: str, only: int | None, keep: int | None = None
+                          ) -> None:
+        """Delete a document's chunks of generation ``only`` (or of every generation but
+        ``keep``), in batches."""
+        conn = self.conn()
+        where = "generation = ?" if only is not None else "generation != ?"
+        value = only if only is not None else keep
+        while True:
+            with _transaction(conn):
+                ids = [r[0] for r in conn.execute(
+                    f"SELECT chunk_id FROM chunks WHERE document_id = ? AND {where} LIMIT ?",
+                    (document_id, value, BATCH * 4))]
+                if not ids:
+                    return
+                marks = ", ".join("?" * len(ids))
+                conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({marks})", ids)
+                conn.execute(f"DELETE FROM chunks WHERE chunk_id IN ({marks})", ids)
+
+    def current(self, document_ids: list[str]) -> dict[str, dict]:
+        """The searchable rows of these documents now (a recrawl may have moved them on)."""
+        if not document_ids:
+            return {}
+        marks = ", ".join("?" * len(document_ids))
+        rows = self.conn().execute(
+            f"SELECT document_id, document_name, status, generation, tags FROM documents "
+            f"WHERE document_id IN ({marks})", document_ids).fetchall()
+        return {r["document_id"]: dict(r) for r in rows if self.searchable(dict(r))}
+
+    @staticmethod
+    def searchable(row: dict[str, Any]) -> bool:
+        """Ready or recrawling, or failed with an earlier generation (a failed recrawl keeps
+        serving what it had)."""
+        return row["status"] in SEARCHABLE or (row["status"] == "error"
+                                               and int(row.get("generation") or 0) > 0)
 
     # ------------------------------------------------------------------ scope and search
 
@@ -287,15 +354,18 @@ class KnowledgeStore:
             if row is None:
                 problems.append(f"document {document_id} is not in the local knowledge base "
                                 f"(add it: python -m knowledge add PATH_OR_URL)")
-            elif row["status"] not in SEARCHABLE:
+            elif not self.searchable(row):
                 problems.append(f"document {document_id} is {row['status']}, not ready: "
                                 "it is not searched")
             else:
+                if row["status"] == "error":
+                    problems.append(f"document {document_id}: its last recrawl failed "
+                                    f"({row['error_code']}); its previous content is searched")
                 chosen[document_id] = row
         wanted = set(tags)
         if wanted:
             for row in rows.values():
-                if set(json.loads(row["tags"] or "[]")) & wanted and row["status"] in SEARCHABLE:
+                if set(json.loads(row["tags"] or "[]")) & wanted and self.searchable(row):
                     chosen.setdefault(row["document_id"], row)
         return chosen, problems
 
@@ -303,12 +373,15 @@ class KnowledgeStore:
         expression = fts_query(query)
         if expression is None or not document_ids:
             return []
-        marks = ", ".join("?" * len(document_ids))
+        generations = self.current(document_ids)
+        if not generations:
+            return []
+        pairs = " OR ".join("(document_id = ? AND generation = ?)" for _ in generations)
+        args = [v for d, r in generations.items() for v in (d, r["generation"])]
         try:
             rows = self.conn().execute(
                 f"SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
-                f"AND document_id IN ({marks}) ORDER BY score LIMIT ?",
-                (expression, *document_ids, k)).fetchall()
+                f"AND ({pairs}) ORDER BY score LIMIT ?", (expression, *args, k)).fetchall()
         except sqlite3.OperationalError:
             return []
         return [(r[0], -float(r[1])) for r in rows]

@@ -36,6 +36,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from services.pipecat_seam import replace_system_addon
 
 BUDGET_SECS = 0.3
+MAX_QUERY_CHARS = 2000
 _WORD = re.compile(r"[a-z0-9]+")
 _COMMON = frozenset(["about", "after", "again", "also", "and", "any", "are", "back", "because", "been", "before", "being", "but", "can", "could", "did", "does", "doing", "done", "each", "even", "from", "have", "here", "how", "into", "just", "know", "like", "make", "many", "more", "most", "much", "only", "other", "over", "said", "same", "should", "some", "such", "than", "that", "their", "them", "then", "there", "these", "they", "this", "those", "very", "want", "what", "when", "where", "which", "while", "will", "with", "would", "your", "yours", "you", "the", "for", "not", "was", "were", "has", "had", "its", "our", "out", "one", "two", "yes", "sure", "okay", "well"])
 
@@ -61,61 +62,69 @@ class KnowledgeContext:
         self.max_chars = max_chars
         self.emit = emit
         self._addon: str | None = None
-        self._prefetch: tuple[str, asyncio.Task] | None = None
         self._heard: list[str] = []
+        self._wanted: str | None = None  # the newest query
+        self._runner: asyncio.Task | None = None
+        self._done_query: str | None = None  # the last query searched, and its passages
+        self._done_result: list[Any] = []
+        self._reports: set[asyncio.Task] = set()
         self.passages: list[Any] = []  # those in the instruction now
         self.skipped = 0  # turns whose search missed the budget
         self.searches: list[float] = []  # seconds each search took (newest 50)
 
     # ------------------------------------------------------------------ searching
+    #
+    # One search at a time per conversation, the latest query winning: a search cannot be
+    # stopped once its thread runs, so queries heard meanwhile replace each other and only
+    # the newest runs next (the pool is shared by every conversation of the process).
 
-    def _search(self, query: str) -> asyncio.Task:
-        async def timed():
+    def _want(self, query: str) -> asyncio.Task:
+        self._wanted = query
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run_latest())
+        return self._runner
+
+    async def _run_latest(self) -> None:
+        while self._wanted is not None and self._wanted != self._done_query:
+            query = self._wanted
             started = time.perf_counter()
-            result = await self.retriever.search(query)
+            try:
+                result = await self.retriever.search(query)
+            except Exception as exc:  # noqa: BLE001 - a failed search never stops a reply
+                logger.warning(f"Knowledge base: search failed ({type(exc).__name__}: {exc})")
+                result = []
             self.searches = [*self.searches[-49:], time.perf_counter() - started]
-            return result
-
-        return asyncio.get_running_loop().create_task(timed())
+            self._done_query, self._done_result = query, result
 
     def heard(self, text: str) -> None:
         """A final transcript of the user's: search for the turn so far."""
         if self.retriever is None or not text.strip():
             return
         self._heard.append(text.strip())
-        query = " ".join(self._heard)
-        if self._prefetch is not None:
-            self._prefetch[1].cancel()
-        self._prefetch = (query, self._search(query))
+        query = " ".join(self._heard)[-MAX_QUERY_CHARS:]
+        if len(self._heard) > 20:  # a turn never answered (a wake phrase gate): bounded
+            self._heard = self._heard[-20:]
+        self._want(query)
 
     async def passages_for(self, user_text: str) -> list[Any] | None:
         """The passages for this turn; None when the search missed the budget."""
-        prefetch, self._prefetch = self._prefetch, None
         self._heard = []
         if self.retriever is None or not user_text.strip():
-            if prefetch is not None:
-                prefetch[1].cancel()
             return []
-        if prefetch is not None and _norm(prefetch[0]) == _norm(user_text):
-            task = prefetch[1]
-        else:
-            if prefetch is not None:
-                prefetch[1].cancel()
-            task = self._search(user_text)
+        query = user_text[-MAX_QUERY_CHARS:]
+        if self._done_query is not None and _norm(self._done_query) == _norm(query):
+            return self._done_result
+        runner = self._want(query) if _norm(self._wanted or "") != _norm(query) else self._runner
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.budget_secs)
+            await asyncio.wait_for(asyncio.shield(runner), self.budget_secs)
         except TimeoutError:
-            task.cancel()
-            self.skipped += 1
-            logger.warning(f"Knowledge base: the search missed its {self.budget_secs:g}s budget; "
-                           "this turn is answered without passages")
-            return None
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failed search never stops a reply
-            logger.warning(f"Knowledge base: search failed ({type(exc).__name__}: {exc})")
-            return None
+            pass
+        if self._done_query is not None and _norm(self._done_query) == _norm(query):
+            return self._done_result
+        self.skipped += 1
+        logger.warning(f"Knowledge base: the search missed its {self.budget_secs:g}s budget; "
+                       "this turn is answered without passages")
+        return None
 
     # ------------------------------------------------------------------ the instruction
 
@@ -146,13 +155,19 @@ class KnowledgeContext:
             replace_system_addon(self.llm, self._addon, new)
             self._addon = new
 
-    async def reply_done(self, reply: str) -> None:
-        """The reply to this turn is in: name the documents it drew on."""
+    def reply_done(self, reply: str) -> None:
+        """The reply to this turn is in: name the documents it drew on (the passages it was
+        given, taken now, before the next turn replaces them)."""
         if not self.passages or self.emit is None:
             return
+        task = asyncio.get_running_loop().create_task(self._report(reply, list(self.passages)))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(self, reply: str, passages: list[Any]) -> None:
         said = _content_words(reply)
         used: dict[str, str] = {}
-        for passage in self.passages:
+        for passage in passages:
             shared = said & _content_words(passage.text)
             if len(shared) >= 2 or (shared and len(said) <= 3):
                 used.setdefault(passage.document_id, passage.document_name)

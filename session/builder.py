@@ -23,7 +23,6 @@ recorded from the aggregators' events. The greeting is queued by
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +311,7 @@ def build_pipeline(
     if not echo and knowledge is not None and knowledge.active and services.llm is not None:
         kb = _knowledge_context(knowledge, services, settings, interactions, callbacks,
                                 conversation_id)
-        transcript.add_listener(lambda entry: asyncio.ensure_future(kb.reply_done(entry.content))
+        transcript.add_listener(lambda entry: kb.reply_done(entry.content)
                                 if entry.role == "assistant" else None)
     processors = [
         transport.input() if voice else None,

@@ -195,16 +195,17 @@ class ConversationSession:
         if self._replace_services is not None:
             self._replace_services(self.services)
         await self.services.ready()
-        from knowledge.session import open_for_conversation
-
-        self.knowledge = await open_for_conversation(
-            app, self.conversation_id, llm=self.services.llm, records=self.lifecycle.store,
-            recall_secs=app.settings.memory_recall_secs)
         if self.renderer.mode != "none":
             await self._open_replica()
         tavus_id = self.tavus.conversation_id if self.tavus else None
         self.lifecycle.open(tavus_id if self.renderer.mode == "transport" else None,
                             tavus_conversation_id=tavus_id, system_prompt=self.system_prompt)
+        # After open: with --renderer transport the conversation goes by the Tavus room's id.
+        from knowledge.session import open_for_conversation
+
+        self.knowledge = await open_for_conversation(
+            app, self.conversation_id, llm=self.services.llm, records=self.lifecycle.store,
+            recall_secs=app.settings.memory_recall_secs)
 
     async def _open_replica(self) -> None:
         """Create the replica's Tavus conversation; it is ended however the session ends."""

@@ -349,6 +349,7 @@ def test_every_outbound_event_type_has_one_model():
         "conversation.local_tool_call", "system.replica_joined", "system.replica_present",
         "conversation.objective.activated", "conversation.objective.pending",
         "conversation.objective.completed", "conversation.guardrail_triggered",
+        "conversation.rag.observability",
     ])
     assert len(EVENT_MODELS) == len(OUTBOUND_EVENTS)
 

@@ -221,7 +221,8 @@ class Site:
             return web.Response(text=self.robots) if self.robots else web.Response(status=404)
         if path == "/":
             return self.page("Home", f"Welcome to the Zephyr help site, version {self.version}.",
-                             ["/a", "/b", "/private", "https://elsewhere.example/x", "/leak"])
+                             ["/a", "/b", "/private", "https://elsewhere.example/x", "/leak",
+                              "/away", "/sneak"])
         if path == "/a":
             return self.page("Warranty", FACT + ".", ["/c"])
         if path == "/b":
@@ -241,6 +242,10 @@ class Site:
             for _ in range(50):
                 await response.write(b"y " * 100)
             return response
+        if path == "/away":
+            raise web.HTTPFound("https://elsewhere.example/page")
+        if path == "/sneak":
+            raise web.HTTPFound("/private")
         if path == "/hop":
             raise web.HTTPFound("/a")
         return web.Response(status=404)
@@ -300,7 +305,9 @@ async def test_private_addresses_are_refused_directly_and_through_redirects(stor
         leak = await ingest(store, {"document_url": site.url + "leak"}, site.policy)
         assert leak["error_code"] == "invalid_file_url" and "127.0.0.2" in leak["error_message"]
         for url in ("http://169.254.169.254/latest/meta-data/", "http://[::1]:80/", "http://10.0.0.8/",
-                    "http://0.0.0.0/"):
+                    "http://0.0.0.0/", "http://100.100.100.200/latest/meta-data/",
+                    "http://[2002:7f00:1::1]/", "http://[::ffff:127.0.0.1]/",
+                    "http://[64:ff9b::7f00:1]/", "http://2130706433/"):
             failed = await ingest(store, {"document_url": url}, site.policy)
             assert failed["error_code"] == "invalid_file_url", (url, failed)
         with pytest.raises(docs.DocumentError, match="ftp:// URLs are not fetched"):
@@ -463,3 +470,103 @@ async def test_doc_files_go_through_antiword(store, tmp_path, monkeypatch):
     broken = await ingest(store, {"document_url": str(path)})
     assert broken["error_code"] == "file_format_unsupported"
     assert "I am not a Word document" in broken["error_message"]
+
+
+
+async def test_a_crawl_never_follows_redirects_off_the_site_or_into_disallowed_pages(store):
+    async with Site() as site:
+        document = await ingest(store, {"document_url": site.url,
+                                        "crawl": {"depth": 1, "max_pages": 20}}, site.policy)
+        assert document["status"] == "ready"
+        assert "/private" not in site.hits  # /sneak redirects there: robots.txt checked again
+        crawled = {u.replace(site.url, "/") for u in document["crawled_urls"]}
+        assert crawled == {"/", "/a", "/b"}
+
+
+@pytest.mark.parametrize("bomb", ["zip", "image"])
+async def test_bombs_are_refused_before_they_are_unpacked(store, tmp_path, monkeypatch, bomb):
+    if bomb == "zip":
+        path = tmp_path / "bomb.docx"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("word/document.xml", "<w/>")
+            archive.writestr("word/padding.xml", b"\0" * (3 * 1024 * 1024))  # 3 MB -> ~3 KB
+    else:
+        monkeypatch.setattr("knowledge.parsers.MAX_IMAGE_PIXELS", 10_000)
+        path = make_file(tmp_path, "png")  # 1100 x 160
+    document = await ingest(store, {"document_url": str(path)})
+    assert (document["status"], document["error_code"]) == ("error", "file_size_too_large"), document
+
+
+async def test_a_conversation_searching_during_a_recrawl_moves_to_the_new_content(store):
+    async with Site() as site:
+        document = await ingest(store, {"document_url": site.url,
+                                        "crawl": {"depth": 1, "max_pages": 5}}, site.policy)
+        document_id = document["document_id"]
+        scope, _ = store.scope([document_id], [])
+        retrievers = {s: Retriever(store, scope, s) for s in ("speed", "balanced", "quality")}
+        for retriever in retrievers.values():  # vectors cached for generation 1
+            assert "version 1" in " ".join(p.text for p in retriever.search_now(
+                "Zephyr help site version"))
+        site.version = 2
+        docs.start_recrawl(store, document_id, now=__import__("time").time() + 3601)
+        await docs.process(store, document_id, policy=site.policy, notify=lambda d: None)
+        for name, retriever in retrievers.items():  # the same conversation's retrievers
+            found = retriever.search_now("Zephyr help site version")
+            assert found and "version 2" in " ".join(p.text for p in found), name
+
+
+async def test_a_failed_recrawl_keeps_serving_the_old_content_and_counts_for_the_cooldown(store):
+    import time as clock
+
+    async with Site() as site:
+        document = await ingest(store, {"document_url": site.url,
+                                        "crawl": {"depth": 1, "max_pages": 5}}, site.policy)
+        document_id = document["document_id"]
+        later = clock.time() + 3601
+        docs.start_recrawl(store, document_id, now=later)
+    # the site is gone now
+    failed = await docs.process(store, document_id, policy=site.policy, notify=lambda d: None)
+    assert failed["status"] == "error" and failed["error_code"] == "invalid_file_url"
+    scope, problems = store.scope([document_id], [])
+    assert list(scope) == [document_id] and "last recrawl failed" in problems[0]
+    assert Retriever(store, scope, "speed").search_now("warranty")
+    with pytest.raises(docs.DocumentError, match="cooldown"):
+        docs.start_recrawl(store, document_id, now=clock.time() + 60)  # it just failed
+
+
+async def test_busy_documents_cannot_be_deleted_or_processed_twice(store, tmp_path):
+    document = docs.create_document(store, {"document_url": str(make_file(tmp_path, "txt"))})
+    assert store.claim_if(document["document_id"], "processing", ("started",))
+    with pytest.raises(docs.DocumentError, match="being processed"):
+        docs.delete_document(store, document["document_id"])
+    with pytest.raises(docs.DocumentError, match="only a new document is processed"):
+        await docs.process(store, document["document_id"], policy=AddressPolicy(),
+                           notify=lambda d: None)
+
+
+async def test_a_document_deleted_while_it_is_processed_leaves_nothing(store, tmp_path,
+                                                                      monkeypatch):
+    document = docs.create_document(store, {"document_url": str(make_file(tmp_path, "md"))})
+    real = store.replace_chunks
+
+    def delete_first(document_id, *args, **kwargs):
+        store.conn().execute("DELETE FROM documents WHERE document_id = ?", (document_id,))
+        return real(document_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "replace_chunks", delete_first)
+    sent = []
+    result = await docs.process(store, document["document_id"], policy=AddressPolicy(),
+                                notify=sent.append)
+    assert result["status"] == "deleted"
+    assert store.conn().execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+    assert store.conn().execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 0
+    assert [d["status"] for d in sent] == ["processing"]
+
+
+def test_a_killed_commands_document_becomes_an_error_with_its_callback(store, tmp_path):
+    document = docs.create_document(store, {"document_url": str(make_file(tmp_path, "txt"))})
+    store.update_document(document["document_id"], status="processing", pid=999_999_999)
+    sent = []
+    assert docs.recover_documents(store, sent.append) == [document["document_id"]]
+    assert [(d["status"], d["error_code"]) for d in sent] == [("error", "contact_support")]
+    assert docs.recover_documents(store, sent.append) == []  # once

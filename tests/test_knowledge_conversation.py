@@ -211,7 +211,11 @@ def test_memories_are_listed_deleted_and_a_user_forgotten(tmp_path, monkeypatch,
     mem.open_job(store, "c4", ["anna-p1"])
     assert kb_main(["memories", "list", "anna-p1"]) == 0
     assert "likes tea" in capsys.readouterr().out
-    assert kb_main(["memories", "forget", "anna"]) == 0
+    assert kb_main(["memories", "forget", "anna"]) == 0  # without --yes: shows, keeps
+    shown = capsys.readouterr().out
+    assert "anna-p1: 1" in shown and "anna_p2: 1" in shown and "--yes" in shown
+    assert mem.list_memories(store, "anna-p1")
+    assert kb_main(["memories", "forget", "anna", "--yes"]) == 0
     assert "anna-p1, anna_p2" in capsys.readouterr().out
     assert mem.list_memories(store, "anna-p1") == [] and mem.list_memories(store, "anna_p2") == []
     assert mem.list_memories(store, "annabel")  # another user whose name starts the same
@@ -219,3 +223,24 @@ def test_memories_are_listed_deleted_and_a_user_forgotten(tmp_path, monkeypatch,
     assert kb_main(["memories", "delete", "bob"]) == 0
     assert mem.list_memories(store, "bob") == []
     assert mem.recall_now(store, ["bob", "anna-p1"]) == []
+
+
+def test_an_extraction_finishing_after_its_tag_was_deleted_adds_nothing(tmp_path):
+    store = KnowledgeStore(tmp_path / "data")
+    mem.open_job(store, "c9", ["dora"])
+    assert mem.claim_job(store, "c9") == ["dora"]  # extraction under way ...
+    mem.delete_memories(store, "dora")  # ... when the user asks to be forgotten
+    assert mem.add_facts(store, ["dora"], ["The user is Dora."], "c9") == 0
+    mem.finish_job(store, "c9")
+    assert mem.list_memories(store, "dora") == []
+
+
+def test_pending_jobs_are_extracted_only_by_their_own_persona(tmp_path):
+    from conversation.records import ConversationStore
+
+    ConversationStore(tmp_path / "data").close()
+    store = KnowledgeStore(tmp_path / "data")
+    mem.open_job(store, "c1", ["t"], persona="personas/a.json:A")
+    store.conn().execute("UPDATE memory_jobs SET pid = 999999999")
+    assert mem.orphaned_jobs(store, set(), "personas/b.json:B") == []
+    assert mem.orphaned_jobs(store, set(), "personas/a.json:A") == ["c1"]

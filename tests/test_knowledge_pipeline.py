@@ -71,9 +71,12 @@ async def test_the_rag_event_names_documents_the_reply_drew_on():
 
     kb = KnowledgeContext(CountingRetriever(), None, llm=llm(), emit=emit)
     kb.apply(await kb.passages_for("warranty"))
-    await kb.reply_done("Sure, I can help with that.")
+    kb.reply_done("Sure, I can help with that.")
+    await asyncio.sleep(0.01)
     assert sent == []
-    await kb.reply_done("The warranty lasts thirty seven months.")
+    kb.reply_done("The warranty lasts thirty seven months.")
+    kb.apply([])  # the next turn replaces the passages before the report runs
+    await asyncio.sleep(0.01)
     assert sent == [("conversation.rag.observability",
                      {"document_ids": ["d1"], "document_names": ["Manual"]})]
 

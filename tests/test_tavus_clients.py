@@ -134,9 +134,19 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
 
     wav = write_question_wav(tmp_path / "q.wav", "What is the capital of France?",
                              lead_secs=1.0, tail_secs=0.5)
+    manual = tmp_path / "manual.md"  # a document, for conversation.rag.observability
+    manual.write_text("The Zephyr blender carries a warranty of thirty seven months.")
+    from knowledge.documents import create_document, process
+    from knowledge.fetch import AddressPolicy
+    from knowledge.store import KnowledgeStore
+
+    store = KnowledgeStore(tmp_path / "data")
+    document = create_document(store, {"document_url": str(manual)})
+    await process(store, document["document_id"], policy=AddressPolicy(), notify=lambda d: None)
     h = await harness.start(
         answers=["Paris."], audio_in=wav,
-        persona={"persona_name": "Ava", "system_prompt": "You are Ava.", "layers": {
+        persona={"persona_name": "Ava", "system_prompt": "You are Ava.",
+                 "document_ids": [document["document_id"]], "layers": {
             "llm": {"tools": [TIME_TOOL, CURES_TOOL]},
             "conversational_flow": {"wake_phrase": "capital"}}},
         conversation={"properties": {"enable_closed_captions": True}},
@@ -181,6 +191,11 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
                                             "output": "Rest and fluids.", "status": "success"})
     await spoken(h, stops)
 
+    stops = replica_stops(h)
+    script(h, "The warranty lasts thirty seven months.")
+    await send("conversation.respond", {"text": "How long is the blender's warranty?"})
+    await h.wait_for("conversation.rag.observability")
+    await spoken(h, stops)
     stops = replica_stops(h)
     await send("conversation.echo", {"modality": "text", "text": "Echo this sentence."})
     await spoken(h, stops)
