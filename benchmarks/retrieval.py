@@ -49,6 +49,8 @@ async def ingest_corpus(data_dir: Path) -> list[str]:
     from knowledge.store import KnowledgeStore
 
     store = KnowledgeStore(data_dir)
+    for old in store.list(limit=1000, tags=["corpus"])["data"]:  # an earlier run's copy
+        store.delete(old["document_id"])
     ids = []
     for path in sorted((HERE / "corpus").glob("*.txt")):
         document = docs.create_document(store, {"document_url": str(path), "tags": ["corpus"]})

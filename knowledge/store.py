@@ -101,6 +101,7 @@ STRATEGIES = ("speed", "balanced", "quality")
 INTERRUPTED = "processing was interrupted (the process handling it ended); add it again or recrawl"
 _STOP = frozenset(["a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "do", "does", "did", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"])
 _WORD = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 8  # the longest (usually rarest) content words: BM25 over 100k chunks stays fast
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class Passage:
 def fts_query(text: str) -> str | None:
     """An FTS5 MATCH expression for free text: its content words, quoted, OR'd."""
     words = [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
-    words = list(dict.fromkeys(words))[:24]
+    words = sorted(dict.fromkeys(words), key=len, reverse=True)[:MAX_TERMS]  # rarer first
     if not words:
         return None
     return " OR ".join(f'"{w}"' for w in words)
@@ -133,7 +134,23 @@ class KnowledgeStore:
     def __init__(self, data_dir: str | Path):
         self.path = ensure_data_dir(data_dir) / DB_NAME
         self._local = threading.local()
-        self.conn().executescript(SCHEMA)
+        conn = self.conn()
+        conn.executescript(SCHEMA)
+        jobs = {r[1] for r in conn.execute("PRAGMA table_info(memory_jobs)")}
+        if "persona" not in jobs:  # a database from before jobs named their persona
+            try:
+                conn.execute("ALTER TABLE memory_jobs ADD COLUMN persona TEXT")
+            except sqlite3.OperationalError as exc:  # another process added it just now
+                if "duplicate column" not in str(exc):
+                    raise
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(chunks_fts)")}
+        if "generation" not in columns:  # an index from before generations: rebuilt once
+            with _transaction(conn):
+                conn.execute("DROP TABLE chunks_fts")
+                conn.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(text, document_id "
+                             "UNINDEXED, generation UNINDEXED, tokenize='porter unicode61')")
+                conn.execute("INSERT INTO chunks_fts (rowid, text, document_id, generation) "
+                             "SELECT chunk_id, text, document_id, generation FROM chunks")
 
     @classmethod
     def shared(cls, data_dir: str | Path) -> KnowledgeStore:
@@ -376,14 +393,15 @@ class KnowledgeStore:
         generations = self.current(document_ids)
         if not generations:
             return []
-        pairs = " OR ".join("(document_id = ? AND generation = ?)" for _ in generations)
-        args = [v for d, r in generations.items() for v in (d, r["generation"])]
-        try:
+        marks = ", ".join("?" * len(generations))
+        try:  # FTS5's own rank (BM25) sorts faster than bm25(); other generations filtered after
             rows = self.conn().execute(
-                f"SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
-                f"AND ({pairs}) ORDER BY score LIMIT ?", (expression, *args, k)).fetchall()
+                f"SELECT rowid, rank, document_id, generation FROM chunks_fts WHERE chunks_fts "
+                f"MATCH ? AND document_id IN ({marks}) ORDER BY rank LIMIT ?",
+                (expression, *generations, k * 2 + 10)).fetchall()
         except sqlite3.OperationalError:
             return []
+        rows = [r for r in rows if generations[r[2]]["generation"] == r[3]][:k]
         return [(r[0], -float(r[1])) for r in rows]
 
     def dense(self, vector: np.ndarray, documents: dict[str, dict], k: int

@@ -570,3 +570,30 @@ def test_a_killed_commands_document_becomes_an_error_with_its_callback(store, tm
     assert docs.recover_documents(store, sent.append) == [document["document_id"]]
     assert [(d["status"], d["error_code"]) for d in sent] == [("error", "contact_support")]
     assert docs.recover_documents(store, sent.append) == []  # once
+
+
+def test_an_index_from_before_generations_is_rebuilt_on_open(tmp_path):
+    import sqlite3
+
+    (tmp_path / "old").mkdir()
+    conn = sqlite3.connect(tmp_path / "old" / "conversations.db")
+    conn.executescript(
+        "CREATE TABLE chunks (chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, document_id TEXT NOT "
+        "NULL, generation INTEGER NOT NULL, seq INTEGER NOT NULL, source TEXT, text TEXT NOT "
+        "NULL, vector BLOB);"
+        "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, document_id UNINDEXED);"
+        "CREATE TABLE memory_jobs (conversation_id TEXT PRIMARY KEY, tags TEXT NOT NULL, status "
+        "TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL, host TEXT, pid INTEGER, last_error TEXT);"
+        "INSERT INTO chunks (document_id, generation, seq, text) VALUES ('d1', 1, 0, 'warranty');"
+        "INSERT INTO chunks_fts (rowid, text, document_id) VALUES (1, 'warranty', 'd1');")
+    conn.commit()
+    conn.close()
+    store = KnowledgeStore(tmp_path / "old")
+    rows = store.conn().execute("SELECT rowid, generation FROM chunks_fts WHERE chunks_fts "
+                                "MATCH 'warranty'").fetchall()
+    assert [tuple(r) for r in rows] == [(1, 1)]
+    from knowledge import memories as mem
+
+    mem.open_job(store, "c1", ["t"], persona="p")  # the added persona column
+    KnowledgeStore(tmp_path / "old")  # opening again changes nothing
