@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--document", action="append", default=[], help="a document_id in scope")
     search.add_argument("--tag", action="append", default=[], help="a document tag in scope")
     search.add_argument("--strategy", choices=["speed", "balanced", "quality"], default="balanced")
-    search.add_argument("-k", type=int, default=3)
+    search.add_argument("-k", type=int, default=3, choices=range(1, 21), metavar="1-20")
     memories = sub.add_parser("memories", help="list or delete memories (privacy)")
     msub = memories.add_subparsers(dest="memories_command", required=True)
     mlist = msub.add_parser("list", help="the memories of one memory_stores tag")
@@ -98,10 +98,10 @@ def _crawl(args: argparse.Namespace) -> dict[str, int] | None:
 def _table(documents: list[dict[str, Any]]) -> str:
     if not documents:
         return "No documents. Add one: python -m knowledge add PATH_OR_URL"
-    lines = [f"{'document_id':<15} {'status':<11} {'chunks':>6}  {'tags':<20} name"]
+    lines = [f"{'document_id':<15} {'status':<15} {'chunks':>6}  {'tags':<20} name"]
     for d in documents:
         status = d["status"] + (f" {d['progress']}%" if d["status"] == "processing" else "")
-        lines.append(f"{d['document_id']:<15} {status:<11} {d.get('chunk_count') or 0:>6}  "
+        lines.append(f"{d['document_id']:<15} {status:<15} {d.get('chunk_count') or 0:>6}  "
                      f"{','.join(d['tags'])[:20]:<20} {d['document_name']}")
         if d["status"] == "error":
             lines.append(f"{'':<15} {d.get('error_code')}: {d.get('error_message')}")
@@ -132,7 +132,7 @@ async def _process(store, settings, document_id: str, quiet: bool) -> dict[str, 
         last = {"status": None}
 
         def listener(status: str, percent: int, what: str) -> None:
-            if status != last["status"]:
+            if status != last["status"] and status != "error":  # the last line says why
                 last["status"] = status
                 print(f"{document_id}: {status}", file=sys.stderr)
 
@@ -193,13 +193,14 @@ def run(argv: list[str]) -> int:
     if args.command == "list":
         listing = store.list(limit=args.limit, page=args.page, status=args.status,
                              tags=args.tag or None)
+        listing["data"] = [docs.shown(d) for d in listing["data"]]
         print(json.dumps(listing, indent=2) if args.json else _table(listing["data"]))
         return 0
     if args.command == "show":
         document = store.get(args.document_id)
         if document is None:
             raise docs.DocumentError(f"no document {args.document_id} (python -m knowledge list)")
-        print(json.dumps(document, indent=2))
+        print(json.dumps(docs.shown(document), indent=2))
         return 0
     if args.command == "patch":
         body = {}
@@ -207,7 +208,7 @@ def run(argv: list[str]) -> int:
             body["document_name"] = args.name
         if args.tags is not None:
             body["tags"] = [t.strip() for t in args.tags.split(",") if t.strip()]
-        print(json.dumps(docs.patch_document(store, args.document_id, body), indent=2))
+        print(json.dumps(docs.shown(docs.patch_document(store, args.document_id, body)), indent=2))
         return 0
     if args.command == "delete":
         docs.delete_document(store, args.document_id)
@@ -232,7 +233,7 @@ def run(argv: list[str]) -> int:
             return 0
         tags = mem.user_tags(store, args.user)
         if not tags:
-            print(f"No memories under {args.user!r} or {args.user}-*, _*, :*")
+            print(f"No memories under {args.user}, {args.user}-*, {args.user}_* or {args.user}:*")
             return 0
         if not args.yes:
             counts = {t: len(mem.list_memories(store, t)) for t in tags}
@@ -271,16 +272,25 @@ def _search(store, args) -> int:
 
 def _finish(document: dict[str, Any], as_json: bool) -> int:
     if as_json:
-        print(json.dumps(document, indent=2))
+        print(json.dumps(docs_shown(document), indent=2))
     elif document["status"] == "ready":
+        chunks = document["chunk_count"]
         print(f"{document['document_id']} ready: {document['document_name']}, "
-              f"{document['chunk_count']} chunks"
+              f"{chunks} chunk{'' if chunks == 1 else 's'}"
               + (f" from {len(document['crawled_urls'] or [])} page(s)"
                  if document.get("crawl_config") else ""))
+    elif document["status"] == "deleted":
+        print(f"{document['document_id']} was deleted while it was processed", file=sys.stderr)
     else:
         print(f"{document['document_id']} error: {document.get('error_code')}: "
               f"{document.get('error_message')}", file=sys.stderr)
     return 0 if document["status"] == "ready" else EXIT_FAILED
+
+
+def docs_shown(document: dict[str, Any]) -> dict[str, Any]:
+    from knowledge.documents import shown
+
+    return shown(document)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,5 +299,5 @@ def main(argv: list[str] | None = None) -> int:
 
     load_env()
     argv = sys.argv[1:] if argv is None else argv
-    setup_logging(os.environ.get("LOG_LEVEL") or "WARNING")
+    setup_logging(os.environ.get("LOG_LEVEL") or "ERROR")  # its own lines say what happened
     return run_command(run, argv)

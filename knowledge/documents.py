@@ -59,7 +59,7 @@ class DocumentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     document_url: str = Field(min_length=1, max_length=4096)
-    document_name: str | None = Field(default=None, max_length=256)
+    document_name: str | None = Field(default=None, min_length=1, max_length=256)
     callback_url: str | None = Field(default=None, max_length=2048)
     tags: list[str] = Field(default_factory=list, max_length=50)
     crawl: CrawlConfig | None = None
@@ -85,13 +85,27 @@ class DocumentCreate(BaseModel):
 
 class DocumentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    document_name: str | None = Field(default=None, max_length=256)
+    document_name: str | None = Field(default=None, min_length=1, max_length=256)
     tags: list[str] | None = Field(default=None, max_length=50)
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str] | None) -> list[str] | None:
         return None if tags is None else DocumentCreate._tags(tags)
+
+
+def shown(document: dict[str, Any]) -> dict[str, Any]:
+    """The Document object as printed: credentials in its URLs hidden (a signed URL's
+    token, ``user:password@``), as in callbacks and logs."""
+    from config.redact import redact_url
+
+    out = dict(document)
+    for key in ("document_url", "callback_url"):
+        if out.get(key) and "://" in out[key]:
+            out[key] = redact_url(out[key])
+    if out.get("crawled_urls"):
+        out["crawled_urls"] = [redact_url(u) for u in out["crawled_urls"]]
+    return out
 
 
 def validate(model: type[BaseModel], body: Any, source: str) -> Any:
@@ -166,15 +180,17 @@ def start_recrawl(store: KnowledgeStore, document_id: str, body: Any = None,
     override = None
     if body and body.get("crawl") is not None:
         override = validate(CrawlConfig, body["crawl"], "crawl").model_dump()
+    if local_path(document["document_url"]) is not None:
+        raise DocumentError(f"document {document_id} is a file, not a website: add the file "
+                            "again instead", 400)
     if document["status"] not in ("ready", "error"):
         raise DocumentError(f"document {document_id} is {document['status']}: only a ready or "
                             "failed document can be recrawled", 409)
     config = override or document["crawl_config"]
     if not config:
         raise DocumentError(f"document {document_id} was not created with a crawl "
-                            "configuration; give one (crawl: {depth, max_pages})", 400)
-    if local_path(document["document_url"]) is not None:
-        raise DocumentError(f"document {document_id} is a file, not a website", 400)
+                            "configuration; give one (--crawl-depth N --max-pages N; over HTTP "
+                            "crawl: {depth, max_pages})", 400)
     last = document.get("last_crawled_at")
     if last:
         since = (now or time.time()) - datetime.fromisoformat(last).timestamp()
@@ -226,8 +242,9 @@ async def _read_source(document: dict[str, Any], fetcher: Fetcher, progress: Pro
     if path is not None:
         fmt = format_of(path.name)
         if fmt is None:
-            raise ParseError("file_format_unsupported", f"{path.name}: .{path.suffix.lstrip('.')} "
-                             f"files are not supported ({', '.join(FORMATS)})")
+            kind = f".{path.suffix.lstrip('.')} files are" if path.suffix else "a file without an extension is"
+            raise ParseError("file_format_unsupported", f"{path.name}: {kind} not supported "
+                             f"(the formats: {', '.join(FORMATS)})")
         try:
             size = path.stat().st_size
         except OSError as exc:
@@ -338,7 +355,7 @@ async def process(store: KnowledgeStore, document_id: str, *, policy: AddressPol
         _failed(progress, "contact_support", "processing was cancelled", document)
         raise
     except Exception as exc:  # noqa: BLE001 - a bug or a library failure: on record, one line
-        logger.exception(f"Document {document_id}: {code}")
+        logger.opt(exception=True).debug(f"Document {document_id}: {code}")  # LOG_LEVEL=DEBUG
         return _failed(progress, code, f"{type(exc).__name__}: {str(exc)[:200]}", document)
 
 

@@ -90,8 +90,9 @@ class _GuardedResolver(ThreadedResolver):
         results = await super().resolve(host, port, family)
         for result in results:
             if not self.policy.permits(host, port, result["host"]):
-                raise FetchError("invalid_file_url", f"{host} resolves to a private address "
-                                 f"({result['host']}); it is not fetched")
+                raise FetchError("invalid_file_url", f"{host} resolves to a non-public address "
+                                 f"({result['host']}: private, loopback, link-local or "
+                                 "reserved); it is not fetched")
         return results
 
 
@@ -113,8 +114,8 @@ def check_url(url: str, policy: AddressPolicy) -> str:
     except ValueError:
         literal = False
     if literal and not policy.permits(parts.hostname, port, parts.hostname):
-        raise FetchError("invalid_file_url",
-                         f"{parts.hostname} is a private address; it is not fetched")
+        raise FetchError("invalid_file_url", f"{parts.hostname} is not a public address "
+                         "(private, loopback, link-local or reserved); it is not fetched")
     return url
 
 

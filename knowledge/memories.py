@@ -188,13 +188,12 @@ def delete_memories(store: KnowledgeStore, tag: str, memory_id: int | None = Non
 
 def user_tags(store: KnowledgeStore, user: str) -> list[str]:
     """The tags that may belong to ``user``: the tag itself, or ``user`` then ``-``/``_``/``:``
-    then the rest (Tavus's advice: ``anna-p123``, ``anna_p456``), case-insensitive. Another
+    then the rest (Tavus's advice: ``anna-p123``, ``anna_p456``); tags are case-sensitive. Another
     user's tag can match too (``anna-maria``): the command line shows them and deletes only
     with ``--yes``."""
-    user = user.strip().lower()
+    user = user.strip()
     tags = [r[0] for r in store.conn().execute("SELECT DISTINCT tag FROM memories")]
-    return [t for t in tags if t.lower() == user or
-            any(t.lower().startswith(user + sep) for sep in "-_:")]
+    return [t for t in tags if t == user or any(t.startswith(user + sep) for sep in "-_:")]
 
 
 def forget_user(store: KnowledgeStore, user: str, tags: list[str] | None = None

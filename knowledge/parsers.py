@@ -105,7 +105,7 @@ def sniff(data: bytes) -> str:
 
 
 _EXPECTED = {"pdf": {"pdf"}, "docx": {"zip"}, "pptx": {"zip"}, "xlsx": {"zip"}, "doc": {"ole"},
-             "png": {"png"}, "jpg": {"jpg"}, "html": {"html", "text"},
+             "png": {"png", "jpg"}, "jpg": {"jpg", "png"}, "html": {"html", "text"},
              "txt": {"text", "html"}, "md": {"text", "html"}, "csv": {"text"}}
 _LOOKS = {"pdf": "a PDF", "zip": "a ZIP archive", "ole": "a legacy Office file", "png": "a PNG image",
           "jpg": "a JPEG image", "html": "HTML", "text": "text", "binary": "binary data"}

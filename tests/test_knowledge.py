@@ -299,7 +299,7 @@ async def test_private_addresses_are_refused_directly_and_through_redirects(stor
     async with Site() as site:
         refused = await ingest(store, {"document_url": site.url})  # no allowance for loopback
         assert (refused["status"], refused["error_code"]) == ("error", "invalid_file_url")
-        assert "private address" in refused["error_message"]
+        assert "not a public address" in refused["error_message"]
         named = await ingest(store, {"document_url": f"http://localhost:{site.port}/a"})
         assert named["error_code"] == "invalid_file_url" and "private" in named["error_message"]
         leak = await ingest(store, {"document_url": site.url + "leak"}, site.policy)
@@ -371,8 +371,11 @@ async def test_recrawl_preconditions_and_fresh_content(store, tmp_path):
             docs.start_recrawl(store, document_id)
         later = __import__("time").time() + 3601
         file_doc = await ingest(store, {"document_url": str(make_file(tmp_path, "txt"))})
-        with pytest.raises(docs.DocumentError, match="not created with a crawl"):
+        with pytest.raises(docs.DocumentError, match="is a file, not a website"):
             docs.start_recrawl(store, file_doc["document_id"], now=later)
+        page = await ingest(store, {"document_url": site.url + "b"}, site.policy)  # no crawl
+        with pytest.raises(docs.DocumentError, match="not created with a crawl"):
+            docs.start_recrawl(store, page["document_id"], now=later)
         site.version = 2
         started = docs.start_recrawl(store, document_id, {"crawl": {"depth": 2, "max_pages": 5}},
                                      now=later)
@@ -597,3 +600,25 @@ def test_an_index_from_before_generations_is_rebuilt_on_open(tmp_path):
 
     mem.open_job(store, "c1", ["t"], persona="p")  # the added persona column
     KnowledgeStore(tmp_path / "old")  # opening again changes nothing
+
+
+def test_the_command_line_hides_url_credentials_and_refuses_bad_values(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.setenv("PERSONA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PERSONA_DOTENV", "0")
+    store = KnowledgeStore(tmp_path / "data")
+    document = docs.create_document(store, {
+        "document_url": "https://user:hunter2@docs.example.com/page?token=sk-abcdef123456",
+        "callback_url": "https://hooks.example.com/h?sig=sk-zzzzzzzzzz"})
+    assert kb_main(["show", document["document_id"]]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "sk-abcdef123456" not in out and "sk-zzzzzzzzzz" not in out
+    assert store.get(document["document_id"])["document_url"].endswith("sk-abcdef123456")
+    with pytest.raises(SystemExit) as raised:
+        kb_main(["search", "x", "-k", "-5"])
+    assert raised.value.code == 2
+    assert kb_main(["patch", document["document_id"], "--name", ""]) == 2
+    from knowledge import memories as mem
+
+    mem.add_facts(store, ["Anna-p1", "anna-p2"], ["x"], "c1")
+    assert mem.user_tags(store, "anna") == ["anna-p2"]  # tags are case-sensitive
