@@ -141,7 +141,8 @@ def run(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print_help()
         return 0
-    known, _ = add_arguments(argparse.ArgumentParser(add_help=False)).parse_known_args(argv)
+    known, rest = add_arguments(argparse.ArgumentParser(add_help=False)).parse_known_args(argv)
+    stray_file_argument(rest)
     if known.list_conversations or known.show_conversation:
         return launch.run_records(known)
     if any(getattr(known, f"{verb}_{kind}") for verb in ("add", "list", "show", "delete")
@@ -203,6 +204,17 @@ def run(argv: list[str]) -> int:
 
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def stray_file_argument(rest: list[str]) -> None:
+    """A bare persona or conversation file (``python bot.py persona.json``) would be ignored
+    (the runner takes its own flags only): say how to pass it instead."""
+    from config.errors import AgentError
+
+    for arg in rest:
+        if not arg.startswith("-") and arg.lower().endswith((".json", ".yaml", ".yml")):
+            raise AgentError(f"{arg!r}: a persona file goes after --persona (python bot.py "
+                             f"--persona {arg}), a conversation file after --conversation")
 
 
 def check_exposure(argv: list[str], insecure: bool) -> str | None:

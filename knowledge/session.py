@@ -181,9 +181,11 @@ async def _catch_up(llm: Any, store: Any, records: Any, data_dir: Any = None,
         logger.warning(f"Memories: catching up failed ({exc})")
 
 
-def describe_knowledge(app: Any) -> list[str]:
+def describe_knowledge(app: Any, warnings: list[str] | None = None) -> list[str]:
     """``--check``'s lines: the documents in scope, the strategy, the memory tags (read-only:
-    ``--check`` writes nothing, so the database is opened read-only and never created)."""
+    ``--check`` writes nothing, so the database is opened read-only and never created).
+    Documents that will not be searched are added to ``warnings`` too."""
+    warnings = [] if warnings is None else warnings
     import json
     import sqlite3
 
@@ -218,6 +220,11 @@ def describe_knowledge(app: Any) -> list[str]:
             lines.append(f"  {document_id}: " + (
                 f"{row['document_name']} ({row['status']}, {row['chunk_count']} chunks)" if row
                 else "not in the local knowledge base (python -m knowledge add PATH_OR_URL)"))
+            if row is None or (row["status"] not in ("ready", "recrawling")
+                               and not row["chunk_count"]):
+                warnings.append(f"document {document_id} "
+                                + ("is not in the local knowledge base" if row is None
+                                   else f"is {row['status']}") + ": it is not searched")
         for tag in tags:
             tagged = [r for r in rows.values() if tag in json.loads(r["tags"] or "[]")]
             ready = sum(1 for r in tagged if r["status"] == "ready")

@@ -166,8 +166,8 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
     lines += describe_policies(app.policies, path)
     from knowledge.session import describe_knowledge
 
-    lines += ["", "Knowledge base and memories:"] + describe_knowledge(app)
     warnings = list(app.warnings)
+    lines += ["", "Knowledge base and memories:"] + describe_knowledge(app, warnings)
     records_problem = data_dir_problem(app.settings.data_dir)  # --check writes nothing there
     if records_problem:
         warnings.append(f"{records_problem}; every mode but --check refuses to start")

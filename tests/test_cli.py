@@ -400,3 +400,11 @@ def test_exposure_check_accepts_loopback_a_token_or_insecure(monkeypatch):
     assert bot.check_exposure(["--host", "0.0.0.0"], insecure=True) is None
     monkeypatch.setenv("ACCESS_TOKEN", "tok-123")
     assert bot.check_exposure(["--host=0.0.0.0"], insecure=False) == "tok-123"
+
+
+def test_a_bare_persona_file_is_an_error_not_ignored(tmp_path):
+    persona = tmp_path / "persona.json"
+    persona.write_text(json.dumps({"persona_name": "Mine", "system_prompt": "x"}))
+    result = run_bot(str(persona), "--check")
+    assert result.returncode == 2
+    assert f"--persona {persona}" in result.stderr and "Traceback" not in result.stderr

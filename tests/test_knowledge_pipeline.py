@@ -91,8 +91,11 @@ def test_check_lists_the_scope_without_creating_the_database(tmp_path):
                                  "document_ids": ["d0123456789ab"]}).value
     conversation = conversation_from_dict({"document_tags": ["hr"],
                                            "memory_stores": ["anna"]}).value
-    lines = describe_knowledge(AppConfig.of(persona, conversation, settings))
+    warnings: list[str] = []
+    lines = describe_knowledge(AppConfig.of(persona, conversation, settings), warnings)
     assert any("d0123456789ab: not in the local knowledge base" in line for line in lines)
+    assert warnings == ["document d0123456789ab is not in the local knowledge base: it is not "
+                        "searched"]
     assert any("tag hr: 0 document(s)" in line for line in lines)
     assert any("memories anna: 0 stored" in line for line in lines)
     assert not (tmp_path / "data").exists()
