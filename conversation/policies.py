@@ -100,7 +100,8 @@ def validate_guardrails(body: Any, source: str) -> tuple[Guardrail | GuardrailSe
 # --------------------------------------------------------------------------- store (one connection)
 
 
-def _unique_id(conn: sqlite3.Connection, table: str, column: str, prefix: str) -> str:
+def unique_id(conn: sqlite3.Connection, table: str, column: str, prefix: str) -> str:
+    """A Tavus-style id (:func:`new_id`) not yet in ``table.column``."""
     while True:
         candidate = new_id(prefix)
         if conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (candidate,)).fetchone() is None:
@@ -109,7 +110,7 @@ def _unique_id(conn: sqlite3.Connection, table: str, column: str, prefix: str) -
 
 def insert_objectives(conn: sqlite3.Connection, doc: ObjectivesDocument) -> dict[str, Any]:
     """Store a validated document under a new ``objectives_id``; the stored record."""
-    objectives_id = _unique_id(conn, "objectives", "objectives_id", "o")
+    objectives_id = unique_id(conn, "objectives", "objectives_id", "o")
     now = _now()
     body = _body(doc, "objectives_id", "created_at", "updated_at")
     conn.execute("INSERT INTO objectives (objectives_id, body, created_at, updated_at) "
@@ -119,7 +120,7 @@ def insert_objectives(conn: sqlite3.Connection, doc: ObjectivesDocument) -> dict
 
 def insert_guardrails(conn: sqlite3.Connection, item: Guardrail | GuardrailSet) -> dict[str, Any]:
     """Store a validated guardrail (new ``uuid``) or legacy set (new ``guardrails_id``)."""
-    guardrail_id = _unique_id(conn, "guardrails", "guardrail_id", "g")
+    guardrail_id = unique_id(conn, "guardrails", "guardrail_id", "g")
     now = _now()
     if isinstance(item, GuardrailSet):
         kind, name, tags = SET, item.name, []

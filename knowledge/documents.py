@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -114,16 +114,6 @@ def validate(model: type[BaseModel], body: Any, source: str) -> Any:
     return _validate(model, body, source).value
 
 
-def _new_id(store: KnowledgeStore) -> str:
-    from conversation.policies import new_id
-
-    while True:
-        candidate = new_id("d")
-        if store.conn().execute("SELECT 1 FROM documents WHERE document_id = ?",
-                                (candidate,)).fetchone() is None:
-            return candidate
-
-
 def local_path(url: str) -> Path | None:
     """The file a ``document_url`` names (a path or ``file://``), None for http(s)."""
     if url.startswith(("http://", "https://")):
@@ -151,7 +141,9 @@ def create_document(store: KnowledgeStore, body: Any) -> dict[str, Any]:
         url = request.document_url
     if request.crawl is not None and store.count_crawls() >= MAX_CRAWL_DOCUMENTS:
         raise DocumentError(f"at most {MAX_CRAWL_DOCUMENTS} crawl documents; delete one first", 429)
-    document_id = _new_id(store)
+    from conversation.policies import unique_id
+
+    document_id = unique_id(store.conn(), "documents", "document_id", "d")
     name = request.document_name or (path.name if path else (urlsplit(url).hostname or url))
     store.insert_document({
         "document_id": document_id, "document_name": name, "document_url": url,
@@ -409,7 +401,3 @@ def callback_notifier(dispatcher: Any) -> Callable[[dict], None]:
                                     f"document.{document['status']}", document)
 
     return notify
-
-
-def utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()

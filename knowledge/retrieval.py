@@ -33,10 +33,6 @@ class Retriever:
     strategy: str = "balanced"
     k: int = 3
 
-    @property
-    def names(self) -> dict[str, str]:
-        return {d: r.get("document_name") or d for d, r in self.documents.items()}
-
     def search_now(self, query: str) -> list[Passage]:
         """The best ``k`` passages for ``query`` (synchronously, on the calling thread)."""
         if not query.strip() or not self.documents:
@@ -45,13 +41,12 @@ class Retriever:
         documents = self.store.current(list(self.documents))
         if not documents:
             return []
-        ids = list(documents)
         if self.strategy == "speed":
-            ranked = self.store.bm25(query, ids, self.k)
+            ranked = self.store.bm25(query, documents, self.k)
         elif self.strategy == "balanced":
             ranked = self.store.dense(embeddings.query(query), documents, self.k)
         else:
-            lexical = self.store.bm25(query, ids, CANDIDATES)
+            lexical = self.store.bm25(query, documents, CANDIDATES)
             dense = self.store.dense(embeddings.query(query), documents, CANDIDATES)
             fused: dict[int, float] = {}
             for ranking in (lexical, dense):

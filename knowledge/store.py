@@ -96,6 +96,7 @@ PUBLIC = ("document_id", "document_name", "document_url", "status", "progress", 
           "crawled_urls", "last_crawled_at", "crawl_count", "chunk_count", "file_format")
 BUSY = ("started", "processing", "recrawling")
 SEARCHABLE = ("ready", "recrawling")  # a recrawling document serves its old chunks meanwhile
+_JSON_COLUMNS = ("tags", "crawl_config", "crawled_urls")
 BATCH = 500  # chunks written per transaction (the records share this database)
 STRATEGIES = ("speed", "balanced", "quality")
 INTERRUPTED = "processing was interrupted (the process handling it ended); add it again or recrawl"
@@ -176,30 +177,26 @@ class KnowledgeStore:
 
     # ------------------------------------------------------------------ documents
 
+    @staticmethod
+    def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+        """The JSON columns (tags, crawl config, crawled URLs) as stored."""
+        return {k: json.dumps(v) if k in _JSON_COLUMNS and v is not None and not isinstance(v, str)
+                else v for k, v in fields.items()}
+
     def insert_document(self, row: dict[str, Any]) -> None:
         now = iso_now()
-        row = {"created_at": now, "updated_at": now, "host": socket.gethostname(),
-               "pid": os.getpid(), **row}
-        for key in ("tags", "crawl_config", "crawled_urls"):
-            if key in row and not isinstance(row[key], str) and row[key] is not None:
-                row[key] = json.dumps(row[key])
+        row = self._encoded({"created_at": now, "updated_at": now, "host": socket.gethostname(),
+                             "pid": os.getpid(), **row})
         cols = ", ".join(row)
         self.conn().execute(f"INSERT INTO documents ({cols}) VALUES ({', '.join('?' * len(row))})",
                             list(row.values()))
 
-    def update_document(self, document_id: str, **fields: Any) -> None:
-        fields["updated_at"] = iso_now()
-        for key in ("tags", "crawl_config", "crawled_urls"):
-            if key in fields and fields[key] is not None and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key])
+    def update_document(self, document_id: str, **fields: Any) -> int:
+        """Set ``fields`` (and ``updated_at``); how many rows changed (0: no such document)."""
+        fields = self._encoded({**fields, "updated_at": iso_now()})
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self.conn().execute(f"UPDATE documents SET {sets} WHERE document_id = ?",
-                            [*fields.values(), document_id])
-
-    def claim(self, document_id: str, status: str) -> None:
-        """This process now processes the document (``status``: processing or recrawling)."""
-        self.update_document(document_id, status=status, progress=0, host=socket.gethostname(),
-                             pid=os.getpid(), error_code=None, error_message=None)
+        return self.conn().execute(f"UPDATE documents SET {sets} WHERE document_id = ?",
+                                   [*fields.values(), document_id]).rowcount
 
     def _row(self, document_id: str) -> dict[str, Any] | None:
         row = self.conn().execute("SELECT * FROM documents WHERE document_id = ?",
@@ -220,6 +217,9 @@ class KnowledgeStore:
         row = self._row(document_id)
         if row is None:
             return None
+        return self._shown(row)
+
+    def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.abandoned(row):
             row = {**row, "status": "error", "error_code": "contact_support",
                    "error_message": INTERRUPTED, "progress": None}
@@ -266,7 +266,7 @@ class KnowledgeStore:
             rows = [r for r in rows if set(json.loads(r["tags"] or "[]")) & set(tags)]
         total = len(rows)
         chosen = rows[page * limit:(page + 1) * limit]
-        return {"data": [self.get(r["document_id"]) for r in chosen], "total_count": total,
+        return {"data": [self._shown(r) for r in chosen], "total_count": total,
                 "page": page, "limit": limit}
 
     def delete(self, document_id: str) -> bool:
@@ -309,14 +309,9 @@ class KnowledgeStore:
                          np.asarray(vector, dtype=np.float32).tobytes()))
                     conn.execute("INSERT INTO chunks_fts (rowid, text, document_id, generation) "
                                  "VALUES (?, ?, ?, ?)", (cur.lastrowid, text, document_id, generation))
-        fields.update(generation=generation, chunk_count=len(chunks), updated_at=iso_now())
-        for key in ("crawled_urls",):
-            if key in fields and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key])
-        sets = ", ".join(f"{k} = ?" for k in fields)
         with _transaction(conn):
-            switched = conn.execute(f"UPDATE documents SET {sets} WHERE document_id = ?",
-                                    [*fields.values(), document_id]).rowcount
+            switched = self.update_document(document_id, generation=generation,
+                                            chunk_count=len(chunks), **fields)
         if not switched:  # deleted while it was processed: what was written goes too
             self._drop_generations(document_id, generation)
             raise LookupError(document_id)
@@ -386,12 +381,10 @@ class KnowledgeStore:
                     chosen.setdefault(row["document_id"], row)
         return chosen, problems
 
-    def bm25(self, query: str, document_ids: list[str], k: int) -> list[tuple[int, float]]:
+    def bm25(self, query: str, generations: dict[str, dict], k: int) -> list[tuple[int, float]]:
+        """The best ``k`` chunks by BM25 among ``generations`` (rows of :meth:`current`)."""
         expression = fts_query(query)
-        if expression is None or not document_ids:
-            return []
-        generations = self.current(document_ids)
-        if not generations:
+        if expression is None or not generations:
             return []
         marks = ", ".join("?" * len(generations))
         try:  # FTS5's own rank (BM25) sorts faster than bm25(); other generations filtered after

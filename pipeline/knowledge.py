@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -70,7 +69,6 @@ class KnowledgeContext:
         self._reports: set[asyncio.Task] = set()
         self.passages: list[Any] = []  # those in the instruction now
         self.skipped = 0  # turns whose search missed the budget
-        self.searches: list[float] = []  # seconds each search took (newest 50)
 
     # ------------------------------------------------------------------ searching
     #
@@ -87,13 +85,11 @@ class KnowledgeContext:
     async def _run_latest(self) -> None:
         while self._wanted is not None and self._wanted != self._done_query:
             query = self._wanted
-            started = time.perf_counter()
             try:
                 result = await self.retriever.search(query)
             except Exception as exc:  # noqa: BLE001 - a failed search never stops a reply
                 logger.warning(f"Knowledge base: search failed ({type(exc).__name__}: {exc})")
                 result = []
-            self.searches = [*self.searches[-49:], time.perf_counter() - started]
             self._done_query, self._done_result = query, result
 
     def heard(self, text: str) -> None:
