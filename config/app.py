@@ -106,6 +106,9 @@ class AppConfig:
                    if is_secret_key(k) or looks_like_credential(v, loose=True)]
         values += credential_values(llm.extra_body)
         values += url_secrets(llm.base_url)
+        perception = self.persona.layers.perception
+        if perception is not None:
+            values += [perception.vision_api_key, *url_secrets(perception.vision_base_url)]
         values += url_secrets(self.conversation.callback_url, any_query=True)
         return list(dict.fromkeys(v for v in values if v))
 

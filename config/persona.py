@@ -308,6 +308,41 @@ class PerceptionLayer(ConfigModel):
     audio_awareness_queries: list[str] = Field(default_factory=list)
     audio_tool_prompt: str | None = None
     audio_tools: list[Tool] = Field(default_factory=list)
+    # Answered from the call's observations at its end (Tavus documents it for raven-0; here
+    # every visual model), into the application.perception_analysis callback.
+    perception_analysis_queries: list[str] = Field(default_factory=list)
+    # Our additions: a vision-capable OpenAI-compatible model (image input) that answers the
+    # queries and decides the visual tools instead of the local detectors; the environment's
+    # PERCEPTION_VISION_* are used when these are unset.
+    vision_model: str | None = None
+    vision_base_url: str | None = None
+    vision_api_key: str | None = None
+
+    @field_validator("visual_awareness_queries", "audio_awareness_queries",
+                     "perception_analysis_queries")
+    @classmethod
+    def _queries(cls, value: list[str]) -> list[str]:
+        if len(value) > 20:
+            raise ValueError("at most 20 queries")
+        long = [q[:40] for q in value if len(q) > 500]
+        if long:
+            raise ValueError(f"a query is at most 500 characters: {long}")
+        return [q.strip() for q in value if q.strip()]
+
+    @field_validator("vision_base_url")
+    @classmethod
+    def _vision_url(cls, value: str | None) -> str | None:
+        return check_url(value, "vision_base_url")
+
+    @property
+    def visual(self) -> bool:
+        """Whether the camera and the screen are perceived (raven-0 and raven-1)."""
+        return self.perception_model != "off"
+
+    @property
+    def hears(self) -> bool:
+        """Whether the user's voice is perceived (raven-1 only, as on Tavus)."""
+        return self.perception_model == "raven-1"
 
     @model_validator(mode="before")
     @classmethod

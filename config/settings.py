@@ -66,6 +66,17 @@ class Settings:
     knowledge_budget_secs: float = 0.3
     knowledge_allow_hosts: str | None = None
     memory_recall_secs: float = 1.0
+    # Perception (layers.perception): frames per second taken from each video source (camera,
+    # screen share); the share of one core its detectors may use (a frame that would exceed it
+    # is dropped); how old an observation may be and still reach the LLM. A vision-capable
+    # OpenAI-compatible model answers the queries instead of the local detectors when a model
+    # is named (base URL default OpenAI's; key default OPENAI_API_KEY).
+    perception_fps: float = 1.0
+    perception_cpu_budget: float = 0.25
+    perception_stale_secs: float = 10.0
+    perception_vision_model: str | None = None
+    perception_vision_base_url: str | None = None
+    perception_vision_api_key: str | None = None
 
     _ENV: ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -98,6 +109,12 @@ class Settings:
         "knowledge_budget_secs": "KNOWLEDGE_BUDGET_SECS",
         "knowledge_allow_hosts": "KNOWLEDGE_ALLOW_HOSTS",
         "memory_recall_secs": "MEMORY_RECALL_SECS",
+        "perception_fps": "PERCEPTION_FPS",
+        "perception_cpu_budget": "PERCEPTION_CPU_BUDGET",
+        "perception_stale_secs": "PERCEPTION_STALE_SECS",
+        "perception_vision_model": "PERCEPTION_VISION_MODEL",
+        "perception_vision_base_url": "PERCEPTION_VISION_BASE_URL",
+        "perception_vision_api_key": "PERCEPTION_VISION_API_KEY",
     }
 
     @classmethod
@@ -119,8 +136,9 @@ class Settings:
                           "tool_timeout_secs", "client_tool_timeout_secs", "callback_timeout_secs",
                           "callback_max_attempts", "callback_backoff_secs",
                           "peer_connect_timeout_secs", "offers_per_minute",
-                          "max_conversations", "knowledge_budget_secs", "memory_recall_secs"):
-                kind = float if f.name.endswith("_secs") else int
+                          "max_conversations", "knowledge_budget_secs", "memory_recall_secs",
+                          "perception_fps", "perception_cpu_budget", "perception_stale_secs"):
+                kind = float if f.name.endswith(("_secs", "_fps", "_budget")) else int
                 try:
                     number = kind(raw)
                     if number <= 0:
@@ -128,8 +146,12 @@ class Settings:
                 except ValueError:
                     problems.append(f"{cls._ENV[f.name]} must be a positive number (got {raw!r})")
                     continue
+                if f.name == "perception_cpu_budget" and number > 1:
+                    problems.append(f"{cls._ENV[f.name]} is a share of one core, at most 1 "
+                                    f"(got {raw!r})")
+                    continue
                 values[f.name] = number
-            elif f.name in ("tavus_api_url", "daily_api_url"):
+            elif f.name in ("tavus_api_url", "daily_api_url", "perception_vision_base_url"):
                 if not raw.startswith(("http://", "https://")):
                     problems.append(f"{cls._ENV[f.name]} must be an http(s) URL (got {raw!r})")
                     continue
@@ -158,6 +180,7 @@ class Settings:
                 self.elevenlabs_api_key,
                 self.daily_api_key,
                 self.tavus_api_key,
+                self.perception_vision_api_key,
                 self.callback_signing_secret,
                 self.access_token,
                 *url_secrets(self.tavus_api_url),

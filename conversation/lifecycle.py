@@ -32,6 +32,7 @@ from conversation.callbacks import CallbackDispatcher, transcript_properties
 from conversation.records import ABANDONED_REASON, ConversationStore
 
 END_GRACE_SECS = 10.0
+BEFORE_END_SECS = 8.0
 
 MAX_CALL_DURATION = "max_call_duration reached"
 PARTICIPANT_LEFT = "participant_left_timeout reached"
@@ -136,6 +137,8 @@ class ConversationLifecycle:
     _participants: int = 0
     _timers: dict[str, asyncio.Task] = field(default_factory=dict)
     _worker: Any = None
+    # Awaited (at most BEFORE_END_SECS) when a graceful end starts, before the EndFrame.
+    before_end: Any = None
     _transcript: Any = None
 
     @property
@@ -257,6 +260,14 @@ class ConversationLifecycle:
         worker = self._worker
         if worker is None:
             return
+        if self.before_end is not None and reason != PARTICIPANT_LEFT:
+            # What must reach the room before it ends (the perception analysis).
+            hook, self.before_end = self.before_end, None
+            try:
+                await asyncio.wait_for(hook(), BEFORE_END_SECS)
+            except Exception as exc:  # noqa: BLE001 - the end goes on whatever happens
+                logger.warning(f"Conversation {self.conversation_id}: before the end: "
+                               f"{exc or type(exc).__name__}")
         if reason == PARTICIPANT_LEFT:
             # Nobody is left to hear the rest: cancel now rather than let the reply being
             # generated and spoken finish (an EndFrame waits for it, and the LLM request on

@@ -472,18 +472,19 @@ def describe_policies(policies: Policies, path: str | None) -> list[str]:
         lines.append(f"  objectives start at {policies.objectives[0].objective_name}; "
                      f"completed by {how}")
     if policies.waiting_for_perception:
-        lines.append("  waiting for perception (accepted, not enforced): "
-                     + ", ".join(policies.waiting_for_perception))
+        lines.append("  visual (decided by perception, see Perception; not enforced without "
+                     "it): " + ", ".join(policies.waiting_for_perception))
     return lines
 
 
-def perception_warning(policies: Policies) -> str | None:
-    """The start-up warning for visual objectives and guardrails."""
+def perception_warning(policies: Policies, perceives: bool = False) -> str | None:
+    """The start-up warning for visual objectives and guardrails when nothing can see them
+    (``layers.perception`` absent or off, or an ``audio_only`` conversation)."""
     waiting = policies.waiting_for_perception
-    if not waiting:
+    if not waiting or perceives:
         return None
-    return (f"{', '.join(waiting)}: visual, accepted but waiting for perception (not "
-            "enforced until a perception layer can see the user)")
+    return (f"{', '.join(waiting)}: visual, but this conversation does not perceive video "
+            "(layers.perception off or absent, or audio_only): not enforced")
 
 
 def policy_outcomes(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

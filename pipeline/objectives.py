@@ -80,7 +80,8 @@ class ObjectiveState:
     completed: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     branches: dict[str, str | None] = field(default_factory=dict)  # a pending one's branch
-    skipped: list[str] = field(default_factory=list)  # visual: waiting for perception
+    skipped: list[str] = field(default_factory=list)  # visual, with no perception to see it
+    perceives: bool = False  # perception runs: a visual objective is pursued, and seen
     _resume: list[str | None] = field(default_factory=list)  # where to go after a re-open
     _by_name: dict[str, Objective] = field(default_factory=dict)
 
@@ -95,13 +96,14 @@ class ObjectiveState:
         return self.current
 
     def _pursuable(self, name: str | None) -> str | None:
-        """``name``, or past it when it is visual: a visual objective waits for perception
-        (not built yet) and is passed over to its required next objectives."""
-        while name is not None and self.get(name).modality == "visual":
+        """``name``, or past it when it is visual and the conversation does not perceive
+        (``layers.perception`` off or absent, or ``audio_only``): it is passed over to its
+        required next objectives."""
+        while name is not None and self.get(name).modality == "visual" and not self.perceives:
             if name not in self.skipped:
                 self.skipped.append(name)
-                logger.warning(f"Objectives: {name} is visual and waits for perception; "
-                               "passed over")
+                logger.warning(f"Objectives: {name} is visual and this conversation does "
+                               "not perceive video; passed over")
             self.queue = [n for n in [*self.get(name).next_required_objectives, *self.queue]
                           if n not in self.completed and n not in self.skipped]
             name = self.queue.pop(0) if self.queue else None
@@ -192,8 +194,8 @@ class ObjectiveFlow:
 
     def __init__(self, objectives: list[Objective], *, path: Path, llm: Any,
                  base_instruction: Callable[[], str], persona_tools: Any, report: Report,
-                 context: Any):
-        self.state = ObjectiveState(objectives)
+                 context: Any, perceives: bool = False):
+        self.state = ObjectiveState(objectives, perceives=perceives)
         self.path = path
         self._llm = llm
         self._base = base_instruction
@@ -256,6 +258,10 @@ class ObjectiveFlow:
         lines: list[str] = []
         lines.append(f"Your current objective ({objective.objective_name}): "
                      f"{objective.objective_prompt.strip()}")
+        if objective.modality == "visual":
+            lines.append("It is completed by what the camera sees: ask the participant to "
+                         "show it, and go on once it has been seen.")
+            return "\n".join(lines)
         if objective.output_variables:
             lines.append("Find out: " + ", ".join(objective.output_variables) + ".")
         lines.append("Ask one question at a time and wait for the participant's answer; "
@@ -369,6 +375,16 @@ class ObjectiveFlow:
             await self._report("conversation.objective.activated", self.state.get(following),
                                None)
         return following
+
+    async def visual_seen(self, name: str) -> bool:
+        """Perception saw what the visual objective ``name`` asks for: it completes if it is
+        the one being pursued (True), else nothing happens (False; it is looked for again)."""
+        async with self._lock:
+            if self.state.current != name or self.state.get(name).modality != "visual":
+                return False
+            following = await self._complete(name, {}, None)
+        await self._set_node(following, respond=True)
+        return True
 
     async def confirm(self, name: str, corrected: dict[str, Any] | None) -> str | None:
         """``conversation.objective.confirm``: None, or why it is refused."""

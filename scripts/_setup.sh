@@ -42,6 +42,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # OCR for image documents: rapidocr-onnxruntime requires opencv-python, which would
   # overwrite the opencv-python-headless we use; its other dependencies are in pyproject.
   .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt rapidocr-onnxruntime
+  # The facial-expression model for perception: facex declares TensorFlow, scikit-image and
+  # opencv-contrib, none of which it needs here (its .tflite runs on ai-edge-litert).
+  .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt facex
   echo "$want" > "$stamp"
   echo "  installed in $((SECONDS - started)) s" >&2
 fi

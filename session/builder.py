@@ -44,6 +44,7 @@ from pipeline.interactions.budgets import MessageLimits, embedded_limits
 from pipeline.interruption_fence import InterruptionFence
 from pipeline.knowledge import KnowledgeContext, KnowledgeInjector, TranscriptPrefetch
 from pipeline.objectives import ObjectiveFlow
+from pipeline.perception import PerceptionInjector, PerceptionRunner, PerceptionTap
 from pipeline.reply_guard import APOLOGY, ReplyGuard
 from pipeline.secret_fence import SecretFence
 from pipeline.sentence_cut import SentenceCut
@@ -56,6 +57,10 @@ from tools import ToolRegistry, build_registry
 # A developer message: cloud LLMs read it as an instruction; the embedded model, which has no
 # developer role, gets it as a note in its system message (services/llm.py system_notes), never
 # as something the user said. Short and literal: a 135M model garbles "greet them in character".
+# How long a user utterance waits for its voice analysis (perception), in an event handler
+# off the pipeline: the LLM is not held by it.
+VOICE_WAIT_SECS = 0.25
+
 GREETING_INSTRUCTION = "The user just joined the call. Say hello and ask how you can help."
 
 
@@ -95,6 +100,7 @@ class PersonaPipeline:
     objectives: ObjectiveFlow | None = None
     guardrails: GuardrailGuard | None = None
     knowledge: KnowledgeContext | None = None
+    perception: PerceptionRunner | None = None
     _greeted: bool = field(default=False, repr=False)
 
     @property
@@ -156,6 +162,7 @@ def build_pipeline(
     replica_id: str | None = None,
     callbacks: Any = None,
     knowledge: Any = None,
+    perception: Any = None,
 ) -> PersonaPipeline:
     """Assemble the persona's pipeline on ``transport``.
 
@@ -167,7 +174,8 @@ def build_pipeline(
     ``replica_id``: the replica ``system.replica_joined`` names; ``callbacks``: the
     conversation's callback dispatcher (objective and guardrail events are recorded and
     their callbacks queued there); ``knowledge``: the conversation's documents and memories
-    (:class:`knowledge.session.ConversationKnowledge`), if it has any.
+    (:class:`knowledge.session.ConversationKnowledge`), if it has any; ``perception``: the
+    conversation's :class:`perception.PerceptionPlan`, if it perceives.
     """
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -257,7 +265,7 @@ def build_pipeline(
             llm=services.llm, base_instruction=base_instruction,
             persona_tools=tools.tools_schema() if tools else None,
             report=_objective_reporter(interactions, callbacks, conversation_id),
-            context=context,
+            context=context, perceives=bool(perception is not None and perception.visual and voice),
         )
         hooks.objective_confirm = objectives.confirm
         transcript.add_listener(lambda entry: (objectives.user_turn if entry.role == "user"
@@ -266,6 +274,7 @@ def build_pipeline(
                     f"{'function calls' if objectives.path == 'function_calls' else 'constrained extraction'}")
     user_aggregator = assistant_aggregator = None
     idle = None
+    seen: PerceptionRunner | None = None
     if not echo and not voice:  # text mode: typed turns, no VAD or turn detection
         user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
     elif not echo:
@@ -290,6 +299,8 @@ def build_pipeline(
 
         @user_aggregator.event_handler("on_user_turn_message_added")
         async def _on_user_turn(_aggregator, message):
+            if seen is not None:  # the turn's voice analysis (a few ms, in a thread)
+                await seen.voice_ready(VOICE_WAIT_SECS)
             await interactions.user_turn(message.content)
 
     guard = None
@@ -313,14 +324,21 @@ def build_pipeline(
                                 conversation_id)
         transcript.add_listener(lambda entry: kb.reply_done(entry.content)
                                 if entry.role == "assistant" else None)
+    if perception is not None and voice and services.llm is not None:
+        seen = _perception_runner(perception, services, settings, interactions, callbacks,
+                                  conversation_id, registry, objectives, guard_report=(
+                                      _guardrail_reporter(interactions, callbacks, conversation_id)))
+        interactions.tracker.perceive = seen.utterance_fields
     processors = [
         transport.input() if voice else None,
         interactions,
         services.stt,
+        PerceptionTap(seen) if seen is not None else None,
         TranscriptPrefetch(kb) if kb is not None and kb.retriever is not None and voice else None,
         user_aggregator,
         wake_gate,
         KnowledgeInjector(kb) if kb is not None else None,
+        PerceptionInjector(seen, services.llm) if seen is not None else None,
         services.llm,
         # An LLM reply that failed or came back empty: logged, a system.error event, and in
         # a voice conversation a spoken apology (text mode prints that it did not answer).
@@ -359,7 +377,36 @@ def build_pipeline(
         objectives=objectives,
         guardrails=guard,
         knowledge=kb,
+        perception=seen,
     )
+
+
+def _perception_runner(plan: Any, services: Services, settings: Any,
+                       interactions: InteractionsProcessor, callbacks: Any, conversation_id: str,
+                       registry: ToolRegistry | None, objectives: ObjectiveFlow | None,
+                       guard_report: Any) -> PerceptionRunner:
+    """The conversation's perception: observations, tools to the room and the record."""
+    from perception.state import Observations
+    from services.structured import is_local
+
+    layer = plan.layer
+    observations = Observations(
+        stale_secs=plan.stale_secs,
+        visual_queries=list(layer.visual_awareness_queries) if plan.visual else [],
+        audio_queries=list(layer.audio_awareness_queries) if plan.hears else [])
+
+    def record(event_type: str, properties: dict) -> None:
+        if callbacks is not None:
+            callbacks.emit(conversation_id, None, event_type, "conversation", properties)
+
+    runner = PerceptionRunner(
+        plan, observations, emit=interactions.emit, record=record,
+        registry=registry or build_registry(), conversation_id=conversation_id,
+        data_dir=settings.data_dir, guardrail_report=guard_report,
+        objective_seen=objectives.visual_seen if objectives is not None else None)
+    # The embedded model's 4k-token window: a short message.
+    runner.max_chars = 500 if is_local(services.llm) else 1200
+    return runner
 
 
 def _knowledge_context(knowledge: Any, services: Services, settings: Any,

@@ -101,7 +101,7 @@ def attach_policies(app: AppConfig) -> None:
     """Resolve the persona's and conversation's objectives and guardrails into
     ``app.policies`` (:func:`conversation.policies.resolve_policies`): the guardrails go
     into the system prompt; the objectives do not (the objectives flow gives the LLM one
-    at a time). Visual ones are a warning: they wait for perception."""
+    at a time). Visual ones are a warning when the conversation does not perceive video."""
     from conversation.policies import guardrails_prompt, perception_warning, resolve_policies
 
     warnings: list[str] = []
@@ -110,7 +110,10 @@ def attach_policies(app: AppConfig) -> None:
     app.policies = policies
     app.persona.set_policy_prompt(guardrails_prompt(policies))
     app.warnings += warnings
-    waiting = perception_warning(policies)
+    from perception import plan_for as perception_plan
+
+    perceived = perception_plan(app)
+    waiting = perception_warning(policies, perceives=bool(perceived and perceived.visual))
     if waiting:
         app.warnings.append(waiting)
     if policies:
@@ -168,6 +171,13 @@ def render_check(app: AppConfig, force_local: bool, renderer: str = "auto") -> t
 
     warnings = list(app.warnings)
     lines += ["", "Knowledge base and memories:"] + describe_knowledge(app, warnings)
+    from perception import plan_for as perception_plan
+
+    perceived = perception_plan(app)
+    lines += ["", "Perception:"] + [f"  {line}" for line in (
+        perceived.describe() if perceived is not None else
+        ["off (no layers.perception, perception_model off, or echo mode): no video is "
+         "captured and no detector is loaded"])]
     records_problem = data_dir_problem(app.settings.data_dir)  # --check writes nothing there
     if records_problem:
         warnings.append(f"{records_problem}; every mode but --check refuses to start")

@@ -87,7 +87,8 @@ async def _runner_session(runner_args: Any, app: AppConfig, connection: Any, *, 
     async with ConversationSession(app, transport="daily" if daily else "webrtc",
                                    force_local=force_local, renderer=rplan,
                                    conversation_id=conversation_id) as session:
-        transport = await make_transport(runner_args, session.options, video=session.video is not None)
+        transport = await make_transport(runner_args, session.options, video=session.video is not None,
+                                         perception_fps=session.perception_fps)
         session.build(transport)
         return await session.run(handle_sigint=getattr(runner_args, "handle_sigint", False))
 

@@ -5,7 +5,8 @@ harness and the benchmarks assemble a conversation here, so what is tested and
 measured is what runs::
 
     async with ConversationSession(app, transport="webrtc", renderer=plan) as session:
-        transport = await make_transport(runner_args, session.options, video=session.video is not None)
+        transport = await make_transport(runner_args, session.options, video=session.video is not None,
+                                         perception_fps=session.perception_fps)
         session.build(transport)
         await session.run()
 
@@ -53,6 +54,8 @@ NO_RENDERER = RendererPlan("none", reason="audio only")
 # take before the process goes on exiting (Tavus's own timeouts, sent at creation, and
 # the atexit hook end a conversation this leaves open).
 QUICK_END_SECS = 1.5
+# How long the end-of-call perception analysis may take (a vision model's summary).
+ANALYSIS_SECS = 25.0
 
 _live: set[ConversationSession] = set()  # started and not yet torn down
 _interrupted = False
@@ -151,6 +154,10 @@ class ConversationSession:
         self.video: Any = None  # the video renderer (TavusVideoRenderer), if any
         self.built: PersonaPipeline | None = None
         self.knowledge: Any = None  # the conversation's documents and memories, if any
+        from perception import plan_for as perception_plan
+
+        self.perception = perception_plan(app)  # what it perceives (None: nothing)
+        self._analysis: str | None = None  # the end-of-call perception analysis, once made
         self.worker: Any = None
         self._runner: Any = None
         self._task: asyncio.Task | None = None
@@ -167,6 +174,11 @@ class ConversationSession:
         """The conversation's other id, which clients may use too (see ``conversation_id``)."""
         ids = {self._own_id, self.lifecycle.tavus_conversation_id} - {self.conversation_id, None}
         return tuple(sorted(ids))
+
+    @property
+    def perception_fps(self) -> float | None:
+        """The sampling rate of the user's video for the transport (None: none captured)."""
+        return self.perception.fps if self.perception is not None and self.perception.visual else None
 
     @property
     def transcript(self) -> Transcript:
@@ -239,7 +251,10 @@ class ConversationSession:
             registry=self._registry, renderer=self.video, output=output,
             also_known_as=self.also_known_as, replica_id=self.renderer.replica_id,
             callbacks=self.lifecycle.callbacks, knowledge=self.knowledge,
+            perception=self.perception if transport is not None else None,
         )
+        if self.built.perception is not None:
+            self.lifecycle.before_end = self._perception_analysis
         self.worker = build_worker(self.built, observers=list(observers))
         if self.built.objectives is not None:
             self.built.objectives.attach(self.worker, self.built.aggregators())
@@ -376,6 +391,25 @@ class ConversationSession:
 
     # ------------------------------------------------------------------ end
 
+    async def _perception_analysis(self) -> None:
+        """The call is ending: the analysis of what was perceived, sent to the room
+        (``conversation.perception_analysis``) while the pipeline still runs."""
+        runner = self.built.perception if self.built is not None else None
+        if runner is None or self._analysis is not None:
+            return
+        self._analysis = await runner.close() or ""
+        if self._analysis and self.running:
+            await self.built.interactions.emit("conversation.perception_analysis",
+                                               {"analysis": self._analysis})
+
+    def _send_analysis(self) -> None:
+        """The analysis's callback (``application.perception_analysis``) and record event."""
+        if self._analysis:
+            self._analysis, analysis = "", self._analysis  # once, however often torn down
+            self.lifecycle.callbacks.emit(self.conversation_id, self.lifecycle.callback_url,
+                                          "application.perception_analysis", "application",
+                                          {"analysis": analysis})
+
     async def _teardown(self, exc: BaseException | None) -> None:
         try:
             if self.running:  # left early (an error, a cancelled caller): stop the pipeline first
@@ -383,6 +417,17 @@ class ConversationSession:
                 await asyncio.wait({self._task}, timeout=END_GRACE_SECS)
             if self.built is not None and self.built.objectives is not None:
                 await self.built.objectives.close()  # no extraction outlives the conversation
+            if self.built is not None and self.built.perception is not None \
+                    and self._analysis is None:
+                # Ended without a graceful end (the participant left, an error, Ctrl-C).
+                try:
+                    self._analysis = await asyncio.wait_for(
+                        self.built.perception.close(),
+                        QUICK_END_SECS if self.interrupted else ANALYSIS_SECS) or ""
+                except TimeoutError:
+                    logger.warning(f"Conversation {self.conversation_id}: the perception "
+                                   "analysis took too long; none is sent")
+                    self._analysis = ""
             if self.interrupted:
                 try:
                     await asyncio.wait_for(self._stack.aclose(), QUICK_END_SECS)
@@ -395,6 +440,7 @@ class ConversationSession:
             _live.discard(self)
             error = None if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else exc
             self.lifecycle.finish(error=error, system_prompt=self.system_prompt or None)
+            self._send_analysis()  # after the shutdown callback, as Tavus sends it
             if self.knowledge is not None and not self.interrupted:
                 # Memories from the transcript just recorded (an interrupted process leaves
                 # the job to its next start).

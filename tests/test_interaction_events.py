@@ -70,6 +70,7 @@ from pipeline.interactions import (
     build_event,
     parse_event,
 )
+from pipeline.interactions.events import PerceptionAnalysisEvent, PerceptionToolCallEvent
 
 CID = "c-events"
 WALL = 1_746_000_000.1234  # the tracker rounds timestamps to milliseconds
@@ -329,6 +330,25 @@ def _stamped(event: InteractionEvent) -> dict[str, Any]:
     (ReplicaPresentEvent(), wire("system.replica_present", message_type="system")),
     (UtteranceEvent(properties={"role": "replica", "speech": "x"}),  # no inference id: omitted
      wire("conversation.utterance", {"role": "replica", "speech": "x", "visual_context": ""})),
+    # Perception on: a user utterance carries Raven-1's analyses (and raven-0's visual_context).
+    (UtteranceEvent(inference_id="i1", properties={
+        "role": "user", "speech": "Can you see me?", "visual_context": "One person is in view.",
+        "user_visual_analysis": "One person is in view.",
+        "user_audio_analysis": "The user sounds calm."}),
+     wire("conversation.utterance", {"role": "user", "speech": "Can you see me?",
+          "visual_context": "One person is in view.",
+          "user_visual_analysis": "One person is in view.",
+          "user_audio_analysis": "The user sounds calm."}, inference_id="i1")),
+    (PerceptionToolCallEvent(properties={
+        "name": "notify_second_person", "arguments": {"people": 2}, "frames": ["/9j/4AAQ"]}),
+     wire("conversation.perception_tool_call", {"name": "notify_second_person",
+          "arguments": {"people": 2}, "frames": ["/9j/4AAQ"]})),
+    (PerceptionToolCallEvent(properties={  # an audio tool: no frames
+        "name": "flag_frustration", "arguments": {"tone": "frustrated"}, "frames": []}),
+     wire("conversation.perception_tool_call", {"name": "flag_frustration",
+          "arguments": {"tone": "frustrated"}, "frames": []})),
+    (PerceptionAnalysisEvent(properties={"analysis": "**User Appearance:** One person."}),
+     wire("conversation.perception_analysis", {"analysis": "**User Appearance:** One person."})),
 ])
 def test_each_event_model_serialises_to_the_documented_shape(event, expected):
     message = _stamped(event)
@@ -349,7 +369,8 @@ def test_every_outbound_event_type_has_one_model():
         "conversation.local_tool_call", "system.replica_joined", "system.replica_present",
         "conversation.objective.activated", "conversation.objective.pending",
         "conversation.objective.completed", "conversation.guardrail_triggered",
-        "conversation.rag.observability",
+        "conversation.rag.observability", "conversation.perception_tool_call",
+        "conversation.perception_analysis",
     ])
     assert len(EVENT_MODELS) == len(OUTBOUND_EVENTS)
 
@@ -364,6 +385,15 @@ def test_events_are_validated_and_need_an_envelope_to_be_sent():
     with pytest.raises(ValidationError):
         build_event("system.error", {"error": "x"}, message_type="conversation")
     assert isinstance(build_event("system.error", {"error": "x"}), SystemErrorEvent)
+    with pytest.raises(ValidationError):  # perception tool arguments are an object, not JSON text
+        build_event("conversation.perception_tool_call",
+                    {"name": "t", "arguments": '{"people": 2}', "frames": []})
+    with pytest.raises(ValidationError):
+        build_event("conversation.perception_tool_call", {"name": "t", "arguments": {}})
+    with pytest.raises(ValidationError):
+        build_event("conversation.perception_analysis", {})
+    assert isinstance(build_event("conversation.perception_analysis", {"analysis": "x"}),
+                      PerceptionAnalysisEvent)
     custom = build_event("conversation.custom", {"a": None}, message_type="system")
     assert _stamped(custom) == wire("conversation.custom", {"a": None}, message_type="system")
     with pytest.raises(ValueError, match="stamp"):
@@ -405,6 +435,45 @@ def test_tracker_user_turn_started_streaming_stopped_final():
     # Repeats are ignored: no second started/stopped without the other.
     assert tracker.user_stopped() == []
     assert tracker.user_started() and tracker.user_started() == []
+
+
+def test_tracker_user_utterances_carry_what_perception_saw_and_heard():
+    """Perception on: the session sets ``tracker.perceive``; each user utterance carries its
+    fields at commit time (the replica's do not), and a failing perceive never loses one."""
+    tracker, _clock = new_tracker()
+    seen = iter(["One person is in view.", "2 people are in view."])
+
+    def perceive() -> dict[str, str]:
+        visual = next(seen)
+        return {"user_visual_analysis": visual, "visual_context": visual,
+                "user_audio_analysis": "The user sounds calm."}
+
+    tracker.perceive = perceive
+    tracker.respond_started()
+    messages = sent(tracker, tracker.user_turn("Can you see me?"))
+    messages += spoken_reply(tracker, "I can.")
+    tracker.respond_started()
+    messages += sent(tracker, tracker.user_turn("And now?"))
+    utterances = [m["properties"] for m in messages if m["event_type"] == "conversation.utterance"]
+    assert utterances == [
+        {"role": "user", "speech": "Can you see me?", "visual_context": "One person is in view.",
+         "user_visual_analysis": "One person is in view.",
+         "user_audio_analysis": "The user sounds calm."},
+        {"role": "replica", "speech": "I can.", "visual_context": ""},
+        {"role": "user", "speech": "And now?", "visual_context": "2 people are in view.",
+         "user_visual_analysis": "2 people are in view.",
+         "user_audio_analysis": "The user sounds calm."},
+    ]
+    assert_envelopes(messages)
+
+    def broken() -> dict[str, str]:
+        raise RuntimeError("no detectors")
+
+    tracker.perceive = broken
+    tracker.respond_started()
+    after = sent(tracker, tracker.user_turn("Still there?"))
+    assert [m["properties"] for m in after if m["event_type"] == "conversation.utterance"] == [
+        {"role": "user", "speech": "Still there?", "visual_context": ""}]
 
 
 def test_tracker_replica_reply_utterance_when_it_starts_speaking():

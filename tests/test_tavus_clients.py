@@ -68,6 +68,17 @@ CURES_TOOL = {"type": "function", "function": {  # no local handler: a client to
     "parameters": {"type": "object", "properties": {"disease": {"type": "string"}},
                    "required": ["disease"]}}}
 LONG_REPLY = " ".join(["This is a long sentence that keeps the replica busy."] * 8)
+# Perception (raven-0 on the local detectors): a visual tool they fire when two people are in
+# view, and the end-of-call analysis.
+PERCEPTION = {
+    "perception_model": "raven-0",
+    "perception_analysis_queries": ["How often was the user looking at the screen?"],
+    "perception_tools": [{"type": "function", "function": {
+        "name": "notify_second_person",
+        "description": "Use this when more than one person is in view.",
+        "parameters": {"type": "object", "properties": {"people": {"type": "integer"}},
+                       "required": ["people"]}}}]}
+PERCEPTION_ENV = {"PERCEPTION_FPS": "4"}
 
 
 def _require(missing: str | None) -> None:
@@ -102,6 +113,39 @@ def inbound_sent(h: Harness) -> list[dict]:
     return [m for m, _ in h.transport.received_messages if isinstance(m, dict)]
 
 
+def photo() -> np.ndarray:
+    """A real photograph of one person that ships with matplotlib (Grace Hopper), as RGB."""
+    from pathlib import Path
+
+    import matplotlib
+    from PIL import Image
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+async def show(h: Harness, rgb: np.ndarray, count: int = 3, until=None) -> None:
+    """Camera frames at the sampling rate, each processed before the next (as
+    tests/test_perception_conversation.py shows them); ``until``: stop once it holds."""
+    from pipecat.frames.frames import UserImageRawFrame
+
+    runner = h.built.perception
+    for _ in range(count):
+        if until is not None and until():
+            return
+        frame = UserImageRawFrame(user_id="u1", image=rgb.tobytes(),
+                                  size=(rgb.shape[1], rgb.shape[0]), format="RGB")
+        frame.transport_source = "camera"
+        before = runner.stats["camera"].processed
+        await h.worker.queue_frames([frame])
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if runner.stats["camera"].processed > before and not runner._busy:
+                break
+        await asyncio.sleep(0.3)
+        runner._cooldown_until = 0.0  # the test paces frames itself
+
+
 # --------------------------------------------------------------------------- 1. cvi-ui + tsc
 
 
@@ -128,7 +172,9 @@ def test_cvi_ui_has_a_member_for_every_event_type_or_it_is_listed(tmp_path):
 async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness, tmp_path):
     """One conversation covering every outbound event type: a spoken turn (user speaking
     events, streaming, captions, the wake phrase), a local and a client tool call, text and
-    audio echo, an interrupt, the context and sensitivity messages, and a rejected message."""
+    audio echo, an interrupt, the context and sensitivity messages, a rejected message, and
+    perception (camera frames of a real photo: utterances with their analyses, a perception
+    tool call with its frames, the end-of-call analysis when the conversation ends)."""
     _require(contract.cvi_ui_missing())
     from tests.speech import write_question_wav
 
@@ -148,8 +194,9 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
         persona={"persona_name": "Ava", "system_prompt": "You are Ava.",
                  "document_ids": [document["document_id"]], "layers": {
             "llm": {"tools": [TIME_TOOL, CURES_TOOL]},
-            "conversational_flow": {"wake_phrase": "capital"}}},
-        conversation={"properties": {"enable_closed_captions": True}},
+            "conversational_flow": {"wake_phrase": "capital"},
+            "perception": PERCEPTION}},
+        conversation={"properties": {"enable_closed_captions": True}}, env=PERCEPTION_ENV,
         policies=Policies(objectives=[Objective(
             objective_name="get_name", objective_prompt="Ask for their name.",
             output_variables=["name"], confirmation_mode="manual")], guardrails=[Guardrail(
@@ -175,6 +222,14 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
         await h.transport.receive_message(message, "cvi-ui-app")
 
     await spoken(h, 0)  # the spoken question, answered: it had the wake phrase
+
+    # The camera: one person (the user utterances from here on carry user_visual_analysis),
+    # then two side by side, which fires the visual tool: conversation.perception_tool_call.
+    one = photo()
+    await show(h, one)
+    await show(h, np.concatenate([one, one], axis=1), count=8,
+               until=lambda: h.of("conversation.perception_tool_call"))
+    await h.wait_for("conversation.perception_tool_call")
 
     stops = replica_stops(h)
     script(h, [ToolCall("get_current_time", {"location": "Tokyo"}, id="call_t1")],
@@ -238,6 +293,10 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
     await h.wait_for("system.error",
                      where=lambda e: e["properties"].get("received_event_type") == "conversation.dance")
     await asyncio.sleep(0.3)
+    # The conversation ends gracefully: the end-of-call conversation.perception_analysis.
+    await h.session.lifecycle.end("end_conversation_endpoint_hit")
+    await h.wait_for("conversation.perception_analysis", timeout=30)
+    await asyncio.wait_for(asyncio.shield(h.session.task), 30)
     outbound = list(h.events)
     inbound = inbound_sent(h)
 
@@ -247,6 +306,18 @@ async def test_every_event_of_a_conversation_type_checks_against_cvi_ui(harness,
         f"not covered by this conversation: {sorted(set(OUTBOUND_EVENTS) - emitted)}")
     errors = [e["properties"] for e in h.of("system.error")]
     assert [e.get("received_event_type") for e in errors] == ["conversation.dance"], errors
+    # Perception's fields are in what tsc checks below: a user utterance with its analysis
+    # (a property newer than cvi-ui 0.0.1's AppMessageUtterance, which types role, speech and
+    # visual_context only; Raven-1 sends it, and tsc accepts it, as it accepts the envelope's
+    # seq and timestamp: the checks assign a value, not a fresh literal, so TypeScript's
+    # structural typing allows the extra properties), the tool call's frames, the analysis.
+    users = [e["properties"] for e in h.of("conversation.utterance")
+             if e["properties"]["role"] == "user"]
+    assert any(u.get("user_visual_analysis") for u in users), users
+    call = h.of("conversation.perception_tool_call")[0]["properties"]
+    assert call["name"] == "notify_second_person" and call["arguments"] == {"people": 2}, call
+    assert call["frames"] and base64.b64decode(call["frames"][-1])[:2] == b"\xff\xd8"  # JPEG
+    assert len(h.of("conversation.perception_analysis")) == 1
 
     checks = (contract.message_checks(outbound, direction="outbound", no_member=OUTBOUND_NO_MEMBER)
               + contract.message_checks(inbound, direction="inbound", no_member=INBOUND_NO_MEMBER)

@@ -16,8 +16,25 @@ def _video(video: bool) -> dict[str, Any]:
                 video_out_height=720)
 
 
-def transport_params(options: ConversationOptions, video: bool = False) -> dict[str, Any]:
-    """Parameter factories per runner transport: audio in and out, video out with a replica.
+def _video_in(fps: float | None) -> dict[str, Any]:
+    """The user's camera and screen share in, for perception (``fps``: its sampling rate; the
+    transport passes on at least one frame a second and perception samples below that)."""
+    if not fps:
+        return {}
+    import math
+
+    from pipecat.transports.base_transport import VideoInSourceParams
+
+    rate = max(1, math.ceil(fps))
+    return dict(video_in_enabled=True,
+                video_in_sources={"camera": VideoInSourceParams(framerate=rate),
+                                  "screenVideo": VideoInSourceParams(framerate=rate)})
+
+
+def transport_params(options: ConversationOptions, video: bool = False,
+                     perception_fps: float | None = None) -> dict[str, Any]:
+    """Parameter factories per runner transport: audio in and out, video out with a replica,
+    the user's video in when the conversation perceives it (``perception_fps``).
 
     Participant audio goes through the persona's voice isolation filter, if any.
     ``enable_closed_captions`` also turns on Daily's transcription, which Daily's own UI
@@ -28,7 +45,7 @@ def transport_params(options: ConversationOptions, video: bool = False) -> dict[
     def webrtc():
         return TransportParams(
             audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(options.flow),
-            **_video(video),
+            **_video(video), **_video_in(perception_fps),
         )
 
     def daily():
@@ -37,12 +54,14 @@ def transport_params(options: ConversationOptions, video: bool = False) -> dict[
         return DailyParams(
             audio_in_enabled=True, audio_out_enabled=True, audio_in_filter=input_filter(options.flow),
             transcription_enabled=options.closed_captions, **_video(video),
+            **_video_in(perception_fps),
         )
 
     return {"webrtc": webrtc, "daily": daily}
 
 
-async def make_transport(runner_args: Any, options: ConversationOptions, video: bool = False) -> Any:
+async def make_transport(runner_args: Any, options: ConversationOptions, video: bool = False,
+                         perception_fps: float | None = None) -> Any:
     """The transport for a runner session; in Daily rooms the bot shows the persona's name.
 
     On the local page's WebRTC connection, JSON without a ``"type"`` key (a Tavus client's
@@ -53,7 +72,7 @@ async def make_transport(runner_args: Any, options: ConversationOptions, video: 
     from pipecat.runner.types import DailyRunnerArguments
     from pipecat.runner.utils import create_transport
 
-    params = transport_params(options, video)
+    params = transport_params(options, video, perception_fps)
     if isinstance(runner_args, DailyRunnerArguments):
         from pipecat.transports.daily.transport import DailyTransport
 

@@ -51,6 +51,9 @@ class UtteranceProperties(EventProperties):
     # What the replica saw (Tavus's perception); "" while there is none. cvi-ui's type
     # requires the string on every utterance.
     visual_context: str = ""
+    # Raven-1's analyses of a user utterance (perception on).
+    user_visual_analysis: str | None = None
+    user_audio_analysis: str | None = None
 
 
 class UtteranceStreamingProperties(EventProperties):
@@ -108,6 +111,16 @@ class GuardrailTriggeredProperties(EventProperties):
 class RagObservabilityProperties(EventProperties):
     document_ids: list[str]
     document_names: list[str]
+
+
+class PerceptionToolCallProperties(EventProperties):
+    name: str
+    arguments: dict[str, Any]
+    frames: list[str]  # base64 JPEG: what the camera or screen showed when it fired
+
+
+class PerceptionAnalysisProperties(EventProperties):
+    analysis: str  # markdown
 
 
 class ReplicaJoinedProperties(EventProperties):
@@ -316,6 +329,20 @@ class RagObservabilityEvent(InteractionEvent):
     properties: RagObservabilityProperties
 
 
+class PerceptionToolCallEvent(InteractionEvent):
+    """A perception tool fired from what was seen or heard (not called by the LLM)."""
+
+    event_type: Literal["conversation.perception_tool_call"] = "conversation.perception_tool_call"
+    properties: PerceptionToolCallProperties
+
+
+class PerceptionAnalysisEvent(InteractionEvent):
+    """The end-of-call summary of what was perceived."""
+
+    event_type: Literal["conversation.perception_analysis"] = "conversation.perception_analysis"
+    properties: PerceptionAnalysisProperties
+
+
 EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     UtteranceEvent,
     UtteranceStreamingEvent,
@@ -338,6 +365,8 @@ EVENT_MODELS: tuple[type[InteractionEvent], ...] = (
     ObjectiveCompletedEvent,
     GuardrailTriggeredEvent,
     RagObservabilityEvent,
+    PerceptionToolCallEvent,
+    PerceptionAnalysisEvent,
 )
 OUTBOUND_EVENTS: dict[str, type[InteractionEvent]] = {
     model.model_fields["event_type"].default: model for model in EVENT_MODELS
@@ -348,7 +377,8 @@ _TYPED = TypeAdapter(Annotated[
     | StartedSpeakingEvent | StoppedSpeakingEvent | ReplicaInterruptedEvent | ToolCallEvent
     | LocalToolCallEvent | ClosedCaptionEvent | SystemErrorEvent | WakePhraseDetectedEvent | ReplicaJoinedEvent
     | ReplicaPresentEvent | ObjectiveActivatedEvent | ObjectivePendingEvent
-    | ObjectiveCompletedEvent | GuardrailTriggeredEvent | RagObservabilityEvent,
+    | ObjectiveCompletedEvent | GuardrailTriggeredEvent | RagObservabilityEvent
+    | PerceptionToolCallEvent | PerceptionAnalysisEvent,
     Field(discriminator="event_type"),
 ])
 

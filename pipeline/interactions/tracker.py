@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from loguru import logger
+
 from .events import (
     ClosedCaptionEvent,
     ClosedCaptionProperties,
@@ -82,6 +84,8 @@ class InteractionTracker:
         self._clock = clock  # for durations
         self._wall_clock = wall_clock  # for timestamps
         self._new_id = new_id
+        # Perception's fields of a user utterance (pipeline/perception.py), when it runs.
+        self.perceive: Callable[[], dict[str, str]] | None = None
         # user side
         self._user_speaking_since: float | None = None
         self._user_inference: str | None = None
@@ -219,6 +223,15 @@ class InteractionTracker:
         """An app's ``conversation.respond`` opens a user turn that nobody spoke."""
         self._user_inference = self._new_id()
 
+    def _perceived(self) -> dict[str, str]:
+        if self.perceive is None:
+            return {}
+        try:
+            return self.perceive()
+        except Exception as exc:  # noqa: BLE001 - an utterance is never lost to perception
+            logger.warning(f"Perception: the utterance's analysis failed: {exc}")
+            return {}
+
     def user_turn(self, text: str) -> Events:
         """A user turn was committed to the context (spoken, or an app's respond)."""
         text = (text or "").strip()
@@ -230,7 +243,8 @@ class InteractionTracker:
         events: Events = [
             self._streaming("user", text, self._user_index, inference, final=True),
             UtteranceEvent(inference_id=inference,
-                           properties=UtteranceProperties(role="user", speech=text)),
+                           properties=UtteranceProperties(role="user", speech=text,
+                                                          **self._perceived())),
             *self.caption("user", text, True, inference),
         ]
         self._user_finals = []
