@@ -146,6 +146,10 @@ class LocalDetectors:
         if self._cascades is None:
             import cv2
 
+            # One thread: the CPU budget is measured on the worker thread (thread_time), and
+            # OpenCV's own pool would run beside it unaccounted, on cores the audio path needs.
+            cv2.setNumThreads(1)
+
             folder = Path(cv2.data.haarcascades)
             cascades = []
             for name in ("haarcascade_frontalface_default.xml", "haarcascade_eye.xml",
@@ -185,9 +189,7 @@ class LocalDetectors:
 
     def _reader(self):
         if self._ocr is None:
-            from rapidocr_onnxruntime import RapidOCR
-
-            self._ocr = RapidOCR()
+            self._ocr = _single_threaded_ocr()
             self._loaded.append("ocr")
         return self._ocr
 
@@ -277,3 +279,23 @@ class LocalDetectors:
                              if float(line_score) >= OCR_MIN_SCORE)
         return VisualFacts("screenVideo", len(boxes), None, None, None, None, brightness, text,
                            round(time.perf_counter() - start, 4), face_box)
+
+
+def _single_threaded_ocr():
+    """RapidOCR with one onnxruntime thread per model (its default is every core): the work
+    stays on the calling worker thread, where the CPU budget measures it."""
+    import os
+    import tempfile
+
+    from rapidocr_onnxruntime import RapidOCR
+    from rapidocr_onnxruntime.main import DEFAULT_CFG_PATH
+
+    text = Path(DEFAULT_CFG_PATH).read_text()
+    text = text.replace("&intra_nums -1", "&intra_nums 1").replace("&inter_nums -1", "&inter_nums 1")
+    handle, path = tempfile.mkstemp(suffix=".yaml", prefix="rapidocr-")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        return RapidOCR(config_path=path)
+    finally:
+        os.unlink(path)

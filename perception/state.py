@@ -141,19 +141,20 @@ class Observations:
         """Tavus's perception system message: appearance, emotions, screen share and the
         answers to the awareness queries."""
         now = time.monotonic() if now is None else now
-        parts = []
+        parts: list[tuple[str, str]] = []
         if visual:
-            parts.append(f"<user_appearance>{self.appearance(now)}</user_appearance>")
-        parts.append(f"<user_emotions>{self.emotions(now)}</user_emotions>")
+            parts.append(("user_appearance", self.appearance(now)))
+        parts.append(("user_emotions", self.emotions(now)))
         screen = self.screen(now) if visual else None
         if screen:
-            parts.append(f"<user_screenshare>{screen}</user_screenshare>")
+            parts.append(("user_screenshare", screen))
         answers = self.answers(now)
         if answers:
-            body = " ".join(f"{q} {a}" for q, a in answers)
-            parts.append(f"<user_observations>{body}</user_observations>")
-        text = " ".join(parts)
-        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+            parts.append(("user_observations", " ".join(f"{q} {a}" for q, a in answers)))
+        # Each part within its share, every tag closed; what was read off the user's screen
+        # or said by a vision model is data, so it cannot open or close a tag.
+        share = max(80, max_chars // len(parts) - 40)
+        return " ".join(f"<{tag}>{_clip(_escape(body), share)}</{tag}>" for tag, body in parts)
 
     def visual_analysis(self, now: float | None = None) -> str:
         """``user_visual_analysis`` of an utterance: what the camera and screen show now."""
@@ -180,6 +181,9 @@ class Observations:
 
     def analysis(self, analysis_queries: list[str]) -> str:
         """The end-of-call summary (markdown), from the whole log, as Tavus's analysis reads."""
+        looks = [f for _t, s, f in self.log if s == "look"]
+        if looks and not any(s == "camera" for _t, s, _f in self.log):
+            return _looks_summary(looks, analysis_queries, self.visual_queries)
         camera = [f for _t, s, f in self.log if s == "camera"]
         screen = [f for _t, s, f in self.log if s == "screenVideo"]
         voice = [f for _t, s, f in self.log if s == "voice"]
@@ -201,6 +205,14 @@ class Observations:
         for query in analysis_queries:
             lines.append(f"*   **{query}** {_over_call(query, camera, screen, voice)}")
         return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    return text.replace("<", "‹").replace(">", "›")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _appearance_summary(camera: list[Any]) -> str:
@@ -249,6 +261,24 @@ def _screen_summary(screen: list[Any]) -> str:
     shown = "; ".join(f'"{t}"' for t in texts[:5])
     more = f" and {len(texts) - 5} other screens" if len(texts) > 5 else ""
     return f"A screen was shared ({len(screen)} frames); it showed {shown}{more}."
+
+
+def _looks_summary(looks: list[Any], analysis_queries: list[str], queries: list[str]) -> str:
+    """The analysis from a vision model's looks (when its own summary is not available)."""
+    def distinct(key: str) -> str:
+        seen = list(dict.fromkeys(getattr(look, key) for look in looks if getattr(look, key)))
+        return " / ".join(seen[-3:]) or "Not described."
+
+    last = looks[-1]
+    lines = [f"Here's a summary of {len(looks)} looks at the camera and screen:", "",
+             f"*   **User Appearance:** {distinct('appearance')}",
+             f"*   **User Emotions:** {distinct('emotions')}",
+             f"*   **Notable Screen Activities:** {distinct('screen')}"]
+    for query, answer in zip(queries, last.answers or []):
+        lines.append(f"*   **{query}** {answer} (last look)")
+    for query in analysis_queries:
+        lines.append(f"*   **{query}** Not answered: the vision model's summary was not available.")
+    return "\n".join(lines)
 
 
 def _over_call(query: str, camera: list[Any], screen: list[Any], voice: list[Any]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -37,7 +37,7 @@ INSTRUCTION = (
 class VisionConfig:
     model: str
     base_url: str | None
-    api_key: str | None
+    api_key: str | None = field(repr=False)
 
     def describe(self) -> str:
         return f"{self.model} at {self.base_url or 'https://api.openai.com/v1'}"
@@ -48,9 +48,14 @@ def vision_config(layer: Any, settings: Any) -> VisionConfig | None:
     model = getattr(layer, "vision_model", None) or settings.perception_vision_model
     if not model:
         return None
-    base_url = getattr(layer, "vision_base_url", None) or settings.perception_vision_base_url
-    key = (getattr(layer, "vision_api_key", None) or settings.perception_vision_api_key
-           or (settings.openai_api_key if not base_url else None))
+    persona_url = getattr(layer, "vision_base_url", None)
+    base_url = persona_url or settings.perception_vision_base_url
+    key = getattr(layer, "vision_api_key", None)
+    if key is None and not persona_url:
+        # The environment's keys go only to the environment's endpoint (or OpenAI's), never
+        # to a URL a persona names, as with layers.llm.
+        key = settings.perception_vision_api_key or (
+            settings.openai_api_key if not base_url else None)
     return VisionConfig(model, base_url, key)
 
 
@@ -101,29 +106,11 @@ class VisionModel:
         try:
             response = await asyncio.wait_for(self.client.chat.completions.create(**params),
                                               TIMEOUT_SECS)
-        except Exception as exc:  # noqa: BLE001 - any client or server error: no look this time
+            return _parse_look(response)
+        except Exception as exc:  # noqa: BLE001 - any client, server or shape error: no look
             self.failures += 1
             logger.warning(f"Perception: the vision model failed: {scrub(str(exc) or type(exc).__name__)}")
             return None
-        message = response.choices[0].message
-        parsed = _json(message.content or "")
-        calls = []
-        for call in message.tool_calls or []:
-            try:
-                arguments = json.loads(call.function.arguments or "{}")
-            except ValueError:
-                arguments = {}
-            calls.append((call.function.name, arguments if isinstance(arguments, dict) else {}))
-        answers = parsed.get("answers")
-        checks_out = parsed.get("checks")
-        return Look(
-            appearance=str(parsed.get("appearance") or "")[:500],
-            emotions=str(parsed.get("emotions") or "")[:500],
-            screen=str(parsed.get("screen") or "")[:500],
-            answers=[str(a)[:300] for a in answers] if isinstance(answers, list) else None,
-            checks=[bool(c) for c in checks_out] if isinstance(checks_out, list) else None,
-            tool_calls=calls,
-        )
 
     async def summarise(self, log_text: str, analysis_queries: list[str]) -> str | None:
         """The end-of-call analysis in markdown from the observation log (text only)."""
@@ -139,10 +126,40 @@ class VisionModel:
         except Exception as exc:  # noqa: BLE001
             logger.warning(f"Perception: the analysis call failed: {scrub(str(exc) or type(exc).__name__)}")
             return None
-        return (response.choices[0].message.content or "").strip() or None
+        try:
+            return str(response.choices[0].message.content or "").strip()[:8000] or None
+        except (AttributeError, IndexError, TypeError):
+            return None
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _parse_look(response: Any) -> Look:
+    """A look from the model's answer, every part checked (it is untrusted data)."""
+    message = response.choices[0].message
+    parsed = _json(str(message.content or "")[:20000])
+    calls = []
+    for call in (message.tool_calls or [])[:5]:
+        function = getattr(call, "function", None)
+        if function is None or not isinstance(getattr(function, "name", None), str):
+            continue
+        try:
+            arguments = json.loads(function.arguments or "{}")
+        except (TypeError, ValueError):
+            arguments = {}
+        calls.append((function.name[:100], arguments if isinstance(arguments, dict) else {}))
+    answers = parsed.get("answers")
+    checks = parsed.get("checks")
+    return Look(
+        appearance=str(parsed.get("appearance") or "")[:500],
+        emotions=str(parsed.get("emotions") or "")[:500],
+        screen=str(parsed.get("screen") or "")[:500],
+        answers=[str(a)[:300] for a in answers[:20]] if isinstance(answers, list) else None,
+        # Only a JSON true is a yes: "false" (a string) must not trigger a guardrail.
+        checks=[c is True for c in checks[:50]] if isinstance(checks, list) else None,
+        tool_calls=calls,
+    )
 
 
 def _json(text: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from pipecat.frames.frames import (
     InputImageRawFrame,
     LLMContextFrame,
     TranscriptionFrame,
+    UserStartedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -56,7 +57,11 @@ STATS_EVERY_SECS = 10.0
 CAMERA_TEXT_EVERY_SECS = 5.0
 MAX_TURN_AUDIO_SECS = 20.0
 TOOL_FRAMES = 2
+SUMMARY_SECS = 6.0  # the vision model's end-of-call summary (inside the lifecycle's 8 s)
 JPEG_LONG_SIDE = 640
+SCREEN_SAME = 1.5  # mean grey difference of a 64x36 thumbnail below which a screen is unchanged
+MAX_EVENT_BYTES = 200_000  # a perception_tool_call's frames are dropped, oldest first, past it
+MAX_ARGUMENT_BYTES = 4000
 INJECT_VOICE_WAIT_SECS = 0.05
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -158,7 +163,12 @@ class PerceptionRunner:
     _looking: bool = False
     _look_at: float = 0.0
     _voice: asyncio.Task | None = None
-    _closed: bool = False
+    _closed: bool = False  # close() has begun: nothing new is taken
+    accepting: bool = True  # the pipeline still runs (the tap clears it at its end)
+    _closing: asyncio.Task | None = None
+    _warned: set = field(default_factory=set)
+    _screen_thumb: Any = None
+    _screen_facts: Any = None
 
     def __post_init__(self) -> None:
         layer = self.plan.layer
@@ -190,7 +200,7 @@ class PerceptionRunner:
 
     def offer_frame(self, source: str, frame: Any) -> bool:
         """A video frame from the transport: taken now, or dropped. Never waits."""
-        if self._closed or source not in self.stats or not self.plan.visual:
+        if self._closed or not self.accepting or source not in self.stats or not self.plan.visual:
             return False
         now = self.clock()
         stats = self.stats[source]
@@ -214,7 +224,11 @@ class PerceptionRunner:
             work = self._look_local if self.vision is None else self._encode_only
             facts, jpeg, cpu = await asyncio.to_thread(work, source, frame)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not end perception
-            logger.warning(f"Perception: a {source} frame could not be processed: {exc}")
+            key = (source, type(exc).__name__, getattr(frame, "format", None))
+            if key not in self._warned:  # once per kind of problem, not once a frame
+                self._warned.add(key)
+                logger.warning(f"Perception: a {source} frame could not be processed: {exc}")
+            self.stats[source].dropped += 1
             self._busy = False
             return
         now = self.clock()
@@ -247,9 +261,25 @@ class PerceptionRunner:
                     self._camera_text = self.detectors.screen(rgb).text
                 facts = replace(facts, text=self._camera_text)
         else:
-            facts = self.detectors.screen(rgb)
+            facts = self._screen(rgb)
         jpeg = _jpeg(rgb)
         return facts, jpeg, time.thread_time() - started
+
+    def _screen(self, rgb: Any) -> Any:
+        """OCR of a shared screen, only when it changed since the last one read (a static
+        slide is read once, not every second)."""
+        import cv2
+        import numpy as np
+
+        thumb = cv2.resize(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), (64, 36),
+                           interpolation=cv2.INTER_AREA).astype(np.int16)
+        last = self._screen_thumb
+        if last is not None and self._screen_facts is not None \
+                and float(np.abs(thumb - last).mean()) < SCREEN_SAME:
+            return self._screen_facts
+        self._screen_thumb = thumb
+        self._screen_facts = self.detectors.screen(rgb)
+        return self._screen_facts
 
     def _encode_only(self, source: str, frame: Any) -> tuple[None, str, float]:
         started = time.thread_time()
@@ -308,7 +338,7 @@ class PerceptionRunner:
                     obs.describe(key, getattr(look, key), now)
             for query, answer in zip(layer.visual_awareness_queries, look.answers or []):
                 obs.describe(f"query:{query}", answer, now)
-            obs.log.append((now - obs.started, "look", look))
+            obs.add("look", look, now)
             for trigger, held in zip(checks, look.checks or []):
                 await self._update(trigger, bool(held), now, lambda: "")
             by_name = {t.item.function.name: t for t in self._triggers if t.kind == "visual_tool"}
@@ -352,8 +382,16 @@ class PerceptionRunner:
 
     async def fire_tool(self, tool: Any, arguments: dict[str, Any], source: str | None) -> None:
         """``conversation.perception_tool_call`` with the frames, and the local handler if any."""
+        import json
+
         name = tool.function.name
+        if len(json.dumps(arguments, default=str)) > MAX_ARGUMENT_BYTES:
+            logger.warning(f"Perception tool {name}: its arguments are over "
+                           f"{MAX_ARGUMENT_BYTES} bytes; sent without them")
+            arguments = {}
         frames = list(self._frames.get(source, ())) if source else []
+        while frames and sum(len(f) for f in frames) > MAX_EVENT_BYTES:
+            frames.pop(0)  # an app message must fit the data channel
         properties = {"name": name, "arguments": arguments, "frames": frames}
         self.tool_calls.append({"name": name, "arguments": arguments, "frames": len(frames)})
         logger.info(f"Perception tool {name} fired with {arguments}")
@@ -426,10 +464,16 @@ class PerceptionRunner:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def close(self) -> str | None:
-        """End of call: stop taking frames, finish what runs, return the analysis (or None)."""
-        if self._closed:
-            return None
+        """End of call: stop taking frames, finish what runs, return the analysis (or None).
+
+        Idempotent: the lifecycle's graceful end and the teardown may both ask; they get the
+        same analysis, made once (a caller that gives up does not cancel it)."""
         self._closed = True
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        return await asyncio.shield(self._closing)
+
+    async def _close(self) -> str | None:
         await self.settle()
         for task in list(self._tasks):
             task.cancel()
@@ -439,7 +483,13 @@ class PerceptionRunner:
         queries = list(self.plan.layer.perception_analysis_queries)
         if self.observations.log or queries:
             if self.vision is not None:
-                analysis = await self.vision.summarise(_log_text(self.observations), queries)
+                try:
+                    analysis = await asyncio.wait_for(
+                        self.vision.summarise(_log_text(self.observations), queries),
+                        SUMMARY_SECS)
+                except TimeoutError:
+                    logger.warning("Perception: the vision model's analysis took over "
+                                   f"{SUMMARY_SECS:g}s; the local summary is sent instead")
             if analysis is None:
                 analysis = self.observations.analysis(queries)
         if self.vision is not None:
@@ -493,8 +543,10 @@ class PerceptionTap(FrameProcessor):
             elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
                 self.runner.offer_voice(bytes(self._audio), self._rate, frame.text)
                 self._audio.clear()
+            elif isinstance(frame, UserStartedSpeakingFrame):
+                self._audio.clear()  # the turn's audio starts here, not at the last transcript
         if isinstance(frame, (EndFrame, CancelFrame)):
-            self.runner._closed = True
+            self.runner.accepting = False  # close() still makes the analysis
         await self.push_frame(frame, direction)
 
 

@@ -278,3 +278,50 @@ async def test_the_users_voice_is_heard_and_an_audio_tool_fires(harness, tmp_pat
     assert [c["properties"]["name"] for c in calls] == ["escalate_to_human"]
     assert calls[0]["properties"]["frames"] == []
     assert calls[0]["properties"]["arguments"]["tone"] in ("upset", "frustrated")
+
+
+async def test_a_visual_guardrail_is_reported_once_when_it_is_seen(harness):
+    from config.policies import Guardrail, Policies
+
+    guardrail = Guardrail(guardrail_name="participant_alone", modality="visual",
+                          guardrail_prompt="The participant must be alone: no other person "
+                                           "may be in view.")
+    h = await harness.start(persona=PERSONA, env=ENV, policies=Policies(guardrails=[guardrail]),
+                            answers=["Hello."])
+    await show(h, photo(), count=2)
+    assert not h.of("conversation.guardrail_triggered")
+    await show(h, two_people(), count=4)
+    triggered = await h.wait_for("conversation.guardrail_triggered")
+    await show(h, two_people(), count=2)
+    assert len(h.of("conversation.guardrail_triggered")) == 1
+    assert triggered[0]["properties"]["guardrail"] == "participant_alone"
+    assert triggered[0]["properties"]["role"] == "user"
+
+
+async def test_the_analysis_is_recorded_when_the_participant_leaves(tmp_path):
+    """The most common end: nobody left to hear it, the pipeline is cancelled; the analysis
+    still goes to the callback and the record (not to the empty room)."""
+    from conversation.lifecycle import PARTICIPANT_LEFT
+    from conversation.records import ConversationStore
+
+    receiver = WebhookReceiver().start_thread()
+    h = Harness(tmp_path)
+    try:
+        await h.start(persona=PERSONA, env=ENV, conversation={"callback_url": receiver.url},
+                      answers=["Hi."])
+        await show(h, photo(), count=2)
+        conversation_id = h.session.conversation_id
+        await h.session.lifecycle.end(PARTICIPANT_LEFT)
+        await asyncio.wait_for(asyncio.shield(h.session.task), 30)
+        await h.session.__aexit__(None, None, None)
+        for _ in range(100):
+            if "application.perception_analysis" in receiver.events():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await h.stop()
+        receiver.stop_thread()
+    assert receiver.events().count("application.perception_analysis") == 1
+    assert not h.of("conversation.perception_analysis")
+    record = ConversationStore(tmp_path / "data").verbose(conversation_id)
+    assert [e["event_type"] for e in record["events"]].count("application.perception_analysis") == 1
