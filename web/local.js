@@ -8,6 +8,11 @@ const $ = (id) => document.getElementById(id);
 let pc = null;
 let mic = null;
 let channel = null;
+// The bot looks at about one frame a second, but decodes every frame it receives: send few.
+const CAMERA_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 5, max: 10 } };
+const SCREEN_CONSTRAINTS = { frameRate: { ideal: 2, max: 5 } };
+let shared = null; // the shared screen's stream (getDisplayMedia), when "share my screen" is on
+let pcId = null; // the bot's id for this peer connection (its answer's pc_id), for renegotiation
 let conversationId = null;
 let timers = [];
 
@@ -436,6 +441,7 @@ function showEvent(data) {
   let message;
   try { message = JSON.parse(data); } catch { return; }
   window.eventLog.push({ t: sinceMic(), message });
+  if (message.type === "signalling") { onSignalling(message.message || {}); return; }
   const rtvi = message.label === "rtvi-ai";
   if (rtvi) onRtvi(message);
   else if (message.event_type) {
@@ -513,12 +519,16 @@ function fillTemplate() {
 
 async function connect() {
   showProblem("");
+  screenNote("");
   $("connect").disabled = true;
   setStatus("Connecting");
   setState("connecting");
   try {
     const withCamera = $("camera").checked;
-    mic = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS, video: withCamera });
+    // The screen picker first: Chrome lets getDisplayMedia open it only shortly after the click
+    // (transient user activation), and the microphone's permission prompt can outlast that.
+    if ($("share-screen").checked) shared = await shareScreen();
+    mic = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS, video: withCamera && CAMERA_CONSTRAINTS });
     micOpenedAt = performance.now();
     window.micOpenedAtMs = micOpenedAt;
     window.micSettings = mic.getAudioTracks()[0].getSettings();
@@ -530,13 +540,18 @@ async function connect() {
     channel = pc.createDataChannel("chat");
     channel.onopen = () => { $("send").disabled = false; };
     channel.onmessage = (event) => showEvent(event.data);
+    // Pipecat's SmallWebRTC reads the transceivers by their order (connection.py: index 0 the
+    // microphone, 1 the camera, 2 the screen share): the camera's transceiver is always added
+    // (the replica's video comes back on it), the screen's only when one is shared.
     pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
-    if (withCamera) pc.addTransceiver(mic.getVideoTracks()[0], { direction: "sendrecv" });
-    else pc.addTransceiver("video", { direction: "recvonly" });
+    const video = withCamera ? pc.addTransceiver(mic.getVideoTracks()[0], { direction: "sendrecv" })
+      : pc.addTransceiver("video", { direction: "recvonly" });
+    if (shared) withoutRetransmissionStream(pc.addTransceiver(shared.getVideoTracks()[0], { direction: "sendonly" }));
+    window.sentVideo = { camera: withCamera, screen: !!shared };
     pc.ontrack = (event) => {
       if (event.track.kind === "audio") {
         $("bot-audio").srcObject = new MediaStream([event.track]);
-      } else {
+      } else if (event.transceiver === video) {
         $("bot-video").srcObject = new MediaStream([event.track]);
         event.track.onunmute = () => { // the replica's video (when the bot sends one)
           $("bot-video").style.display = "block";
@@ -552,13 +567,7 @@ async function connect() {
       }
       if (["failed", "closed", "disconnected"].includes(pc.connectionState)) disconnect();
     };
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIce(pc);
-    const response = await fetch("/api/offer", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", ...authHeaders() },
-      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
-    });
+    const response = await sendOffer();
     if (!response.ok) {
       const reason = await refusal(response);
       log(`offer refused: HTTP ${response.status}: ${reason}`);
@@ -568,6 +577,7 @@ async function connect() {
       return;
     }
     const answer = await response.json();
+    pcId = answer.pc_id || null;
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
     watchBotAudio();
     $("disconnect").disabled = false;
@@ -577,6 +587,98 @@ async function connect() {
     log(`error: ${err.message || err}`);
     disconnect();
     showProblem(`Could not connect: ${err.message || err}`);
+  }
+}
+
+// The offer (a new connection, or with pcId a renegotiation of this one) after ICE gathering.
+async function sendOffer() {
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForIce(pc);
+  const offer = { sdp: pc.localDescription.sdp, type: pc.localDescription.type };
+  if (pcId) Object.assign(offer, { pc_id: pcId, restart_pc: false });
+  return fetch("/api/offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...authHeaders() },
+    body: JSON.stringify(offer),
+  });
+}
+
+// ------------------------------------------------------------------ screen sharing
+
+// The screen's video without its retransmission stream (video/rtx): the bot's aiortc routes a
+// packet by its SSRC, registers only the primary SSRCs, and takes an unknown SSRC only when its
+// payload type belongs to one receiver. With two video transceivers both offering rtx, every
+// retransmission was dropped and the camera stalled after its first lost packet (measured: one
+// camera frame in 15 s beside a shared screen; camera alone 7). Without rtx on the screen, the
+// camera's rtx payload types are its own, and the screen's lost packets are resent as they are.
+function withoutRetransmissionStream(transceiver) {
+  try {
+    const codecs = RTCRtpReceiver.getCapabilities("video").codecs.filter((c) => c.mimeType.toLowerCase() !== "video/rtx");
+    transceiver.setCodecPreferences(codecs);
+  } catch (err) {
+    log(`screen codecs left as they are: ${err.message || err}`);
+  }
+  return transceiver;
+}
+
+// The screen (or window, or tab) the user picks, or null when they cancel the picker or the
+// browser cannot share one: the conversation goes on without it, saying so.
+async function shareScreen() {
+  if (!navigator.mediaDevices.getDisplayMedia) {
+    screenNote("This browser cannot share a screen: connecting without it.");
+    return null;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: SCREEN_CONSTRAINTS, audio: false });
+    const track = stream.getVideoTracks()[0];
+    track.onended = screenEnded; // the browser's "Stop sharing", or the shared window closed
+    screenNote(`Sharing your screen with ${personaName}.`);
+    log(`sharing the screen: ${track.label || "screen"}`);
+    return stream;
+  } catch (err) {
+    const cancelled = err && err.name === "NotAllowedError";
+    screenNote(cancelled ? "Screen sharing was cancelled: connecting without your screen."
+      : `Could not share the screen (${err.message || err}): connecting without it.`);
+    log(`screen not shared: ${err.name || ""} ${err.message || err}`.trim());
+    return null;
+  }
+}
+
+function screenEnded() {
+  screenNote(`You stopped sharing your screen; ${personaName} no longer sees it.`);
+  log("screen sharing ended");
+  shared = null;
+  sendSignalling({ type: "trackStatus", receiver_index: 2, enabled: false });
+}
+
+function screenNote(text) {
+  $("screen-note").textContent = text || "";
+  $("screen-note").hidden = !text;
+}
+
+// Pipecat's SmallWebRTC signalling over the data channel ({type: "signalling", message}).
+function sendSignalling(message) {
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "signalling", message }));
+}
+
+// The bot asks to renegotiate when its pipeline is ready for our video (connection.py: the
+// frames sent before it started reading are lost, and a new offer gets a fresh key frame).
+// Audio-only conversations never needed it, so they keep the one offer.
+let renegotiating = false;
+async function onSignalling(message) {
+  if (message.type !== "renegotiate" || !pc || !pcId || renegotiating) return;
+  if (!window.sentVideo || !(window.sentVideo.camera || window.sentVideo.screen)) return;
+  renegotiating = true;
+  try {
+    const response = await sendOffer();
+    if (!response.ok) throw new Error(`HTTP ${response.status}: ${await refusal(response)}`);
+    const answer = await response.json();
+    if (pc) await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    log("renegotiated (the bot is ready for the video)");
+  } catch (err) {
+    log(`renegotiation failed: ${err.message || err}`);
+  } finally {
+    renegotiating = false;
   }
 }
 
@@ -590,8 +692,11 @@ function disconnect() {
   $("send").disabled = true;
   if (pc) pc.close();
   if (mic) mic.getTracks().forEach((t) => t.stop());
+  if (shared) shared.getTracks().forEach((t) => { t.onended = null; t.stop(); });
   pc = null;
   mic = null;
+  shared = null;
+  pcId = null;
   pendingTurn = null;
   lastBotEnergy = 0;
   botSounding = false;
