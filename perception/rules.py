@@ -142,6 +142,8 @@ RULES: dict[str, Rule] = {r.name: r for r in (
 # Checked in order: the first pattern that matches a text decides its rule.
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(id|identity|passport|licen[cs]e|identification)\b", re.IGNORECASE), "id_document"),
+    (re.compile(r"look(ing|s)? (at|toward|towards|away)|eye contact|gaze|attent|focus|"
+                r"distract", re.IGNORECASE), "looking_away"),
     (re.compile(r"screen|shar(e|ing)|slide|document|code\b|reading|text\b|presentation|"
                 r"spreadsheet|browser|website|tab\b", re.IGNORECASE), "screen_text"),
     (re.compile(r"more than one|multiple (people|person|faces)|another person|someone else|"
@@ -149,8 +151,6 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
                 r"(present|in the room)|second person", re.IGNORECASE), "others_present"),
     (re.compile(r"left the|leaves|not (in view|present|visible|there)|absent|away from the "
                 r"(camera|desk)|no one", re.IGNORECASE), "absent"),
-    (re.compile(r"look(ing|s)? (at|toward|towards|away)|eye contact|gaze|attent|focus|"
-                r"distract", re.IGNORECASE), "looking_away"),
     (re.compile(r"smil|laugh", re.IGNORECASE), "smiling"),
     (re.compile(r"emotional state|body language|facial express", re.IGNORECASE), "emotion"),
     (re.compile(r"distress|uncomfortable|upset|angry|anger|frustrat|sad\b|scared|afraid|"

@@ -390,6 +390,10 @@ def _perception_runner(plan: Any, services: Services, settings: Any,
     from services.structured import is_local
 
     layer = plan.layer
+    if plan.hears:
+        from perception.audio import warm_up
+
+        warm_up()  # VADER's lexicon (~30 ms, once a process) now, not in the first turn
     observations = Observations(
         stale_secs=plan.stale_secs,
         visual_queries=list(layer.visual_awareness_queries) if plan.visual else [],

@@ -149,3 +149,22 @@ def test_settings_and_plans():
     audio_only.conversation = conversation_from_dict({"audio_only": True}).value
     plan = plan_for(audio_only)
     assert plan.hears and not plan.visual
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("Is there more than one person present?", "others_present"),
+    ("Does the candidate appear to be looking at other screens, notes, or devices?",
+     "looking_away"),
+    ("On a scale of 1-100, how often was the user looking at the screen?", "looking_away"),
+    ("Is the user showing an ID card?", "id_document"),
+    ("Is the user sharing their screen?", "screen_text"),
+    ("Does the user appear distressed or uncomfortable?", "negative_emotion"),
+    ("Is the user smiling?", "smiling"),
+    ("Is the user wearing a bright outfit?", None),  # nothing here sees clothes: cannot tell
+    ("Is the user have an acne in his or her face?", None),
+])
+def test_questions_go_to_the_detector_that_can_answer_them(text, rule):
+    from perception.rules import route
+
+    found = route(text)
+    assert (found.name if found else None) == rule
