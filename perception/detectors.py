@@ -232,20 +232,25 @@ class LocalDetectors:
         best = int(np.argmax(probs))
         return EMOTIONS[best], round(float(probs[best]), 4)
 
+    def _scan(self, cv2, rgb: np.ndarray):
+        """The faces of a frame (downscaled), the largest in the frame's pixels, mean luma."""
+        small, scale = _downscale(cv2, rgb, CAMERA_MAX_SIDE)
+        gray = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY)
+        brightness = round(float(gray.mean()), 2)
+        boxes = self._detect_faces(cv2.equalizeHist(gray))
+        face_box = (_full_box(max(boxes, key=lambda b: b[2] * b[3]), scale, rgb.shape)
+                    if boxes else None)
+        return boxes, face_box, brightness
+
     def camera(self, rgb: np.ndarray) -> VisualFacts:
         """Faces, eyes, smile and emotion of the largest face in a camera frame (no OCR)."""
         start = time.perf_counter()
         rgb = _check_frame(rgb)
         import cv2
 
-        small, scale = _downscale(cv2, rgb, CAMERA_MAX_SIDE)
-        gray = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY)
-        brightness = round(float(gray.mean()), 2)
-        boxes = self._detect_faces(cv2.equalizeHist(gray))
-        looking = smiling = emotion = score = face_box = None
-        if boxes:
-            box = max(boxes, key=lambda b: b[2] * b[3])
-            face_box = _full_box(box, scale, rgb.shape)
+        boxes, face_box, brightness = self._scan(cv2, rgb)
+        looking = smiling = emotion = score = None
+        if face_box is not None:
             x, y, w, h = face_box
             # The face from the full-resolution frame at a fixed size: eye/smile boxes and the
             # emotion model then see the same pixels whatever the frame's resolution.
@@ -264,13 +269,7 @@ class LocalDetectors:
         rgb = _check_frame(rgb)
         import cv2
 
-        small, scale = _downscale(cv2, rgb, CAMERA_MAX_SIDE)
-        gray = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY)
-        brightness = round(float(gray.mean()), 2)
-        boxes = self._detect_faces(cv2.equalizeHist(gray))
-        face_box = None
-        if boxes:
-            face_box = _full_box(max(boxes, key=lambda b: b[2] * b[3]), scale, rgb.shape)
+        boxes, face_box, brightness = self._scan(cv2, rgb)
         text = ""
         if self._want_ocr:
             page, _ = _downscale(cv2, rgb, SCREEN_MAX_SIDE)
