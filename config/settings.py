@@ -146,6 +146,10 @@ class Settings:
                 except ValueError:
                     problems.append(f"{cls._ENV[f.name]} must be a positive number (got {raw!r})")
                     continue
+                if f.name == "perception_fps" and number > 30:
+                    problems.append(f"{cls._ENV[f.name]} is at most 30 frames a second "
+                                    f"(got {raw!r})")
+                    continue
                 if f.name == "perception_cpu_budget" and number > 1:
                     problems.append(f"{cls._ENV[f.name]} is a share of one core, at most 1 "
                                     f"(got {raw!r})")

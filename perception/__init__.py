@@ -59,16 +59,26 @@ class PerceptionPlan:
         layer = self.layer
         sides = [s for s, on in (("camera and screen share", self.visual),
                                  ("the user's voice", self.hears)) if on]
-        lines = [f"{layer.perception_model}: {' and '.join(sides)}; {self.fps:g} frame/s per "
-                 f"video source, at most {self.cpu_budget:.0%} of a core, observations "
-                 f"older than {self.stale_secs:g}s are not shown to the LLM"]
+        head = f"{layer.perception_model}: {' and '.join(sides)}"
+        if self.visual:
+            head += (f"; {self.fps:g} frames/s per video source, at most {self.cpu_budget:.0%} "
+                     f"of a core, observations older than {self.stale_secs:g}s are not shown "
+                     "to the LLM")
+        lines = [head]
         if self.visual:
             if self.vision is not None:
                 lines.append(f"visual queries, tools and checks go to the vision model "
                              f"{self.vision.describe()}")
+                if not self.vision.api_key and not self.vision.base_url:
+                    lines.append("  WARNING: no key for it (vision_api_key, "
+                                 "PERCEPTION_VISION_API_KEY or OPENAI_API_KEY): every look "
+                                 "will fail and nothing will be perceived")
             else:
                 lines.append("visual queries, tools and checks: local detectors (faces, eyes, "
                              "smiles, facial expression, screen text)")
+                if layer.vision_base_url:
+                    lines.append("  WARNING: vision_base_url is set but no vision_model "
+                                 "(nor PERCEPTION_VISION_MODEL): it is not used")
                 for query in layer.visual_awareness_queries:
                     rule = route(query)
                     lines.append(f"  query {query!r}: "
@@ -87,14 +97,25 @@ class PerceptionPlan:
                                  + (f"decided by {rule.name}" if rule else
                                     "cannot be decided offline (needs a vision model)"))
         if self.hears:
+            from perception.audio import can_answer
+
+            for query in layer.audio_awareness_queries:
+                routed = can_answer(query)
+                lines.append(f"  audio query {query!r}: "
+                             + ("answered from the voice's tone" if routed else
+                                "cannot tell from the audio"))
             for tool in layer.audio_tools:
                 tones = audio_tones(tool_text(tool))
                 lines.append(f"  audio tool {tool.function.name}: "
                              + (f"fires on {', '.join(sorted(tones))}" if tones else
                                 "never fires (no tone matches its description)"))
         if layer.perception_analysis_queries:
-            lines.append(f"end-of-call analysis answers {len(layer.perception_analysis_queries)} "
-                         "queries (application.perception_analysis)")
+            lines.append("end-of-call analysis (application.perception_analysis) answers:")
+            for query in layer.perception_analysis_queries:
+                rule = route(query)
+                how = ("by the vision model, from the call's looks" if self.vision is not None
+                       else f"from {rule.name} over the call" if rule else "cannot tell offline")
+                lines.append(f"  {query!r}: {how}")
         return lines
 
 

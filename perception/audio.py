@@ -368,6 +368,11 @@ _EVIDENCE = {
 _CAVEAT = " (a heuristic from voice and wording, not a reading of feelings)"
 
 
+def can_answer(query: str) -> bool:
+    """Whether the voice's tone can answer ``query`` at all (else: cannot tell)."""
+    return any(pattern.search(query or "") for pattern, _tone in _ROUTES)
+
+
 def answer(query: str, recent: list[VoiceFacts]) -> str:
     """Answer an audio-awareness question from ``recent`` turns (oldest first), citing evidence."""
     if not recent:

@@ -324,6 +324,8 @@ def build_pipeline(
                                 conversation_id)
         transcript.add_listener(lambda entry: kb.reply_done(entry.content)
                                 if entry.role == "assistant" else None)
+    if perception is not None and not voice:
+        logger.info("Perception: off in text mode (no camera, screen or voice to perceive)")
     if perception is not None and voice and services.llm is not None:
         seen = _perception_runner(perception, services, settings, interactions, callbacks,
                                   conversation_id, registry, objectives, guard_report=(

@@ -52,7 +52,7 @@ def image_frame():
 
 async def test_frames_beyond_the_budget_are_dropped_not_queued():
     plan = plan_for(app_with({"perception_model": "raven-0"},
-                             {"PERCEPTION_FPS": "100", "PERCEPTION_CPU_BUDGET": "0.2"}))
+                             {"PERCEPTION_FPS": "30", "PERCEPTION_CPU_BUDGET": "0.2"}))
     detectors = SlowDetectors(cost=0.05)
     runner = PerceptionRunner(plan, Observations(), detectors=detectors)
     offered = 0
