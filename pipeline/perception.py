@@ -49,6 +49,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from perception import PerceptionPlan
 from perception.rules import RULES, audio_tones, route, tool_arguments, tool_text
 from perception.state import Observations
+from perception.vision import LOOK_INTERVAL_SECS
 from services.pipecat_seam import replace_system_addon
 
 SOURCES = ("camera", "screenVideo")
@@ -150,6 +151,7 @@ class PerceptionRunner:
     detectors: Any = None  # perception.detectors.LocalDetectors (lazy)
     vision: Any = None  # perception.vision.VisionModel
     clock: Callable[[], float] = time.monotonic
+    max_chars: int = 1200  # of the perception system message (500 on the embedded model)
     stats: dict[str, SourceStats] = field(default_factory=lambda: {s: SourceStats() for s in SOURCES})
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     _busy: bool = False
@@ -243,7 +245,7 @@ class PerceptionRunner:
         if facts is not None:
             self.observations.add(source, facts, now)
             await self._check_visual(now)
-        elif not self._looking and now - self._look_at >= _look_interval():
+        elif not self._looking and now - self._look_at >= LOOK_INTERVAL_SECS:
             self._looking = True
             self._look_at = now
             self._spawn(self._look_remote())
@@ -305,9 +307,9 @@ class PerceptionRunner:
         trigger.fired_at = now
         if trigger.kind in ("visual_tool", "audio_tool"):
             args = arguments if arguments is not None else tool_arguments(trigger.item, value())
-            source = "camera" if trigger.kind == "visual_tool" else None
-            if trigger.kind == "visual_tool" and trigger.rule is not None:
-                source = trigger.rule.source
+            source = None  # an audio tool's event carries no frames
+            if trigger.kind == "visual_tool":
+                source = trigger.rule.source if trigger.rule is not None else "camera"
             await self.fire_tool(trigger.item, args, source)
         elif trigger.kind == "guardrail" and self.guardrail_report is not None:
             await self.guardrail_report(trigger.item, f"observed: {trigger.text}", "user")
@@ -424,8 +426,6 @@ class PerceptionRunner:
         return self.observations.system_message(self.clock(), visual=self.plan.visual,
                                                 max_chars=self.max_chars)
 
-    max_chars: int = 1200
-
     def utterance_fields(self) -> dict[str, str]:
         """What a user utterance carries (Raven-1's analyses and raven-0's visual_context)."""
         out: dict[str, str] = {}
@@ -495,12 +495,6 @@ class PerceptionRunner:
         if self.vision is not None:
             await self.vision.close()
         return analysis
-
-
-def _look_interval() -> float:
-    from perception.vision import LOOK_INTERVAL_SECS
-
-    return LOOK_INTERVAL_SECS
 
 
 def _log_text(observations: Observations) -> str:

@@ -405,14 +405,13 @@ def _perception_runner(plan: Any, services: Services, settings: Any,
         if callbacks is not None:
             callbacks.emit(conversation_id, None, event_type, "conversation", properties)
 
-    runner = PerceptionRunner(
+    return PerceptionRunner(
         plan, observations, emit=interactions.emit, record=record,
         registry=registry or build_registry(), conversation_id=conversation_id,
         data_dir=settings.data_dir, guardrail_report=guard_report,
-        objective_seen=objectives.visual_seen if objectives is not None else None)
-    # The embedded model's 4k-token window: a short message.
-    runner.max_chars = 500 if is_local(services.llm) else 1200
-    return runner
+        objective_seen=objectives.visual_seen if objectives is not None else None,
+        # The embedded model's 4k-token window: a short message.
+        max_chars=500 if is_local(services.llm) else 1200)
 
 
 def _knowledge_context(knowledge: Any, services: Services, settings: Any,

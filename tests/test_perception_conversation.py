@@ -131,18 +131,17 @@ async def test_what_the_camera_shows_reaches_the_llm_and_a_tool_fires_once(harne
     assert seen == [{"people": 2}]  # the local handler ran
 
 
-async def test_the_end_of_call_analysis_is_sent_once_and_recorded(tmp_path):
-    from conversation.records import ConversationStore
-
+async def end_and_collect(tmp_path, reason: str, frames: int):
+    """A conversation shown ``frames`` photos and ended for ``reason``, torn down; the
+    harness, the callback receiver's payloads (after the analysis arrived) and the id."""
     receiver = WebhookReceiver().start_thread()
     h = Harness(tmp_path)
     try:
         await h.start(persona=PERSONA, env=ENV, conversation={"callback_url": receiver.url},
                       answers=["Hi."])
-        await show(h, photo(), count=3)
+        await show(h, photo(), count=frames)
         conversation_id = h.session.conversation_id
-        await h.session.lifecycle.end("end_conversation_endpoint_hit")
-        await h.wait_for("conversation.perception_analysis", timeout=30)
+        await h.session.lifecycle.end(reason)
         await asyncio.wait_for(asyncio.shield(h.session.task), 30)
         await h.session.__aexit__(None, None, None)  # the teardown: record closed, callbacks
         for _ in range(100):
@@ -152,6 +151,14 @@ async def test_the_end_of_call_analysis_is_sent_once_and_recorded(tmp_path):
     finally:
         await h.stop()
         receiver.stop_thread()
+    return h, receiver, conversation_id
+
+
+async def test_the_end_of_call_analysis_is_sent_once_and_recorded(tmp_path):
+    from conversation.records import ConversationStore
+
+    h, receiver, conversation_id = await end_and_collect(
+        tmp_path, "end_conversation_endpoint_hit", frames=3)
     analysis = h.of("conversation.perception_analysis")
     assert len(analysis) == 1
     text = analysis[0]["properties"]["analysis"]
@@ -304,23 +311,7 @@ async def test_the_analysis_is_recorded_when_the_participant_leaves(tmp_path):
     from conversation.lifecycle import PARTICIPANT_LEFT
     from conversation.records import ConversationStore
 
-    receiver = WebhookReceiver().start_thread()
-    h = Harness(tmp_path)
-    try:
-        await h.start(persona=PERSONA, env=ENV, conversation={"callback_url": receiver.url},
-                      answers=["Hi."])
-        await show(h, photo(), count=2)
-        conversation_id = h.session.conversation_id
-        await h.session.lifecycle.end(PARTICIPANT_LEFT)
-        await asyncio.wait_for(asyncio.shield(h.session.task), 30)
-        await h.session.__aexit__(None, None, None)
-        for _ in range(100):
-            if "application.perception_analysis" in receiver.events():
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await h.stop()
-        receiver.stop_thread()
+    h, receiver, conversation_id = await end_and_collect(tmp_path, PARTICIPANT_LEFT, frames=2)
     assert receiver.events().count("application.perception_analysis") == 1
     assert not h.of("conversation.perception_analysis")
     record = ConversationStore(tmp_path / "data").verbose(conversation_id)
